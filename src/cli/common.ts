@@ -1,0 +1,60 @@
+import type { Command } from 'commander';
+import { errorLogFields, exitCodeFor, isAppError, ConfigError, EXIT } from '../errors.js';
+import { createLogger, type Logger } from '../log.js';
+import type { Config, LogLevel } from '../config/types.js';
+import { loadConfig } from '../config/load.js';
+
+/** Options every command inherits from the program. */
+export interface GlobalOptions {
+  config?: string;
+  logLevel?: LogLevel;
+}
+
+export const DEFAULT_CONFIG_PATH = '/etc/signalhub-sync/config.toml';
+
+export function configPath(opts: GlobalOptions): string {
+  return opts.config ?? process.env.SIGNALHUB_SYNC_CONFIG ?? DEFAULT_CONFIG_PATH;
+}
+
+export function globalOptions(cmd: Command): GlobalOptions {
+  return cmd.optsWithGlobals() as GlobalOptions;
+}
+
+/** Loads the config named by --config / $SIGNALHUB_SYNC_CONFIG / the default path. */
+export async function loadCliConfig(cmd: Command): Promise<Config> {
+  return loadConfig(configPath(globalOptions(cmd)));
+}
+
+export function cliLogger(cmd: Command, config?: Config): Logger {
+  const opts = globalOptions(cmd);
+  return createLogger({ level: opts.logLevel ?? config?.log.level ?? 'info', destination: config?.log.destination ?? 'stderr' });
+}
+
+/**
+ * Wraps a command action: turns a thrown error into one clear message on stderr and the
+ * process exit code of errors.ts. Never prints a stack for expected (AppError) failures.
+ */
+export function action<A extends unknown[]>(fn: (...args: A) => Promise<number | void>): (...args: A) => Promise<void> {
+  return async (...args: A) => {
+    try {
+      const code = await fn(...args);
+      process.exitCode = code ?? EXIT.OK;
+    } catch (err) {
+      reportError(err);
+      process.exitCode = exitCodeFor(err);
+    }
+  };
+}
+
+export function reportError(err: unknown): void {
+  if (err instanceof ConfigError) {
+    process.stderr.write(`signalhub-sync: invalid configuration ${err.message}\n`);
+  } else if (isAppError(err)) {
+    const extra = [err.status !== undefined ? `status ${err.status}` : '', err.correlationId ? `correlationId ${err.correlationId}` : '']
+      .filter(Boolean)
+      .join(', ');
+    process.stderr.write(`signalhub-sync: ${err.code}: ${err.message}${extra ? ` (${extra})` : ''}\n`);
+  } else {
+    process.stderr.write(`signalhub-sync: internal error: ${JSON.stringify(errorLogFields(err))}\n`);
+  }
+}

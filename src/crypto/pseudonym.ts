@@ -1,0 +1,108 @@
+import { createHash } from 'node:crypto';
+import { AppError } from '../errors.js';
+import { resolveAlgorithm, type HashAlgorithm } from './algorithms.js';
+
+export const ENCODINGS = ['base64', 'base64url', 'hex', 'HEX'] as const;
+export type PseudonymEncoding = (typeof ENCODINGS)[number];
+
+/** How a producer turns a subject key into a pseudonym (SPEC §7). */
+export interface PseudonymRecipe {
+  /** With `${subject}`, `${seed}`, `${algorithm}`. GovWay's default is `${subject}${seed}`. */
+  template: string;
+  encoding: PseudonymEncoding;
+}
+
+export const GOVWAY_RECIPE: PseudonymRecipe = { template: '${subject}${seed}', encoding: 'base64' };
+
+/**
+ * A recipe bound to one seed and algorithm: the hot path of reseeding. The template is split
+ * once into the constant text around `${subject}`, so hashing a subject is two updates and a
+ * digest, with no string building per subject.
+ */
+export class PseudonymHasher {
+  readonly algorithm: HashAlgorithm;
+  private readonly prefix: Buffer;
+  private readonly suffix: Buffer;
+  private readonly parts: Buffer[];
+  private readonly subjectSlots: number;
+
+  constructor(
+    readonly recipe: PseudonymRecipe,
+    seed: string,
+    /** cryptoHashFunction exactly as the producer sent it: `${algorithm}` expands to it. */
+    algorithmName: string,
+  ) {
+    this.algorithm = resolveAlgorithm(algorithmName);
+    if (!recipe.template.includes('${subject}')) {
+      throw new AppError('CONFIG_INVALID', 'pseudonym template must contain ${subject}');
+    }
+    const expanded = recipe.template.split('${subject}').map((part) => Buffer.from(part.replaceAll('${seed}', seed).replaceAll('${algorithm}', algorithmName), 'utf8'));
+    this.parts = expanded;
+    this.subjectSlots = expanded.length - 1;
+    this.prefix = expanded[0]!;
+    this.suffix = expanded[expanded.length - 1]!;
+  }
+
+  /** Raw hash bytes for a normalized subject key. */
+  digest(subjectKey: string): Buffer {
+    const { node, outputLength } = this.algorithm;
+    const h = outputLength === undefined ? createHash(node) : createHash(node, { outputLength });
+    if (this.subjectSlots === 1) {
+      h.update(this.prefix);
+      h.update(subjectKey, 'utf8');
+      h.update(this.suffix);
+    } else {
+      for (let i = 0; i < this.parts.length; i++) {
+        if (i > 0) h.update(subjectKey, 'utf8');
+        h.update(this.parts[i]!);
+      }
+    }
+    return h.digest();
+  }
+
+  pseudonym(subjectKey: string): string {
+    return encodeDigest(this.digest(subjectKey), this.recipe.encoding);
+  }
+}
+
+export function encodeDigest(digest: Buffer, encoding: PseudonymEncoding): string {
+  switch (encoding) {
+    case 'base64':
+      return digest.toString('base64');
+    case 'base64url':
+      return digest.toString('base64url');
+    case 'hex':
+      return digest.toString('hex');
+    case 'HEX':
+      return digest.toString('hex').toUpperCase();
+  }
+}
+
+/**
+ * The digest an objectId stands for under `encoding`, or null when the objectId is not a
+ * canonical encoding of `length` bytes (then it cannot be any subject's pseudonym). Node's
+ * decoders are lenient, so the result is re-encoded and compared to rule out near-misses.
+ */
+export function decodeObjectId(objectId: string, encoding: PseudonymEncoding, length: number): Buffer | null {
+  const nodeEncoding = encoding === 'HEX' ? 'hex' : encoding;
+  const digest = Buffer.from(objectId, nodeEncoding);
+  if (digest.length !== length) return null;
+  return encodeDigest(digest, encoding) === objectId ? digest : null;
+}
+
+/** Output length in bytes of an algorithm, for decodeObjectId. */
+export function digestLength(algorithmName: string): number {
+  const alg = resolveAlgorithm(algorithmName);
+  if (alg.outputLength !== undefined) return alg.outputLength;
+  return createHash(alg.node).digest().length;
+}
+
+/** Identifies a seed in logs and status without revealing it: first 8 hex of SHA-256(seed). */
+export function seedFingerprint(seed: string): string {
+  return createHash('sha256').update(seed, 'utf8').digest('hex').slice(0, 8);
+}
+
+/** SPEC §7: subject keys are trimmed and upper-cased before hashing. */
+export function normalizeSubjectKey(key: string): string {
+  return key.trim().toUpperCase();
+}

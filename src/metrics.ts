@@ -1,0 +1,28 @@
+import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+
+/**
+ * Every metric the daemon exports, in one registry. Modules receive a `Metrics` in their
+ * options and record into it; the HTTP endpoint (daemon/http.ts) serves `registry.metrics()`.
+ * Labels carry e-service ids and sink names only: never personal data.
+ */
+export class Metrics {
+  readonly registry = new Registry();
+
+  readonly pulls = new Counter({ name: 'signalhub_pulls_total', help: 'Signal Hub pull requests by e-service and HTTP status (or "error" for network failures)', labelNames: ['eservice', 'status'] as const, registers: [this.registry] });
+  readonly signalsSeen = new Counter({ name: 'signalhub_signals_seen_total', help: 'Signals received from the hub', labelNames: ['eservice', 'signal_type'] as const, registers: [this.registry] });
+  readonly matches = new Counter({ name: 'signalhub_matches_total', help: 'Signals that matched a local subject', labelNames: ['eservice'] as const, registers: [this.registry] });
+  readonly eventsWritten = new Counter({ name: 'signalhub_events_written_total', help: 'Events written to the outbox', labelNames: ['eservice', 'kind'] as const, registers: [this.registry] });
+  readonly eventsDelivered = new Counter({ name: 'signalhub_events_delivered_total', help: 'Events confirmed by a sink', labelNames: ['sink'] as const, registers: [this.registry] });
+  readonly sinkPending = new Gauge({ name: 'signalhub_sink_pending_events', help: 'Outbox events not yet confirmed by a sink', labelNames: ['sink'] as const, registers: [this.registry] });
+  readonly sinkStopped = new Gauge({ name: 'signalhub_sink_stopped', help: '1 when a sink stopped on a permanent error and waits for "sinks retry"', labelNames: ['sink'] as const, registers: [this.registry] });
+  readonly sinkFailures = new Counter({ name: 'signalhub_sink_failures_total', help: 'Failed delivery attempts', labelNames: ['sink'] as const, registers: [this.registry] });
+  readonly cursor = new Gauge({ name: 'signalhub_cursor_signal_id', help: 'Last processed signalId per e-service', labelNames: ['eservice'] as const, registers: [this.registry] });
+  readonly lastSuccessfulPull = new Gauge({ name: 'signalhub_last_successful_pull_timestamp_seconds', help: 'Unix time of the last successful pull per e-service', labelNames: ['eservice'] as const, registers: [this.registry] });
+  readonly secondsSinceLastPull = new Gauge({ name: 'signalhub_seconds_since_last_successful_pull', help: 'Seconds since the last successful pull per e-service', labelNames: ['eservice'] as const, registers: [this.registry] });
+  readonly reseedSeconds = new Histogram({ name: 'signalhub_reseed_duration_seconds', help: 'Time to compute the pseudonyms of all subjects for a new seed epoch', labelNames: ['eservice'] as const, buckets: [0.01, 0.1, 0.5, 1, 2, 5, 10, 30, 60, 120], registers: [this.registry] });
+  readonly voucherRefreshes = new Counter({ name: 'signalhub_voucher_refreshes_total', help: 'Vouchers obtained from the PDND token endpoint', labelNames: ['kind', 'outcome'] as const, registers: [this.registry] });
+  readonly rateLimitRemaining = new Gauge({ name: 'signalhub_rate_limit_remaining', help: 'X-Rate-Limit-Remaining of the last hub answer', registers: [this.registry] });
+  readonly rateLimited = new Counter({ name: 'signalhub_rate_limited_total', help: '429 answers from the hub', registers: [this.registry] });
+  readonly resyncOpen = new Gauge({ name: 'signalhub_resync_reports_open', help: 'Resync reports not yet acknowledged', labelNames: ['eservice'] as const, registers: [this.registry] });
+  readonly eserviceUp = new Gauge({ name: 'signalhub_eservice_healthy', help: '1 when the last sync attempt of the e-service succeeded', labelNames: ['eservice'] as const, registers: [this.registry] });
+}

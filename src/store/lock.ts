@@ -1,0 +1,55 @@
+import fs from 'node:fs';
+import Database from 'better-sqlite3';
+import { AppError } from '../errors.js';
+
+/**
+ * One writer process per database. The lock is an EXCLUSIVE transaction held open on a side
+ * file (`<db>.lock`, rollback-journal mode): SQLite takes it with POSIX advisory locks, so the
+ * kernel releases it when the holder dies, even by SIGKILL; no stale lock files to clean up.
+ * `<db>.lock.json` records who holds it, for the refusal message only.
+ */
+export class WriterLock {
+  private constructor(
+    private readonly conn: Database.Database,
+    private readonly infoFile: string,
+  ) {}
+
+  static acquire(dbFile: string, purpose: string): WriterLock {
+    const lockFile = `${dbFile}.lock`;
+    const infoFile = `${lockFile}.json`;
+    const conn = new Database(lockFile);
+    try {
+      fs.chmodSync(lockFile, 0o600);
+      conn.pragma('journal_mode = DELETE');
+      conn.pragma('busy_timeout = 0');
+      conn.exec('BEGIN EXCLUSIVE');
+    } catch (err) {
+      conn.close();
+      if ((err as { code?: string }).code === 'SQLITE_BUSY') {
+        throw new AppError('DB_LOCKED', `database ${dbFile} is in use by another signalhub-sync process (${describeHolder(infoFile)}); stop it first (e.g. "systemctl stop signalhub-sync") or use a read-only command such as "status"`, { retryable: true });
+      }
+      throw new AppError('DB_ERROR', `cannot lock database ${dbFile}: ${(err as Error).message}`, { cause: err });
+    }
+    fs.writeFileSync(infoFile, JSON.stringify({ pid: process.pid, purpose, since: new Date().toISOString() }), { mode: 0o600 });
+    return new WriterLock(conn, infoFile);
+  }
+
+  release(): void {
+    if (!this.conn.open) return;
+    try {
+      fs.rmSync(this.infoFile, { force: true });
+    } finally {
+      this.conn.exec('ROLLBACK');
+      this.conn.close();
+    }
+  }
+}
+
+function describeHolder(infoFile: string): string {
+  try {
+    const info = JSON.parse(fs.readFileSync(infoFile, 'utf8')) as { pid?: number; purpose?: string; since?: string };
+    return `pid ${info.pid ?? '?'}, "${info.purpose ?? '?'}" since ${info.since ?? '?'}`;
+  } catch {
+    return 'holder unknown';
+  }
+}

@@ -1,0 +1,127 @@
+/**
+ * Versioned schema. Each migration runs once, in order, inside a transaction, and is recorded
+ * in `schema_migrations`. Never edit a released migration: add a new one.
+ *
+ * Conventions: times are integer milliseconds since the epoch (UTC); `eservices.id` is the local
+ * integer id, `eservices.eservice_id` the hub's uuid; an epoch covers the signals with
+ * `signalId > start_signal_id` up to the next epoch's start.
+ */
+export interface Migration {
+  version: number;
+  name: string;
+  sql: string;
+}
+
+export const MIGRATIONS: Migration[] = [
+  {
+    version: 1,
+    name: 'initial schema',
+    sql: `
+CREATE TABLE subjects (
+  id            INTEGER PRIMARY KEY,
+  key           TEXT NOT NULL UNIQUE,      -- normalized fiscal code / VAT code: personal data, never logged
+  ref           TEXT,                      -- the consumer's local reference, may be logged
+  all_eservices INTEGER NOT NULL DEFAULT 1, -- 1: follows every configured e-service
+  added_at      INTEGER NOT NULL
+);
+
+-- For subjects with all_eservices = 0: the e-services (hub uuids) they follow.
+CREATE TABLE subject_eservices (
+  subject_id  INTEGER NOT NULL REFERENCES subjects(id) ON DELETE CASCADE,
+  eservice_id TEXT NOT NULL,
+  PRIMARY KEY (subject_id, eservice_id)
+) WITHOUT ROWID;
+CREATE INDEX subject_eservices_by_eservice ON subject_eservices (eservice_id, subject_id);
+
+CREATE TABLE eservices (
+  id             INTEGER PRIMARY KEY,
+  eservice_id    TEXT NOT NULL UNIQUE,
+  name           TEXT NOT NULL,
+  cursor         INTEGER NOT NULL DEFAULT 0, -- last processed signalId; only moves forward
+  last_pull_at   INTEGER,                    -- last successful pull (any status 200/206)
+  caught_up_at   INTEGER,                    -- last time the hub answered 200
+  state          TEXT NOT NULL DEFAULT 'new', -- new | syncing | idle | failing | stopped | paused
+  last_error     TEXT,
+  last_error_code TEXT,
+  last_error_at  INTEGER,
+  signals_seen   INTEGER NOT NULL DEFAULT 0,
+  matches        INTEGER NOT NULL DEFAULT 0,
+  created_at     INTEGER NOT NULL
+);
+
+CREATE TABLE epochs (
+  id                 INTEGER PRIMARY KEY,
+  eservice           INTEGER NOT NULL REFERENCES eservices(id),
+  start_signal_id    INTEGER NOT NULL,  -- the SEEDUPDATE id that opened it (0: from the beginning)
+  status             TEXT NOT NULL,     -- known | tentative | unknown (no seed: signals cannot be matched)
+  seed               TEXT,              -- secret: never logged, never printed
+  seed_fingerprint   TEXT,              -- first 8 hex of SHA-256(seed)
+  algorithm          TEXT,              -- cryptoHashFunction as the producer sent it
+  template           TEXT,
+  encoding           TEXT,
+  producer_signal_id INTEGER,           -- signalId in the crypto-info answer, if the producer sends it
+  pseudonym_count    INTEGER NOT NULL DEFAULT 0,
+  created_at         INTEGER NOT NULL,
+  retired_at         INTEGER            -- pseudonyms dropped: nothing can need them any more
+);
+CREATE INDEX epochs_by_eservice ON epochs (eservice, start_signal_id);
+
+-- digest = raw hash bytes of the recipe; objectIds are decoded with the epoch's encoding to match.
+CREATE TABLE pseudonyms (
+  epoch      INTEGER NOT NULL,
+  digest     BLOB NOT NULL,
+  subject_id INTEGER NOT NULL,
+  PRIMARY KEY (epoch, digest)
+) WITHOUT ROWID;
+
+-- Every signal processed within the retention period: de-duplicates rescans of late lower ids,
+-- and keeps unmatched signals (no personal data: objectId is a pseudonym) for back-matching.
+CREATE TABLE signal_log (
+  eservice    INTEGER NOT NULL,
+  signal_id   INTEGER NOT NULL,
+  epoch       INTEGER,               -- NULL for SEEDUPDATE or signals of an unknown epoch
+  unmatched   INTEGER NOT NULL,      -- 1: no subject matched (candidate for back-matching)
+  signal_type TEXT NOT NULL,
+  object_type TEXT NOT NULL,
+  object_id   TEXT NOT NULL,
+  received_at INTEGER NOT NULL,
+  PRIMARY KEY (eservice, signal_id)
+) WITHOUT ROWID;
+CREATE INDEX signal_log_unmatched ON signal_log (epoch, object_id) WHERE unmatched = 1;
+CREATE INDEX signal_log_by_time ON signal_log (received_at);
+
+CREATE TABLE outbox (
+  seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+  event_id    TEXT NOT NULL UNIQUE,  -- eserviceId:signalId, or eserviceId:resync:<report id>
+  eservice_id TEXT NOT NULL,
+  signal_id   INTEGER,
+  kind        TEXT NOT NULL,         -- signal | resync-required
+  payload     TEXT NOT NULL,         -- the event as delivered (JSON)
+  created_at  INTEGER NOT NULL
+);
+CREATE INDEX outbox_by_time ON outbox (created_at);
+
+CREATE TABLE sink_positions (
+  sink          TEXT PRIMARY KEY,
+  position      INTEGER NOT NULL DEFAULT 0, -- last outbox seq the sink confirmed
+  state         TEXT NOT NULL DEFAULT 'active', -- active | stopped
+  delivered     INTEGER NOT NULL DEFAULT 0,
+  last_error    TEXT,
+  last_error_at INTEGER,
+  updated_at    INTEGER
+);
+
+CREATE TABLE resync_reports (
+  id             INTEGER PRIMARY KEY,
+  eservice_id    TEXT NOT NULL,
+  from_signal_id INTEGER NOT NULL,  -- inclusive
+  to_signal_id   INTEGER NOT NULL,  -- inclusive
+  reason         TEXT NOT NULL,     -- retention-gap | seed-unchanged | seed-history-missing | seed-from-later-epoch | backlog-predates-seed
+  detail         TEXT,
+  created_at     INTEGER NOT NULL,
+  acked_at       INTEGER
+);
+CREATE INDEX resync_reports_open ON resync_reports (eservice_id) WHERE acked_at IS NULL;
+`,
+  },
+];
