@@ -1,0 +1,122 @@
+import { createHash } from 'node:crypto';
+import { request, type Dispatcher } from 'undici';
+
+/** Bounded retries with exponential backoff and full jitter (p-retry's `randomize`). */
+export interface RetryPolicy {
+  /** Retries after the first attempt. */
+  retries: number;
+  minTimeoutMs: number;
+  maxTimeoutMs: number;
+}
+
+export const DEFAULT_RETRY: RetryPolicy = { retries: 3, minTimeoutMs: 250, maxTimeoutMs: 4000 };
+
+export function pRetryOptions(policy: RetryPolicy): { retries: number; minTimeout: number; maxTimeout: number; factor: number; randomize: boolean } {
+  return { retries: policy.retries, minTimeout: policy.minTimeoutMs, maxTimeout: policy.maxTimeoutMs, factor: 2, randomize: true };
+}
+
+export interface HttpAnswer {
+  status: number;
+  headers: Record<string, string | string[] | undefined>;
+  /** Body as text, cut at maxBodyBytes. */
+  text: string;
+  truncated: boolean;
+}
+
+/** A request that got no HTTP answer: connection refused/reset, DNS, timeout, aborted body. */
+export class NetworkFailure extends Error {
+  constructor(
+    readonly what: string,
+    readonly timedOut: boolean,
+    options?: { cause?: unknown },
+  ) {
+    super(what, options);
+    this.name = 'NetworkFailure';
+  }
+}
+
+export interface HttpRequestOptions {
+  method: 'GET' | 'POST';
+  headers?: Record<string, string>;
+  body?: string;
+  /** Bounds the whole exchange, headers and body. */
+  timeoutMs: number;
+  maxBodyBytes?: number;
+  dispatcher?: Dispatcher;
+}
+
+/**
+ * One HTTP exchange with undici, returning status and body text or throwing NetworkFailure.
+ * The URL is not put in NetworkFailure messages by this function: callers say what they called.
+ */
+export async function httpRequest(url: string, options: HttpRequestOptions): Promise<HttpAnswer> {
+  const signal = AbortSignal.timeout(options.timeoutMs);
+  const maxBodyBytes = options.maxBodyBytes ?? 1024 * 1024;
+  try {
+    const res = await request(url, {
+      method: options.method,
+      headers: options.headers,
+      body: options.body,
+      signal,
+      ...(options.dispatcher ? { dispatcher: options.dispatcher } : {}),
+    });
+    const chunks: Buffer[] = [];
+    let size = 0;
+    let truncated = false;
+    for await (const chunk of res.body) {
+      const buf = chunk as Buffer;
+      if (size + buf.length > maxBodyBytes) {
+        chunks.push(buf.subarray(0, maxBodyBytes - size));
+        truncated = true;
+        res.body.destroy();
+        break;
+      }
+      chunks.push(buf);
+      size += buf.length;
+    }
+    return { status: res.statusCode, headers: res.headers, text: Buffer.concat(chunks).toString('utf8'), truncated };
+  } catch (err) {
+    if (signal.aborted) throw new NetworkFailure(`timed out after ${options.timeoutMs} ms`, true, { cause: err });
+    const code = (err as { code?: string }).code;
+    throw new NetworkFailure(`network error ${code ?? (err as Error).name ?? 'unknown'}`, false, { cause: err });
+  }
+}
+
+export interface Problem {
+  correlationId: string | undefined;
+  codes: string[] | undefined;
+}
+
+/**
+ * The non-secret identifiers of an application/problem+json body (PDND, Signal Hub, GovWay).
+ * Anything else in the body is ignored: it is never echoed into errors.
+ */
+export function parseProblem(text: string): Problem {
+  let body: unknown;
+  try {
+    body = JSON.parse(text);
+  } catch {
+    return { correlationId: undefined, codes: undefined };
+  }
+  if (typeof body !== 'object' || body === null) return { correlationId: undefined, codes: undefined };
+  const record = body as Record<string, unknown>;
+  const rawId = record.correlationId ?? record.correlation_id ?? record.govway_id;
+  const correlationId = typeof rawId === 'string' && /^[\w.:-]{1,128}$/.test(rawId) ? rawId : undefined;
+  let codes: string[] | undefined;
+  if (Array.isArray(record.errors)) {
+    codes = record.errors
+      .map((e) => (typeof e === 'object' && e !== null ? (e as Record<string, unknown>).code : undefined))
+      .filter((c): c is string => typeof c === 'string' && /^[\w.-]{1,32}$/.test(c));
+    if (codes.length === 0) codes = undefined;
+  }
+  return { correlationId, codes };
+}
+
+/** Identifies a secret (voucher, JWS) in logs without revealing it: first 8 hex of SHA-256. */
+export function fingerprint(secret: string): string {
+  return createHash('sha256').update(secret, 'utf8').digest('hex').slice(0, 8);
+}
+
+export function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}

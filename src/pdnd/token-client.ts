@@ -1,0 +1,118 @@
+import pRetry from 'p-retry';
+import type { Dispatcher } from 'undici';
+import { AppError, isAppError } from '../errors.js';
+import { silentLogger, type Logger } from '../log.js';
+import { CLIENT_ASSERTION_TYPE } from './assertion.js';
+import { DEFAULT_RETRY, NetworkFailure, httpRequest, parseProblem, pRetryOptions, type RetryPolicy } from './http.js';
+
+export const TOKEN_REJECTED_HINT =
+  'check client_id, kid, private key, audience and purposeId; the PDND back office has a client-assertion debugging tool';
+
+export interface TokenResponse {
+  accessToken: string;
+  tokenType: 'Bearer';
+  /** Seconds. */
+  expiresIn: number;
+}
+
+export interface TokenRequestOptions {
+  tokenUrl: string;
+  timeoutMs: number;
+  clientId: string;
+  /** Called once per attempt, so that every retry carries a fresh assertion (new jti, iat). */
+  assertion: () => Promise<string>;
+  retry?: RetryPolicy;
+  logger?: Logger;
+  dispatcher?: Dispatcher;
+}
+
+/**
+ * POSTs a client-credentials request to the PDND token endpoint (SPEC §4). 429, 5xx, timeouts
+ * and network errors are retried with backoff; a 400/401/403 is final (TOKEN_REJECTED): PDND
+ * answers it for a wrong client, key, kid, audience or purpose, which retrying cannot fix.
+ * Neither the assertion nor the access token ever enters a message or a log line.
+ */
+export async function requestToken(options: TokenRequestOptions): Promise<TokenResponse> {
+  const logger = options.logger ?? silentLogger;
+  const policy = options.retry ?? DEFAULT_RETRY;
+  try {
+    return await pRetry(() => attempt(options), {
+      ...pRetryOptions(policy),
+      shouldRetry: (err) => isAppError(err) && err.retryable && err.details?.retryNow === true,
+      onFailedAttempt: (err) => {
+        if (err.retriesLeft > 0 && isAppError(err) && err.details?.retryNow === true) {
+          logger.warn({ clientId: options.clientId, status: err.status, correlationId: err.correlationId, attempt: err.attemptNumber }, 'token request failed, retrying');
+        }
+      },
+    });
+  } catch (err) {
+    if (isAppError(err)) {
+      // retryNow is an internal flag for this loop; callers see a clean error.
+      const { retryNow: _drop, ...details } = err.details ?? {};
+      throw new AppError(err.code, err.message, { status: err.status, correlationId: err.correlationId, problemCodes: err.problemCodes, retryable: err.retryable, details });
+    }
+    throw err;
+  }
+}
+
+async function attempt(options: TokenRequestOptions): Promise<TokenResponse> {
+  const where = `PDND token endpoint ${options.tokenUrl}`;
+  const form = new URLSearchParams({
+    client_id: options.clientId,
+    client_assertion: await options.assertion(),
+    client_assertion_type: CLIENT_ASSERTION_TYPE,
+    grant_type: 'client_credentials',
+  });
+  let answer;
+  try {
+    answer = await httpRequest(options.tokenUrl, {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded', accept: 'application/json' },
+      body: form.toString(),
+      timeoutMs: options.timeoutMs,
+      maxBodyBytes: 64 * 1024,
+      dispatcher: options.dispatcher,
+    });
+  } catch (err) {
+    if (err instanceof NetworkFailure) {
+      throw new AppError('TOKEN_UNAVAILABLE', `${where}: ${err.message}`, { retryable: true, details: { clientId: options.clientId, retryNow: true } });
+    }
+    throw err;
+  }
+  const { status } = answer;
+  if (status === 200) return parseTokenResponse(answer.text, where, options.clientId);
+
+  const problem = parseProblem(answer.text);
+  const common = { status, correlationId: problem.correlationId, problemCodes: problem.codes };
+  if (status === 400 || status === 401 || status === 403) {
+    throw new AppError('TOKEN_REJECTED', `${where} rejected the client assertion of client ${options.clientId} (HTTP ${status}${problem.correlationId ? `, correlationId ${problem.correlationId}` : ''}): ${TOKEN_REJECTED_HINT}`, {
+      ...common,
+      retryable: false,
+      details: { clientId: options.clientId },
+    });
+  }
+  const transient = status === 429 || status >= 500;
+  throw new AppError('TOKEN_UNAVAILABLE', `${where} answered HTTP ${status}${problem.correlationId ? ` (correlationId ${problem.correlationId})` : ''}${transient ? '' : '; check pdnd.token_url'}`, {
+    ...common,
+    retryable: true,
+    details: { clientId: options.clientId, retryNow: transient },
+  });
+}
+
+function parseTokenResponse(text: string, where: string, clientId: string): TokenResponse {
+  const bad = (what: string): AppError =>
+    new AppError('TOKEN_UNAVAILABLE', `${where} answered 200 with an unusable body: ${what}`, { status: 200, retryable: true, details: { clientId } });
+  let body: unknown;
+  try {
+    body = JSON.parse(text);
+  } catch {
+    throw bad('not JSON');
+  }
+  if (typeof body !== 'object' || body === null || Array.isArray(body)) throw bad('not a JSON object');
+  const { access_token, token_type, expires_in } = body as Record<string, unknown>;
+  if (typeof access_token !== 'string' || access_token.length === 0) throw bad('access_token is missing or not a non-empty string');
+  if (/\s/.test(access_token)) throw bad('access_token contains whitespace');
+  if (typeof token_type !== 'string' || token_type.toLowerCase() !== 'bearer') throw bad('token_type is not "Bearer"');
+  if (typeof expires_in !== 'number' || !Number.isSafeInteger(expires_in) || expires_in <= 0) throw bad('expires_in is not a positive integer');
+  return { accessToken: access_token, tokenType: 'Bearer', expiresIn: expires_in };
+}
