@@ -1,7 +1,156 @@
-import type { Config } from './types.js';
-import { AppError } from '../errors.js';
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import { parse as parseToml, TomlError } from 'smol-toml';
+import { AppError, ConfigError, type ConfigProblem } from '../errors.js';
+import type { ClientConfig, Config, EServiceConfig, SinkConfig } from './types.js';
+import { expandEnvironment } from './env.js';
+import { buildFileSchema, parseListen, type FileConfig } from './schema.js';
+import { problemsFromIssues } from './issues.js';
+import { knownKeysAt } from './schema-json.js';
+import { crossCheck, presetOf } from './crosscheck.js';
+import { uniqueProblems } from './problems.js';
+import { DEFAULT_INITIAL_RATE_LIMIT, DEFAULT_SIMULATOR_URL, presetValues, stripTrailingSlashes, type PresetValues } from './presets.js';
+import { defaultDatabasePath, type PathContext } from './paths.js';
 
-// Placeholder: being implemented (smol-toml + zod).
-export async function loadConfig(file: string): Promise<Config> {
-  throw new AppError('CONFIG_NOT_FOUND', `config loading not implemented yet (${file})`);
+export interface LoadConfigOptions {
+  /** Environment for `${VAR}`, $CREDENTIALS_DIRECTORY and $STATE_DIRECTORY. Default process.env. */
+  env?: NodeJS.ProcessEnv;
 }
+
+/**
+ * Reads, validates and resolves the config file. Throws CONFIG_NOT_FOUND when the file
+ * cannot be read and ConfigError with every problem (key path + message) when it is invalid.
+ */
+export async function loadConfig(file: string, options: LoadConfigOptions = {}): Promise<Config> {
+  const absolute = path.resolve(file);
+  let text: string;
+  try {
+    text = await fs.readFile(absolute, 'utf8');
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    const reason = code === 'ENOENT' ? 'not found' : code === 'EACCES' ? 'not readable (permission denied)' : code === 'EISDIR' ? 'is a directory' : `cannot be read (${code ?? 'error'})`;
+    throw new AppError('CONFIG_NOT_FOUND', `config file ${absolute} ${reason} (set --config or $SIGNALHUB_SYNC_CONFIG)`, { details: { file: absolute } });
+  }
+  return parseConfigText(text, { file: absolute, env: options.env });
+}
+
+/** Validates config text as if read from `file` (relative paths resolve against its folder). Used by SIGHUP reload too. */
+export function parseConfigText(text: string, options: { file: string; env?: NodeJS.ProcessEnv }): Config {
+  const file = path.resolve(options.file);
+  const env = options.env ?? process.env;
+  const fail = (problems: ConfigProblem[]): never => {
+    throw new ConfigError(file, uniqueProblems(problems));
+  };
+
+  let parsed: Record<string, unknown>;
+  try {
+    parsed = parseToml(text.replace(/^\uFEFF/, ''));
+  } catch (err) {
+    if (err instanceof TomlError) {
+      // smol-toml's message ends with a code block of the file: keep only the reason.
+      const reason = err.message.replace(/^Invalid TOML document:\s*/, '').split('\n')[0]!.trim();
+      return fail([{ path: '', message: `${file}:${err.line}:${err.column}: TOML syntax error: ${reason}` }]);
+    }
+    throw err;
+  }
+
+  const expanded = expandEnvironment(parsed, env);
+  const document = expanded.value as Record<string, unknown>;
+  const paths: PathContext = { configDir: path.dirname(file), env };
+  const preset = presetOf(document);
+  const result = buildFileSchema({ paths, preset }).safeParse(document);
+  const problems = [
+    ...expanded.problems,
+    ...(result.success ? [] : problemsFromIssues(result.error.issues, document, knownKeysAt)),
+    ...crossCheck(document),
+  ];
+  if (problems.length > 0 || !result.success) return fail(problems);
+  return toConfig(result.data, { file, env });
+}
+
+/** Maps the validated file (snake_case) to the typed Config, filling preset defaults. */
+function toConfig(data: FileConfig, { file, env }: { file: string; env: NodeJS.ProcessEnv }): Config {
+  const preset = data.preset;
+  const known: Partial<PresetValues> = preset ? presetValues(preset, data.simulator_url ?? DEFAULT_SIMULATOR_URL) : {};
+  // crossCheck guarantees these are present when there is no preset.
+  const required = <T>(value: T | undefined, key: string): T => {
+    if (value === undefined) throw new AppError('INTERNAL', `config: ${key} unresolved after validation`);
+    return value;
+  };
+  const hubBaseUrl = required(data.hub.base_url ?? known.hubBaseUrl, 'hub.base_url');
+
+  const client = (c: { client_id: string; key_id: string; private_key_file: string }): ClientConfig => ({
+    clientId: c.client_id,
+    keyId: c.key_id,
+    privateKeyFile: c.private_key_file,
+  });
+  const shared = data.pdnd.eservice_client ? client(data.pdnd.eservice_client) : undefined;
+
+  const eservices: EServiceConfig[] = data.eservices.map((e, i) => ({
+    id: e.id,
+    name: e.name,
+    client:
+      e.client_id !== undefined && e.key_id !== undefined && e.private_key_file !== undefined
+        ? { clientId: e.client_id, keyId: e.key_id, privateKeyFile: e.private_key_file }
+        : required(shared, `eservices[${i}].client_id`),
+    purposeId: e.purpose_id,
+    cryptoInfoUrl: required(e.crypto_info_url ?? known.cryptoInfoUrl?.(e.id), `eservices[${i}].crypto_info_url`),
+    cryptoHistory: e.crypto_history,
+    recipe: { template: e.recipe.template, encoding: e.recipe.encoding },
+    pollIntervalSeconds: e.poll_interval_seconds ?? data.hub.poll_interval_seconds,
+    audit: e.audit ? { audience: e.audit.audience, claims: e.audit.claims, ttlSeconds: e.audit.ttl_seconds } : undefined,
+  }));
+
+  const idOf = (ref: string): string => data.eservices.find((e) => e.name === ref || e.id.toLowerCase() === ref.toLowerCase())?.id ?? ref;
+  const sinks: SinkConfig[] = data.sinks.map((s): SinkConfig => {
+    const base = { name: s.name, eservices: [...new Set(s.eservices.map(idOf))] };
+    switch (s.type) {
+      case 'webhook':
+        return { ...base, type: 'webhook', url: s.url, secretFile: s.secret_file, caFile: s.ca_file, batchSize: s.batch_size, timeoutMs: s.timeout_ms, maxRetries: s.max_retries };
+      case 'file':
+        return { ...base, type: 'file', path: s.path };
+      case 'stdout':
+        return { ...base, type: 'stdout', format: s.format };
+      case 'exec':
+        return { ...base, type: 'exec', command: s.command, timeoutMs: s.timeout_ms };
+    }
+  });
+
+  const listen = required(parseListen(data.http.listen) ?? undefined, 'http.listen');
+  return {
+    file,
+    preset,
+    database: data.database ?? defaultDatabasePath(env),
+    log: { level: data.log.level, destination: data.log.destination },
+    pdnd: {
+      tokenUrl: required(data.pdnd.token_url ?? known.tokenUrl, 'pdnd.token_url'),
+      assertionAudience: required(data.pdnd.assertion_audience ?? known.assertionAudience, 'pdnd.assertion_audience'),
+      assertionTtlSeconds: data.pdnd.assertion_ttl_seconds,
+      voucherRefreshMarginSeconds: data.pdnd.voucher_refresh_margin_seconds,
+      requestTimeoutMs: data.pdnd.request_timeout_ms,
+      m2m: client(data.pdnd.m2m),
+    },
+    hub: {
+      baseUrl: stripTrailingSlashes(hubBaseUrl),
+      pageSize: data.hub.page_size,
+      pollIntervalSeconds: data.hub.poll_interval_seconds,
+      pollJitter: data.hub.poll_jitter,
+      requestTimeoutMs: data.hub.request_timeout_ms,
+      maxRetries: data.hub.max_retries,
+      maxRetryDelayMs: data.hub.max_retry_delay_ms,
+      maxRateLimitWaitMs: data.hub.max_rate_limit_wait_ms,
+      initialRateLimit: data.hub.initial_rate_limit ?? known.initialRateLimit ?? DEFAULT_INITIAL_RATE_LIMIT,
+      rescanOverlap: data.hub.rescan_overlap,
+      retentionDays: data.hub.retention_days,
+    },
+    crypto: { requestTimeoutMs: data.crypto.request_timeout_ms, rotationWaitSeconds: data.crypto.rotation_wait_seconds },
+    subjects: { validate: data.subjects.validate, backfill: data.subjects.backfill },
+    events: { includeSubjectKey: data.events.include_subject_key },
+    outbox: { keepDays: data.outbox.keep_days, maxPending: data.outbox.max_pending, deliveryBatchSize: data.outbox.delivery_batch_size },
+    http: { enabled: data.http.enabled, host: listen.host, port: listen.port },
+    daemon: { shutdownTimeoutSeconds: data.daemon.shutdown_timeout_seconds, concurrency: data.daemon.concurrency },
+    eservices,
+    sinks,
+  };
+}
+

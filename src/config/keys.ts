@@ -1,0 +1,61 @@
+import { createHash, createPrivateKey, createPublicKey, type KeyObject } from 'node:crypto';
+import fs from 'node:fs';
+import { AppError } from '../errors.js';
+
+/**
+ * Reads a PEM RSA private key (PKCS#8 or PKCS#1, unencrypted). Failures name the file and
+ * what is wrong with it, never its content.
+ */
+export function readRsaPrivateKey(file: string): KeyObject {
+  const problem = rsaPrivateKeyProblem(file);
+  if (typeof problem === 'string') throw new AppError('CONFIG_INVALID', `${file}: ${problem}`, { details: { file } });
+  return problem;
+}
+
+/** The key, or a one-line description of why `file` is not a usable RSA private key. */
+export function rsaPrivateKeyProblem(file: string): KeyObject | string {
+  let pem: Buffer;
+  try {
+    pem = fs.readFileSync(file);
+  } catch (err) {
+    return fileErrorMessage(err, file);
+  }
+  let key: KeyObject;
+  try {
+    key = createPrivateKey({ key: pem, format: 'pem' });
+  } catch {
+    // The parser's message can quote the input: do not pass it on.
+    return 'not an unencrypted PEM private key (PKCS#8 "BEGIN PRIVATE KEY" or PKCS#1 "BEGIN RSA PRIVATE KEY")';
+  } finally {
+    pem.fill(0);
+  }
+  if (key.asymmetricKeyType !== 'rsa') return `is a ${key.asymmetricKeyType ?? 'non-RSA'} key: PDND client assertions are RS256 and need an RSA key`;
+  return key;
+}
+
+/** Why a secret file that is used as-is (HMAC secret, CA bundle) cannot be read, or null. */
+export function readableFileProblem(file: string): string | null {
+  try {
+    const stat = fs.statSync(file);
+    if (!stat.isFile()) return 'is not a regular file';
+    fs.accessSync(file, fs.constants.R_OK);
+    if (stat.size === 0) return 'is empty';
+    return null;
+  } catch (err) {
+    return fileErrorMessage(err, file);
+  }
+}
+
+/** Identifies a client key without revealing it: first 16 hex of SHA-256 of the DER SPKI public key. */
+export function publicKeyFingerprint(key: KeyObject): string {
+  const spki = createPublicKey(key).export({ type: 'spki', format: 'der' });
+  return createHash('sha256').update(spki).digest('hex').slice(0, 16);
+}
+
+function fileErrorMessage(err: unknown, file: string): string {
+  const code = (err as NodeJS.ErrnoException).code;
+  if (code === 'ENOENT') return `file not found: ${file}`;
+  if (code === 'EACCES' || code === 'EPERM') return `file not readable (permission denied): ${file}`;
+  if (code === 'EISDIR') return `is a directory, not a file: ${file}`;
+  return `cannot read ${file} (${code ?? 'error'})`;
+}

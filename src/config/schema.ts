@@ -1,0 +1,247 @@
+import * as z from 'zod';
+import { ENCODINGS } from '../crypto/pseudonym.js';
+import type { PresetName } from './types.js';
+import { PRESET_NAMES } from './presets.js';
+import { resolveDataPath, resolveSecretPath, type PathContext } from './paths.js';
+import { readableFileProblem, rsaPrivateKeyProblem } from './keys.js';
+
+/**
+ * The TOML file as written (snake_case, unknown keys rejected everywhere). Built per load
+ * because field checks depend on where the file is (relative paths, credentials) and on its
+ * preset (plain http is fine against the simulator). With `ctx = null` it checks shapes only:
+ * that is the schema `config schema` prints.
+ */
+export interface SchemaContext {
+  paths: PathContext;
+  preset: PresetName | undefined;
+}
+
+export const RECIPE_PLACEHOLDERS = ['${subject}', '${seed}', '${algorithm}'] as const;
+
+export function buildFileSchema(ctx: SchemaContext | null) {
+  const nonEmpty = () => z.string().min(1);
+  const uuid = () => z.guid('must be a UUID (8-4-4-4-12 hex digits)');
+  const positiveInt = () => z.number().int().positive();
+  const nonNegativeInt = () => z.number().int().nonnegative();
+
+  /** A URL of a remote endpoint: https, except plain http towards loopback or the simulator. */
+  const url = () =>
+    z.string().superRefine((value, issues) => {
+      const problem = urlProblem(value, ctx?.preset === 'simulator');
+      if (problem) issues.addIssue({ code: 'custom', message: problem, input: value });
+    });
+
+  const keyFile = () =>
+    nonEmpty()
+      .describe('Path of the PEM RSA private key (PKCS#8 or PKCS#1). Relative: to this file\'s folder; a bare name: in $CREDENTIALS_DIRECTORY when set.')
+      .transform((value, issues) => {
+        if (!ctx) return value;
+        const file = resolveSecretPath(value, ctx.paths);
+        const problem = rsaPrivateKeyProblem(file);
+        if (typeof problem === 'string') issues.issues.push({ code: 'custom', message: problem, input: value });
+        return file;
+      });
+
+  const secretFile = (what: string) =>
+    nonEmpty()
+      .describe(`Path of the ${what}. Relative: to this file's folder; a bare name: in $CREDENTIALS_DIRECTORY when set.`)
+      .transform((value, issues) => {
+        if (!ctx) return value;
+        const file = resolveSecretPath(value, ctx.paths);
+        const problem = readableFileProblem(file);
+        if (problem) issues.issues.push({ code: 'custom', message: problem, input: value });
+        return file;
+      });
+
+  const dataPath = (description: string) =>
+    nonEmpty()
+      .describe(description)
+      .transform((value) => (ctx ? resolveDataPath(value, ctx.paths) : value));
+
+  const client = () =>
+    z.strictObject({
+      client_id: uuid().describe('Client id from the PDND back office.'),
+      key_id: nonEmpty().describe('Key id (kid) of the client key from the PDND back office.'),
+      private_key_file: keyFile(),
+    });
+
+  const recipe = z
+    .strictObject({
+      template: z
+        .string()
+        .default('${subject}${seed}')
+        .describe('How the producer builds the hashed text: ${subject}, ${seed}, ${algorithm} placeholders (never environment-expanded). GovWay default: ${subject}${seed}.')
+        .superRefine((template, issues) => {
+          if (!template.includes('${subject}')) issues.addIssue({ code: 'custom', message: 'must contain ${subject}', input: template });
+          const unknown = [...template.matchAll(/\$\{[^}]*\}/g)].map((m) => m[0]).filter((p) => !(RECIPE_PLACEHOLDERS as readonly string[]).includes(p));
+          if (unknown.length > 0) {
+            issues.addIssue({ code: 'custom', message: `unknown placeholder ${unknown[0]!.slice(0, 40)} (allowed: ${RECIPE_PLACEHOLDERS.join(', ')})`, input: template });
+          }
+        }),
+      encoding: z.enum(ENCODINGS).default('base64').describe('Encoding of the digest: base64 (GovWay default, padded), base64url, hex, HEX.'),
+    })
+    .prefault({});
+
+  const audit = z.strictObject({
+    audience: nonEmpty().describe('`aud` of the Agid-JWT-TrackingEvidence JWS: the producer\'s audience.'),
+    claims: z
+      .record(z.string(), z.union([z.string(), z.number(), z.boolean()]))
+      .default({})
+      .describe('Producer audit fields, e.g. userID, userLocation, LoA.'),
+    ttl_seconds: positiveInt().default(300),
+  });
+
+  const eservice = z.strictObject({
+    id: uuid().describe('E-service id on Signal Hub.'),
+    name: nonEmpty().describe('Human name, unique; usable instead of the id in commands and filters.'),
+    purpose_id: uuid().describe('Purpose id of the consumer\'s purpose on this e-service.'),
+    client_id: uuid().optional().describe('E-service client; default [pdnd.eservice_client]. Set with key_id and private_key_file.'),
+    key_id: nonEmpty().optional(),
+    private_key_file: keyFile().optional(),
+    crypto_info_url: url().optional().describe('The producer\'s crypto-info ("pseudonymization") endpoint. Required unless preset = "simulator".'),
+    crypto_history: z.boolean().default(false).describe('The producer answers ?signalId=S with the seed introduced at S (GovWay history).'),
+    poll_interval_seconds: z.number().positive().optional().describe('Default: hub.poll_interval_seconds.'),
+    recipe,
+    audit: audit.optional().describe('Set when the producer requires the audit pattern (Agid-JWT-TrackingEvidence).'),
+  });
+
+  const sinkFilter = z.array(nonEmpty()).default([]).describe('Only events of these e-services (ids or names); empty = all.');
+  const sink = z.discriminatedUnion('type', [
+    z.strictObject({
+      type: z.literal('webhook'),
+      name: nonEmpty(),
+      eservices: sinkFilter,
+      url: url(),
+      secret_file: secretFile('HMAC-SHA256 signing secret').optional(),
+      ca_file: secretFile('PEM CA bundle trusted for this webhook').optional(),
+      batch_size: z.number().int().min(1).max(1000).default(1).describe('1 = one JSON event per request; more = JSON arrays.'),
+      timeout_ms: positiveInt().default(10_000),
+      max_retries: nonNegativeInt().default(8),
+    }),
+    z.strictObject({
+      type: z.literal('file'),
+      name: nonEmpty(),
+      eservices: sinkFilter,
+      path: dataPath('NDJSON file events are appended to. Relative: to this file\'s folder.'),
+    }),
+    z.strictObject({
+      type: z.literal('stdout'),
+      name: nonEmpty(),
+      eservices: sinkFilter,
+      format: z.enum(['ndjson', 'pretty']).default('ndjson'),
+    }),
+    z.strictObject({
+      type: z.literal('exec'),
+      name: nonEmpty(),
+      eservices: sinkFilter,
+      command: z
+        .array(nonEmpty())
+        .min(1)
+        .describe('argv, run without a shell; events on stdin as NDJSON. A relative program path with "/" is against this file\'s folder.')
+        .transform((argv) => (ctx && argv[0]!.includes('/') ? [resolveDataPath(argv[0]!, ctx.paths), ...argv.slice(1)] : argv)),
+      timeout_ms: positiveInt().default(30_000),
+    }),
+  ]);
+
+  return z.strictObject({
+    preset: z.enum(PRESET_NAMES).optional().describe('Fills in the well-known URLs and audiences of an environment.'),
+    simulator_url: url().optional().describe('Base URL of the built-in simulator (preset = "simulator" only). Default http://127.0.0.1:8787.'),
+    database: dataPath('SQLite database file. Default $STATE_DIRECTORY/signalhub-sync.db or /var/lib/signalhub-sync/signalhub-sync.db.').optional(),
+    log: z
+      .strictObject({
+        level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+        destination: z.enum(['stdout', 'stderr']).default('stderr').describe('stderr by default: stdout carries data (NDJSON, --json).'),
+      })
+      .prefault({}),
+    pdnd: z.strictObject({
+      token_url: url().optional().describe('PDND token endpoint. Required without a preset.'),
+      assertion_audience: nonEmpty().optional().describe('`aud` of client assertions. Required without a preset.'),
+      assertion_ttl_seconds: z.number().int().min(1).max(3600).default(120),
+      voucher_refresh_margin_seconds: nonNegativeInt().default(60),
+      request_timeout_ms: positiveInt().default(10_000),
+      m2m: client().describe('The "API Interop" (M2M) client whose vouchers call the Signal Hub pull API.'),
+      eservice_client: client().optional().describe('Default e-service client for e-services that do not set their own.'),
+    }),
+    hub: z
+      .strictObject({
+        base_url: url().optional().describe('Signal Hub pull API base. Required without a preset.'),
+        page_size: z.number().int().min(1).max(100).default(100),
+        poll_interval_seconds: z.number().positive().default(60),
+        poll_jitter: z.number().min(0).max(0.5).default(0.1),
+        request_timeout_ms: positiveInt().default(15_000),
+        max_retries: nonNegativeInt().default(5),
+        max_retry_delay_ms: positiveInt().default(30_000),
+        max_rate_limit_wait_ms: positiveInt().default(60_000),
+        initial_rate_limit: z.number().positive().optional().describe('Requests/s before the hub states its limit. Default 25 (production, no preset), 50 (uat), 1000 (simulator).'),
+        rescan_overlap: nonNegativeInt().default(0),
+        retention_days: positiveInt().default(30),
+      })
+      .prefault({}),
+    crypto: z
+      .strictObject({
+        request_timeout_ms: positiveInt().default(10_000),
+        rotation_wait_seconds: z.number().nonnegative().default(120),
+      })
+      .prefault({}),
+    subjects: z.strictObject({ validate: z.boolean().default(true), backfill: z.boolean().default(true) }).prefault({}),
+    events: z.strictObject({ include_subject_key: z.boolean().default(false) }).prefault({}),
+    outbox: z
+      .strictObject({
+        keep_days: nonNegativeInt().default(7),
+        max_pending: positiveInt().default(100_000),
+        delivery_batch_size: positiveInt().default(100),
+      })
+      .prefault({}),
+    http: z
+      .strictObject({
+        enabled: z.boolean().default(false),
+        listen: z
+          .string()
+          .default('127.0.0.1:9464')
+          .describe('host:port of /metrics and /healthz ([::1]:9464 for IPv6).')
+          .superRefine((value, issues) => {
+            if (!parseListen(value)) issues.addIssue({ code: 'custom', message: 'must be host:port (e.g. 127.0.0.1:9464 or [::1]:9464)', input: value });
+          }),
+      })
+      .prefault({}),
+    daemon: z
+      .strictObject({
+        shutdown_timeout_seconds: z.number().positive().default(20),
+        concurrency: z.number().int().min(1).max(64).default(4),
+      })
+      .prefault({}),
+    eservices: z.array(eservice).default([]),
+    sinks: z.array(sink).default([]),
+  });
+}
+
+export type FileConfig = z.output<ReturnType<typeof buildFileSchema>>;
+
+/** Why `value` is not an acceptable endpoint URL, or null. Never echoes the URL (it may carry a token). */
+export function urlProblem(value: string, allowPlainHttp: boolean): string | null {
+  let parsed: URL;
+  try {
+    parsed = new URL(value);
+  } catch {
+    return 'must be an absolute URL';
+  }
+  if (parsed.protocol !== 'https:' && parsed.protocol !== 'http:') return 'must be an http(s) URL';
+  if (parsed.username || parsed.password) return 'must not contain credentials (user:password@)';
+  if (parsed.protocol === 'http:' && !allowPlainHttp && !isLoopbackHost(parsed.hostname)) {
+    return 'must use https (plain http only towards loopback hosts or with preset = "simulator")';
+  }
+  return null;
+}
+
+export function isLoopbackHost(hostname: string): boolean {
+  const host = hostname.replace(/^\[|\]$/g, '').toLowerCase();
+  return host === 'localhost' || host.endsWith('.localhost') || host === '::1' || /^127(\.\d{1,3}){3}$/.test(host);
+}
+
+export function parseListen(value: string): { host: string; port: number } | null {
+  const match = /^(?:\[([0-9a-fA-F:.]+)\]|([^:\s[\]]+)):(\d{1,5})$/.exec(value);
+  if (!match) return null;
+  const port = Number(match[3]);
+  if (port > 65535) return null;
+  return { host: match[1] ?? match[2]!, port };
+}
