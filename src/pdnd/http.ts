@@ -15,6 +15,18 @@ export function pRetryOptions(policy: RetryPolicy): { retries: number; minTimeou
   return { retries: policy.retries, minTimeout: policy.minTimeoutMs, maxTimeout: policy.maxTimeoutMs, factor: 2, randomize: true };
 }
 
+const retryNow = new WeakSet<object>();
+
+/** Marks an error as worth retrying at once (inside the p-retry loop of one request). */
+export function transient<E extends Error>(err: E): E {
+  retryNow.add(err);
+  return err;
+}
+
+export function isTransient(err: unknown): boolean {
+  return typeof err === 'object' && err !== null && retryNow.has(err);
+}
+
 export interface HttpAnswer {
   status: number;
   headers: Record<string, string | string[] | undefined>;

@@ -3,7 +3,7 @@ import type { Dispatcher } from 'undici';
 import { AppError, isAppError } from '../errors.js';
 import { silentLogger, type Logger } from '../log.js';
 import { CLIENT_ASSERTION_TYPE } from './assertion.js';
-import { DEFAULT_RETRY, NetworkFailure, httpRequest, parseProblem, pRetryOptions, type RetryPolicy } from './http.js';
+import { DEFAULT_RETRY, NetworkFailure, httpRequest, isTransient, parseProblem, pRetryOptions, transient, type RetryPolicy } from './http.js';
 
 export const TOKEN_REJECTED_HINT =
   'check client_id, kid, private key, audience and purposeId; the PDND back office has a client-assertion debugging tool';
@@ -35,24 +35,15 @@ export interface TokenRequestOptions {
 export async function requestToken(options: TokenRequestOptions): Promise<TokenResponse> {
   const logger = options.logger ?? silentLogger;
   const policy = options.retry ?? DEFAULT_RETRY;
-  try {
-    return await pRetry(() => attempt(options), {
-      ...pRetryOptions(policy),
-      shouldRetry: (err) => isAppError(err) && err.retryable && err.details?.retryNow === true,
-      onFailedAttempt: (err) => {
-        if (err.retriesLeft > 0 && isAppError(err) && err.details?.retryNow === true) {
-          logger.warn({ clientId: options.clientId, status: err.status, correlationId: err.correlationId, attempt: err.attemptNumber }, 'token request failed, retrying');
-        }
-      },
-    });
-  } catch (err) {
-    if (isAppError(err)) {
-      // retryNow is an internal flag for this loop; callers see a clean error.
-      const { retryNow: _drop, ...details } = err.details ?? {};
-      throw new AppError(err.code, err.message, { status: err.status, correlationId: err.correlationId, problemCodes: err.problemCodes, retryable: err.retryable, details });
-    }
-    throw err;
-  }
+  return pRetry(() => attempt(options), {
+    ...pRetryOptions(policy),
+    shouldRetry: (err) => isTransient(err),
+    onFailedAttempt: (err) => {
+      if (err.retriesLeft > 0 && isTransient(err) && isAppError(err)) {
+        logger.warn({ clientId: options.clientId, status: err.status, correlationId: err.correlationId, attempt: err.attemptNumber }, 'token request failed, retrying');
+      }
+    },
+  });
 }
 
 async function attempt(options: TokenRequestOptions): Promise<TokenResponse> {
@@ -75,7 +66,7 @@ async function attempt(options: TokenRequestOptions): Promise<TokenResponse> {
     });
   } catch (err) {
     if (err instanceof NetworkFailure) {
-      throw new AppError('TOKEN_UNAVAILABLE', `${where}: ${err.message}`, { retryable: true, details: { clientId: options.clientId, retryNow: true } });
+      throw transient(new AppError('TOKEN_UNAVAILABLE', `${where}: ${err.message}`, { retryable: true, details: { clientId: options.clientId } }));
     }
     throw err;
   }
@@ -91,12 +82,13 @@ async function attempt(options: TokenRequestOptions): Promise<TokenResponse> {
       details: { clientId: options.clientId },
     });
   }
-  const transient = status === 429 || status >= 500;
-  throw new AppError('TOKEN_UNAVAILABLE', `${where} answered HTTP ${status}${problem.correlationId ? ` (correlationId ${problem.correlationId})` : ''}${transient ? '' : '; check pdnd.token_url'}`, {
+  const isServerSide = status === 429 || status >= 500;
+  const failure = new AppError('TOKEN_UNAVAILABLE', `${where} answered HTTP ${status}${problem.correlationId ? ` (correlationId ${problem.correlationId})` : ''}${isServerSide ? '' : '; check pdnd.token_url'}`, {
     ...common,
     retryable: true,
-    details: { clientId: options.clientId, retryNow: transient },
+    details: { clientId: options.clientId },
   });
+  throw isServerSide ? transient(failure) : failure;
 }
 
 function parseTokenResponse(text: string, where: string, clientId: string): TokenResponse {
