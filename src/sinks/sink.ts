@@ -1,0 +1,41 @@
+import { AppError, isAppError } from '../errors.js';
+import type { OutboxRow } from '../store/outbox.js';
+
+/**
+ * A destination for outbox events. `deliver` resolves only when the destination has durably
+ * accepted the whole batch (HTTP 2xx, fsync, exit 0); the caller advances the sink's position
+ * after that and never before. A rejection is a SINK_FAILED (retryable: the same batch is
+ * offered again after a backoff) or a SINK_REJECTED (permanent: the sink stops until an
+ * operator runs `sinks retry`).
+ */
+export interface Sink {
+  readonly name: string;
+  readonly type: string;
+  /** Largest batch the sink takes in one `deliver` (the delivery loop reads no more). */
+  readonly maxBatchSize: number;
+  /** `signal` aborts an in-flight delivery on shutdown; the batch then counts as not delivered. */
+  deliver(batch: readonly OutboxRow[], signal: AbortSignal): Promise<void>;
+  /** SIGHUP: reopen files (logrotate). */
+  reopen?(): void;
+  close(): Promise<void>;
+}
+
+export function sinkFailed(sink: string, message: string, options: { cause?: unknown; status?: number; details?: Record<string, unknown> } = {}): AppError {
+  return new AppError('SINK_FAILED', `sink "${sink}": ${message}`, { ...options, retryable: true });
+}
+
+export function sinkRejected(sink: string, message: string, options: { cause?: unknown; status?: number; details?: Record<string, unknown> } = {}): AppError {
+  return new AppError('SINK_REJECTED', `sink "${sink}": ${message}`, { ...options, retryable: false });
+}
+
+/** Permanent failures stop a sink; anything else (including unexpected errors) is retried. */
+export function isPermanentSinkError(err: unknown): boolean {
+  return isAppError(err) && err.code === 'SINK_REJECTED';
+}
+
+/** NDJSON of a batch: each payload exactly as stored, one per line. */
+export function ndjson(batch: readonly OutboxRow[]): string {
+  let out = '';
+  for (const row of batch) out += `${row.payload}\n`;
+  return out;
+}

@@ -1,0 +1,194 @@
+import { createHmac, createSecretKey, type KeyObject } from 'node:crypto';
+import fs from 'node:fs';
+import tls from 'node:tls';
+import pRetry, { AbortError } from 'p-retry';
+import { Agent, request } from 'undici';
+import { AppError, isAppError } from '../errors.js';
+import { silentLogger, type Logger } from '../log.js';
+import type { WebhookSinkConfig } from '../config/types.js';
+import type { OutboxRow } from '../store/outbox.js';
+import { parseRetryAfter, sleep } from './backoff.js';
+import { sinkFailed, sinkRejected, type Sink } from './sink.js';
+
+export interface WebhookSinkOptions {
+  config: WebhookSinkConfig;
+  logger?: Logger;
+  /** Backoff between attempts of one request (p-retry, randomized). */
+  retryMinDelayMs?: number;
+  retryMaxDelayMs?: number;
+  /** Longest `Retry-After` waited inside one delivery; longer ones are left to the delivery loop. */
+  maxRetryAfterMs?: number;
+}
+
+/**
+ * POSTs events as JSON. One event per request is the event object itself; with batchSize > 1
+ * the body is a JSON array (even of one event), so a receiver always sees one shape.
+ *
+ * Headers: `Idempotency-Key` is the event id for a single event and `<firstId>..<lastId>` for
+ * an array (outbox order is fixed, so the same two ends always enclose the same events);
+ * `X-Event-Ids` lists every id; `X-Signature: sha256=<hex HMAC-SHA256 of the body bytes>` when
+ * a secret file is configured.
+ *
+ * 2xx confirms. 408, 429, 5xx, timeouts and network errors are retried (backoff with jitter,
+ * `Retry-After` honoured). Any other status is permanent (SINK_REJECTED): retrying the same
+ * request cannot change the answer, so the sink stops instead of spinning.
+ */
+export class WebhookSink implements Sink {
+  readonly type = 'webhook';
+  readonly name: string;
+  readonly maxBatchSize: number;
+  private readonly url: string;
+  /** The URL without credentials or query, for messages. */
+  private readonly safeUrl: string;
+  private readonly secret: KeyObject | undefined;
+  private readonly agent: Agent;
+  private readonly logger: Logger;
+
+  constructor(private readonly options: WebhookSinkOptions) {
+    const { config } = options;
+    this.name = config.name;
+    this.maxBatchSize = Math.max(1, config.batchSize);
+    this.url = config.url;
+    this.safeUrl = describeUrl(config.url);
+    this.logger = (options.logger ?? silentLogger).child({ sink: config.name });
+    this.secret = config.secretFile === undefined ? undefined : readSecret(config.name, config.secretFile);
+    const ca = config.caFile === undefined ? undefined : readCa(config.name, config.caFile);
+    // TLS verification is never switched off; a private CA is added to the public ones.
+    this.agent = new Agent({
+      keepAliveTimeout: 30_000,
+      connect: ca === undefined ? undefined : { ca: [...tls.rootCertificates, ca] },
+    });
+  }
+
+  /** The exact bytes POSTed for a batch: stored payloads, never re-serialized. */
+  body(batch: readonly OutboxRow[]): string {
+    if (this.options.config.batchSize <= 1 && batch.length === 1) return batch[0]!.payload;
+    return `[${batch.map((r) => r.payload).join(',')}]`;
+  }
+
+  async deliver(batch: readonly OutboxRow[], signal: AbortSignal): Promise<void> {
+    if (batch.length === 0) return;
+    const body = this.body(batch);
+    const headers = this.headers(batch, body);
+    const { config } = this.options;
+    try {
+      await pRetry(
+        async () => {
+          try {
+            await this.post(body, headers, signal);
+          } catch (err) {
+            // p-retry rethrows AbortError's original error without further attempts.
+            if (isAppError(err) && !err.retryable) throw new AbortError(err);
+            throw err;
+          }
+        },
+        {
+          retries: config.maxRetries,
+          factor: 2,
+          minTimeout: this.options.retryMinDelayMs ?? 500,
+          maxTimeout: this.options.retryMaxDelayMs ?? 30_000,
+          randomize: true,
+          signal,
+          onFailedAttempt: async (err) => {
+            this.logger.warn({ attempt: err.attemptNumber, retriesLeft: err.retriesLeft, err: { code: (err as Partial<AppError>).code, status: (err as Partial<AppError>).status, message: err.message } }, 'webhook attempt failed');
+            const retryAfterMs = retryAfterOf(err);
+            if (retryAfterMs !== undefined && err.retriesLeft > 0) {
+              await sleep(Math.min(retryAfterMs, this.options.maxRetryAfterMs ?? 300_000), signal);
+            }
+          },
+        },
+      );
+    } catch (err) {
+      if (signal.aborted) throw sinkFailed(this.name, `delivery to ${this.safeUrl} abandoned on shutdown`);
+      throw err;
+    }
+  }
+
+  async close(): Promise<void> {
+    await this.agent.close();
+  }
+
+  private headers(batch: readonly OutboxRow[], body: string): Record<string, string> {
+    const first = batch[0]!.eventId;
+    const last = batch[batch.length - 1]!.eventId;
+    const headers: Record<string, string> = {
+      'content-type': 'application/json',
+      'idempotency-key': batch.length === 1 ? first : `${first}..${last}`,
+      'x-event-ids': batch.map((r) => r.eventId).join(','),
+      'user-agent': 'signalhub-sync',
+    };
+    if (this.secret !== undefined) headers['x-signature'] = `sha256=${createHmac('sha256', this.secret).update(body, 'utf8').digest('hex')}`;
+    return headers;
+  }
+
+  private async post(body: string, headers: Record<string, string>, stop: AbortSignal): Promise<void> {
+    const { timeoutMs } = this.options.config;
+    let status: number;
+    let retryAfter: string | string[] | undefined;
+    try {
+      const res = await request(this.url, {
+        method: 'POST',
+        headers,
+        body,
+        dispatcher: this.agent,
+        signal: AbortSignal.any([stop, AbortSignal.timeout(timeoutMs)]),
+        headersTimeout: timeoutMs,
+        bodyTimeout: timeoutMs,
+      });
+      status = res.statusCode;
+      retryAfter = res.headers['retry-after'];
+      // Read the answer to the end so the keep-alive connection can be reused.
+      await res.body.dump();
+    } catch (err) {
+      if (stop.aborted) throw sinkFailed(this.name, `delivery to ${this.safeUrl} abandoned on shutdown`, { cause: err });
+      const timedOut = (err as Error).name === 'TimeoutError' || /TIMEOUT/.test(String((err as { code?: unknown }).code));
+      const reason = timedOut ? `no answer within ${timeoutMs} ms` : `${(err as { code?: string }).code ?? (err as Error).name}: ${(err as Error).message}`;
+      throw sinkFailed(this.name, `POST ${this.safeUrl} failed: ${reason}`, { cause: err });
+    }
+    if (status >= 200 && status < 300) return;
+    if (status === 408 || status === 429 || status >= 500) {
+      const retryAfterMs = parseRetryAfter(retryAfter);
+      throw sinkFailed(this.name, `POST ${this.safeUrl} answered HTTP ${status}`, {
+        status,
+        details: retryAfterMs === undefined ? undefined : { retryAfterMs },
+      });
+    }
+    throw sinkRejected(this.name, `POST ${this.safeUrl} answered HTTP ${status}: the receiver refuses these events; fix it, then run "signalhub-sync sinks retry ${this.name}"`, { status });
+  }
+}
+
+/** `Retry-After` carried by a failed attempt, in ms. */
+export function retryAfterOf(err: unknown): number | undefined {
+  const value = isAppError(err) ? err.details?.retryAfterMs : undefined;
+  return typeof value === 'number' ? value : undefined;
+}
+
+function describeUrl(raw: string): string {
+  try {
+    const u = new URL(raw);
+    return `${u.origin}${u.pathname}`;
+  } catch {
+    return '(invalid url)';
+  }
+}
+
+function readSecret(sink: string, file: string): KeyObject {
+  let text: string;
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new AppError('CONFIG_INVALID', `sink "${sink}": secret_file ${file} cannot be read: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+  }
+  // Editors and `echo` add a final newline that is not part of the secret.
+  const secret = text.replace(/\r?\n$/, '');
+  if (secret === '') throw new AppError('CONFIG_INVALID', `sink "${sink}": secret_file ${file} is empty`);
+  return createSecretKey(Buffer.from(secret, 'utf8'));
+}
+
+function readCa(sink: string, file: string): string {
+  try {
+    return fs.readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new AppError('CONFIG_INVALID', `sink "${sink}": ca_file ${file} cannot be read: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+  }
+}
