@@ -1,0 +1,132 @@
+import { AppError, type ErrorCode } from '../errors.js';
+
+/**
+ * Signal Hub answers and failures → AppError values (SPEC §3 status table). The client decides
+ * what to retry; this module only says what an answer means and names it well.
+ */
+
+/** An `application/problem+json` body, reduced to what we report. */
+export interface Problem {
+  title: string | undefined;
+  detail: string | undefined;
+  correlationId: string | undefined;
+  /** `errors[].code`, e.g. `10004` for a 429. */
+  codes: string[];
+}
+
+/** What an HTTP status means for a consumer of the pull API. */
+export type StatusClass = 'success' | 'bad-request' | 'unauthorized' | 'forbidden' | 'rate-limited' | 'transient' | 'unexpected';
+
+export function classifyStatus(status: number): StatusClass {
+  if (status === 200 || status === 206) return 'success';
+  if (status === 401) return 'unauthorized';
+  if (status === 403) return 'forbidden';
+  if (status === 429) return 'rate-limited';
+  // 408 is a proxy giving up on us; 5xx (503 = maintenance) are the hub's own transient failures.
+  if (status === 408 || status >= 500) return 'transient';
+  if (status >= 400) return 'bad-request';
+  // Other 2xx, 1xx, 3xx (undici does not follow redirects): not an answer the API gives.
+  return 'unexpected';
+}
+
+/** Parses a problem body if there is one; a firewall's HTML page or an empty body gives undefined. */
+export function parseProblem(text: string): Problem | undefined {
+  if (text.length === 0 || text.length > 64 * 1024) return undefined;
+  let body: unknown;
+  try {
+    body = JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+  if (typeof body !== 'object' || body === null || Array.isArray(body)) return undefined;
+  const record = body as Record<string, unknown>;
+  const codes: string[] = [];
+  if (Array.isArray(record.errors)) {
+    for (const entry of record.errors) {
+      if (typeof entry === 'object' && entry !== null && 'code' in entry) {
+        const code = (entry as { code: unknown }).code;
+        if (typeof code === 'string' || typeof code === 'number') codes.push(sanitize(String(code), 20));
+      }
+    }
+  }
+  return {
+    title: typeof record.title === 'string' ? sanitize(record.title, 120) : undefined,
+    detail: typeof record.detail === 'string' ? sanitize(record.detail, 200) : undefined,
+    correlationId: typeof record.correlationId === 'string' ? sanitize(record.correlationId, 100) : undefined,
+    codes,
+  };
+}
+
+/** The correlationId of an answer: the problem body's, else a correlation header. */
+export function correlationIdOf(problem: Problem | undefined, headers: Record<string, string | string[] | undefined>): string | undefined {
+  if (problem?.correlationId) return problem.correlationId;
+  for (const name of ['x-correlation-id', 'x-correlationid', 'correlation-id']) {
+    const value = headers[name];
+    const first = Array.isArray(value) ? value[0] : value;
+    if (first) return sanitize(first, 100);
+  }
+  return undefined;
+}
+
+export interface HttpFailure {
+  /** What was attempted, e.g. `pull of e-service X from cursor 12`. */
+  operation: string;
+  status: number;
+  problem: Problem | undefined;
+  correlationId: string | undefined;
+  eserviceId?: string | undefined;
+}
+
+const HINTS: Partial<Record<ErrorCode, string>> = {
+  HUB_BAD_REQUEST: 'the hub rejected the request as malformed: a bug on our side or a wrong hub.base_url; not retried',
+  HUB_UNAUTHORIZED: 'the voucher was rejected again after fetching a new one: check the M2M (API Interop) client, its key and the token endpoint',
+  HUB_FORBIDDEN:
+    'no ACTIVE agreement and purpose (or delegation) for this e-service, Signal Hub disabled on it, or a firewall in front; not transient',
+};
+
+/** An AppError for a final HTTP answer (after whatever retries the client made). */
+export function httpError(code: ErrorCode, failure: HttpFailure, extra?: { retryable?: boolean; note?: string }): AppError {
+  const { problem } = failure;
+  const parts = [`Signal Hub ${failure.operation}: HTTP ${failure.status}`];
+  if (problem?.title) parts.push(` ${problem.title}`);
+  if (problem?.detail) parts.push(`: ${problem.detail}`);
+  if (problem && problem.codes.length > 0) parts.push(` (codes ${problem.codes.join(', ')})`);
+  if (!problem && failure.status === 403) parts.push(' without a problem body');
+  const hint = extra?.note ?? HINTS[code];
+  if (hint) parts.push(`; ${hint}`);
+  return new AppError(code, parts.join(''), {
+    status: failure.status,
+    correlationId: failure.correlationId,
+    problemCodes: problem?.codes,
+    retryable: extra?.retryable ?? false,
+    details: failure.eserviceId === undefined ? undefined : { eserviceId: failure.eserviceId },
+  });
+}
+
+/** Network failures and timeouts, named by their undici/system code (never by request headers). */
+export function networkFailureDescription(err: unknown): string {
+  if (err instanceof Error) {
+    const code = (err as { code?: unknown }).code;
+    const label = typeof code === 'string' ? code : err.name;
+    return `${label}: ${sanitize(err.message, 160)}`;
+  }
+  return sanitize(String(err), 160);
+}
+
+/** Whether an undici/system error is a timeout (reported as such, retried like network errors). */
+export function isTimeout(err: unknown): boolean {
+  const code = (err as { code?: unknown } | null)?.code;
+  return code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT' || code === 'UND_ERR_CONNECT_TIMEOUT' || code === 'ETIMEDOUT';
+}
+
+const JWT_LIKE = /eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*\.?[A-Za-z0-9_-]*/g;
+
+/**
+ * Remote text goes into messages only clipped, on one line, and with anything shaped like a
+ * JWT removed: a server or proxy echoing our Authorization header must not leak the voucher.
+ */
+export function sanitize(text: string, max: number): string {
+  // eslint-disable-next-line no-control-regex
+  const clean = text.replace(JWT_LIKE, '[jwt]').replace(/[\u0000-\u001f\u007f]+/g, ' ').trim();
+  return clean.length <= max ? clean : `${clean.slice(0, max)}…`;
+}

@@ -1,0 +1,39 @@
+/** The Signal Hub pull API's data, as validated at the edge (validate.ts). SPEC §2–§3. */
+
+export const SIGNAL_TYPES = ['CREATE', 'UPDATE', 'DELETE', 'SEEDUPDATE'] as const;
+export type SignalType = (typeof SIGNAL_TYPES)[number];
+
+export interface Signal {
+  /** Positive safe integer, strictly increasing per e-service; gaps are normal. */
+  signalId: number;
+  signalType: SignalType;
+  /** The pseudonym of the subject (`-` on a SEEDUPDATE). */
+  objectId: string;
+  objectType: string;
+  eserviceId: string;
+}
+
+export interface Page {
+  /** 206: more signals exist after this page; 200: none (or none visible yet). */
+  status: 200 | 206;
+  /** Ascending, every id above the requested cursor. May be empty (also on a 206: see validate.ts). */
+  signals: Signal[];
+  /** Id of the last signal of the page; null exactly when the page is empty. Never a cursor by itself. */
+  lastSignalId: number | null;
+  correlationId?: string;
+}
+
+/**
+ * Where the hub client gets its M2M voucher. Kept this small so that the hub does not depend
+ * on the voucher cache's exact API: adapt any provider with two closures.
+ */
+export interface VoucherSource {
+  /** A voucher valid now (cached by the source). */
+  get(): Promise<string>;
+  /** The hub answered 401 to the last voucher: the next `get()` must fetch a new one. */
+  invalidate(): void;
+}
+
+/** Page sizes the pull API accepts (SPEC §3: 0 or >100 is a 400, not clamped). */
+export const MIN_PAGE_SIZE = 1;
+export const MAX_PAGE_SIZE = 100;
