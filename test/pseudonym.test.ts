@@ -1,0 +1,119 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { PseudonymHasher, normalizeSubjectKey, type PseudonymEncoding } from '../src/crypto/pseudonym.js';
+import { runCli } from './helpers/cli.js';
+import { tempDir } from './helpers/fs.js';
+
+interface Vector {
+  subject: string;
+  seed: string;
+  cryptoHashFunction: string;
+  template: string;
+  encoding: PseudonymEncoding;
+  pseudonym: string;
+}
+const vectors = (JSON.parse(fs.readFileSync(path.join(import.meta.dirname, 'fixtures/pseudonyms.json'), 'utf8')) as { vectors: Vector[] }).vectors;
+
+function seedFile(content: string): string {
+  const file = path.join(tempDir('shs-pseudo-'), 'seed');
+  fs.writeFileSync(file, content, { mode: 0o600 });
+  return file;
+}
+
+describe('pseudonym vectors', () => {
+  it('has vectors to check', () => {
+    expect(vectors.length).toBeGreaterThanOrEqual(6);
+  });
+
+  it.each(vectors.map((v, i) => [i, v] as const))('vector %i through PseudonymHasher', (_i, v) => {
+    const hasher = new PseudonymHasher({ template: v.template, encoding: v.encoding }, v.seed, v.cryptoHashFunction);
+    expect(hasher.pseudonym(normalizeSubjectKey(v.subject))).toBe(v.pseudonym);
+  });
+
+  it.each(vectors.map((v, i) => [i, v] as const))('vector %i through the CLI', async (_i, v) => {
+    const res = await runCli(['pseudonym', '--algorithm', v.cryptoHashFunction, '--seed-file', seedFile(v.seed + '\n'), '--template', v.template, '--encoding', v.encoding], { input: v.subject + '\n' });
+    expect(res.stderr).toBe('');
+    expect(res.code).toBe(0);
+    expect(res.stdout).toBe(v.pseudonym + '\n');
+  });
+});
+
+describe('signalhub-sync pseudonym', () => {
+  const GOVWAY = 'LAa/aPrxlEvOKacO1KFhEJDVj+UqHXg30Ksb7kE1+z8=';
+  const SEED = 'Xzzh3pQqLp+VK7gG9NwR6w==';
+
+  it('reproduces the GovWay documentation example with defaults and no config file', async () => {
+    const res = await runCli(['pseudonym', '--algorithm', 'SHA-256', '--seed-file', seedFile(SEED)], {
+      input: 'RSSMRA80A01H501Z\n',
+      env: { SIGNALHUB_SYNC_CONFIG: '/nonexistent/config.toml' },
+    });
+    expect(res.code).toBe(0);
+    expect(res.stdout).toBe(GOVWAY + '\n');
+  });
+
+  it('drops exactly one trailing newline (LF or CRLF) from the seed file', async () => {
+    for (const content of [SEED + '\n', SEED + '\r\n', SEED]) {
+      const res = await runCli(['pseudonym', '--algorithm', 'SHA-256', '--seed-file', seedFile(content)], { input: 'RSSMRA80A01H501Z\n' });
+      expect(res.stdout).toBe(GOVWAY + '\n');
+    }
+    // A second newline belongs to the seed: the pseudonym must change.
+    const twice = await runCli(['pseudonym', '--algorithm', 'SHA-256', '--seed-file', seedFile(SEED + '\n\n')], { input: 'RSSMRA80A01H501Z\n' });
+    expect(twice.code).toBe(0);
+    const expected = new PseudonymHasher({ template: '${subject}${seed}', encoding: 'base64' }, SEED + '\n', 'SHA-256').pseudonym('RSSMRA80A01H501Z');
+    expect(twice.stdout).toBe(expected + '\n');
+    expect(expected).not.toBe(GOVWAY);
+  });
+
+  it('normalizes keys and keeps one output line per input line, in order', async () => {
+    const hasher = new PseudonymHasher({ template: '${subject}${seed}', encoding: 'hex' }, SEED, 'sha256');
+    const keys = ['RSSMRA80A01H501Z', 'FLZCRN65R02E202N', '01234567890'];
+    const input = `  rssmra80a01h501z \r\n\nFLZCRN65R02E202N\n01234567890`;
+    const res = await runCli(['pseudonym', '--algorithm', 'sha256', '--encoding', 'hex', '--seed-file', seedFile(SEED)], { input });
+    expect(res.code).toBe(0);
+    expect(res.stdout.split('\n')).toEqual([hasher.pseudonym(keys[0]!), '', hasher.pseudonym(keys[1]!), hasher.pseudonym(keys[2]!), '']);
+  });
+
+  it('streams many keys', async () => {
+    const hasher = new PseudonymHasher({ template: '${subject}${seed}', encoding: 'base64' }, SEED, 'SHA-256');
+    const keys = Array.from({ length: 20_000 }, (_, i) => `K${String(i).padStart(15, '0')}`);
+    const res = await runCli(['pseudonym', '--algorithm', 'SHA-256', '--seed-file', seedFile(SEED)], { input: keys.join('\n') + '\n' });
+    expect(res.code).toBe(0);
+    const lines = res.stdout.split('\n');
+    expect(lines).toHaveLength(keys.length + 1);
+    expect(lines[0]).toBe(hasher.pseudonym(keys[0]!));
+    expect(lines[keys.length - 1]).toBe(hasher.pseudonym(keys[keys.length - 1]!));
+  });
+
+  it('rejects an unknown algorithm with exit 64, naming the option and not the seed', async () => {
+    const res = await runCli(['pseudonym', '--algorithm', 'MD5', '--seed-file', seedFile(SEED)], { input: 'RSSMRA80A01H501Z\n' });
+    expect(res.code).toBe(64);
+    expect(res.stdout).toBe('');
+    expect(res.stderr).toContain('--algorithm');
+    expect(res.stderr).toContain('MD5');
+    expect(res.stderr).not.toContain(SEED);
+    expect(res.stderr).not.toContain('RSSMRA80A01H501Z');
+  });
+
+  it('rejects an unknown encoding and a template without ${subject} with exit 64', async () => {
+    const enc = await runCli(['pseudonym', '--algorithm', 'SHA-256', '--encoding', 'base32', '--seed-file', seedFile(SEED)], { input: '' });
+    expect(enc.code).toBe(64);
+    expect(enc.stderr).toContain('--encoding');
+    const tpl = await runCli(['pseudonym', '--algorithm', 'SHA-256', '--template', '${seed}', '--seed-file', seedFile(SEED)], { input: '' });
+    expect(tpl.code).toBe(64);
+    expect(tpl.stderr).toContain('${subject}');
+    expect(tpl.stderr).not.toContain(SEED);
+  });
+
+  it('needs a seed file: missing is 66, empty is 65, and there is no --seed option', async () => {
+    const missing = await runCli(['pseudonym', '--algorithm', 'SHA-256', '--seed-file', '/nonexistent/seed'], { input: '' });
+    expect(missing.code).toBe(66);
+    expect(missing.stderr).toContain('/nonexistent/seed');
+    const empty = await runCli(['pseudonym', '--algorithm', 'SHA-256', '--seed-file', seedFile('\n')], { input: '' });
+    expect(empty.code).toBe(65);
+    const noFile = await runCli(['pseudonym', '--algorithm', 'SHA-256'], { input: '' });
+    expect(noFile.code).toBe(64);
+    const asArg = await runCli(['pseudonym', '--algorithm', 'SHA-256', '--seed', SEED], { input: '' });
+    expect(asArg.code).toBe(64);
+  });
+});
