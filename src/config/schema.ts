@@ -146,7 +146,9 @@ export function buildFileSchema(ctx: SchemaContext | null) {
   return z.strictObject({
     preset: z.enum(PRESET_NAMES).optional().describe('Fills in the well-known URLs and audiences of an environment.'),
     simulator_url: url().optional().describe('Base URL of the built-in simulator (preset = "simulator" only). Default http://127.0.0.1:8787.'),
-    database: dataPath('SQLite database file. Default $STATE_DIRECTORY/signalhub-sync.db or /var/lib/signalhub-sync/signalhub-sync.db.').optional(),
+    database: dataPath('SQLite database file. Relative: to this file\'s folder.')
+      .optional()
+      .describe('SQLite database file. Relative: to this file\'s folder. Default $STATE_DIRECTORY/signalhub-sync.db or /var/lib/signalhub-sync/signalhub-sync.db.'),
     log: z
       .strictObject({
         level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
