@@ -26,7 +26,8 @@ export interface WebhookSinkOptions {
  *
  * Headers: `Idempotency-Key` is the event id for a single event and `<firstId>..<lastId>` for
  * an array (outbox order is fixed, so the same two ends always enclose the same events);
- * `X-Event-Ids` lists every id; `X-Signature: sha256=<hex HMAC-SHA256 of the body bytes>` when
+ * `X-Event-Ids` lists every id (left out beyond 4 KiB: about 90 events), `X-Event-Count` counts
+ * them; `X-Signature: sha256=<hex HMAC-SHA256 of the body bytes>` when
  * a secret file is configured.
  *
  * 2xx confirms. 408, 429, 5xx, timeouts and network errors are retried (backoff with jitter,
@@ -114,9 +115,13 @@ export class WebhookSink implements Sink {
     const headers: Record<string, string> = {
       'content-type': 'application/json',
       'idempotency-key': batch.length === 1 ? first : `${first}..${last}`,
-      'x-event-ids': batch.map((r) => r.eventId).join(','),
+      'x-event-count': String(batch.length),
       'user-agent': 'signalhub-sync',
     };
+    const ids = batch.map((r) => r.eventId).join(',');
+    // Servers refuse oversized headers (Node: 16 KiB in all, as a 431 that would stop the sink):
+    // a long list is left out; the ids are in the body anyway.
+    if (ids.length <= MAX_EVENT_IDS_HEADER) headers['x-event-ids'] = ids;
     if (this.secret !== undefined) headers['x-signature'] = `sha256=${createHmac('sha256', this.secret).update(body, 'utf8').digest('hex')}`;
     return headers;
   }
@@ -156,6 +161,8 @@ export class WebhookSink implements Sink {
     throw sinkRejected(this.name, `POST ${this.safeUrl} answered HTTP ${status}: the receiver refuses these events; fix it, then run "signalhub-sync sinks retry ${this.name}"`, { status });
   }
 }
+
+const MAX_EVENT_IDS_HEADER = 4096;
 
 /** `Retry-After` carried by a failed attempt, in ms. */
 export function retryAfterOf(err: unknown): number | undefined {
