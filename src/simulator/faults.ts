@@ -1,0 +1,79 @@
+import { z } from 'zod';
+
+export const ROUTES = ['token', 'pull', 'status', 'push', 'crypto'] as const;
+export type SimRoute = (typeof ROUTES)[number];
+
+/**
+ * What can go wrong on a route. `times` = how many requests it hits (default: until cleared);
+ * `eserviceId` limits it to one e-service (pull and crypto routes).
+ */
+export type Fault = (
+  | /** Answer this status instead of serving; with a problem body unless `problem: false`. */
+    { kind: 'status'; status: number; problem?: boolean; code?: string; headers?: Record<string, string> }
+  | /** Wait, then serve normally. */
+    { kind: 'delay'; ms: number }
+  | /** Destroy the socket without answering. */
+    { kind: 'drop' }
+  | /** Serve the real answer's headers (with its full Content-Length) and half its body, then close. */
+    { kind: 'truncate' }
+  | /** Answer 200 with a body that is not JSON. */
+    { kind: 'malformed' }
+  | /** Answer 200 with well-formed JSON of the wrong shape (default `{"unexpected":true}`). */
+    { kind: 'wrongShape'; body?: unknown; status?: number }
+) & { times?: number; eserviceId?: string };
+
+export const faultSchema: z.ZodType<Fault> = z.intersection(
+  z.discriminatedUnion('kind', [
+    z.object({ kind: z.literal('status'), status: z.number().int().min(100).max(599), problem: z.boolean().optional(), code: z.string().optional(), headers: z.record(z.string(), z.string()).optional() }),
+    z.object({ kind: z.literal('delay'), ms: z.number().int().min(0).max(600_000) }),
+    z.object({ kind: z.literal('drop') }),
+    z.object({ kind: z.literal('truncate') }),
+    z.object({ kind: z.literal('malformed') }),
+    z.object({ kind: z.literal('wrongShape'), body: z.unknown().optional(), status: z.number().int().min(200).max(299).optional() }),
+  ]),
+  z.object({ times: z.number().int().positive().optional(), eserviceId: z.string().optional() }),
+) as z.ZodType<Fault>;
+
+interface Armed {
+  fault: Fault;
+  remaining: number;
+}
+
+/** Faults queued per route, first in first out: each applies `times` times, then the next. */
+export class FaultBoard {
+  private readonly queues = new Map<SimRoute, Armed[]>();
+  private readonly fired = new Map<SimRoute, number>();
+
+  inject(route: SimRoute, fault: Fault): void {
+    const queue = this.queues.get(route) ?? [];
+    queue.push({ fault, remaining: fault.times ?? Number.POSITIVE_INFINITY });
+    this.queues.set(route, queue);
+  }
+
+  /** Clears one route's faults, or all. */
+  clear(route?: SimRoute): void {
+    if (route) this.queues.delete(route);
+    else this.queues.clear();
+  }
+
+  /** The fault that hits this request, if any, consuming one of its `times`. */
+  take(route: SimRoute, eserviceId?: string): Fault | undefined {
+    const queue = this.queues.get(route);
+    if (!queue) return undefined;
+    const index = queue.findIndex((a) => a.fault.eserviceId === undefined || a.fault.eserviceId === eserviceId);
+    if (index < 0) return undefined;
+    const armed = queue[index]!;
+    armed.remaining--;
+    if (armed.remaining <= 0) queue.splice(index, 1);
+    this.fired.set(route, (this.fired.get(route) ?? 0) + 1);
+    return armed.fault;
+  }
+
+  pending(route: SimRoute): number {
+    return this.queues.get(route)?.length ?? 0;
+  }
+
+  firedCounts(): Partial<Record<SimRoute, number>> {
+    return Object.fromEntries(this.fired);
+  }
+}

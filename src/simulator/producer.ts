@@ -1,0 +1,101 @@
+import { createHash } from 'node:crypto';
+import type { IncomingHttpHeaders } from 'node:http';
+import { decodeProtectedHeader, jwtVerify } from 'jose';
+import { json, problem, type SimResponse } from './http.js';
+import { authorizeHub } from './hub.js';
+import type { EServiceState, SeedEntry, SimState } from './state.js';
+import type { VoucherClaims } from './vouchers.js';
+
+/** GovWay-style problem codes of the producer's e-service. */
+export const PRODUCER_CODES = {
+  tokenRequired: 'TokenAuthenticationRequired',
+  tokenInvalid: 'InvalidToken',
+  denied: 'AuthorizationDenied',
+  trackingRequired: 'TrackingEvidenceRequired',
+  trackingInvalid: 'InvalidTrackingEvidence',
+  notFound: 'NotFound',
+  badRequest: 'BadRequest',
+} as const;
+
+const UNSIGNED_INT = /^(0|[1-9][0-9]*)$/;
+
+/**
+ * The producer's "pseudonymization" operation (SPEC §6) behind GovWay: e-service voucher for
+ * this producer, optional audit evidence, `?signalId=S` looked up in the kept seed history.
+ */
+export async function handleCryptoInfo(state: SimState, headers: IncomingHttpHeaders, eserviceId: string, query: URLSearchParams): Promise<SimResponse> {
+  const es = state.eservices.get(eserviceId);
+  if (!es) return problem(404, PRODUCER_CODES.notFound, `no e-service ${eserviceId}`);
+
+  const auth = await authorizeHub(state, headers, undefined);
+  if (!auth.ok) {
+    const code = auth.response.status === 401 && headers.authorization === undefined ? PRODUCER_CODES.tokenRequired : PRODUCER_CODES.tokenInvalid;
+    return problem(401, code, 'A valid e-service voucher is required');
+  }
+  const claims = auth.claims;
+  if (claims.aud !== es.producerAudience) return problem(401, PRODUCER_CODES.tokenInvalid, 'Voucher audience is not this e-service');
+  if (typeof claims.purposeId !== 'string') return problem(403, PRODUCER_CODES.denied, 'Voucher has no purposeId');
+  const bound = state.clients.get(claims.client_id)?.purposes.get(claims.purposeId);
+  if (bound !== undefined && bound !== es.id) return problem(403, PRODUCER_CODES.denied, 'Purpose is not for this e-service');
+  if (es.organizationIds !== undefined && !es.organizationIds.has(claims.organizationId)) return problem(403, PRODUCER_CODES.denied, 'Organization has no agreement');
+
+  if (es.requireAudit) {
+    const refusal = await checkTrackingEvidence(state, es, claims, headers['agid-jwt-trackingevidence']);
+    if (refusal) return refusal;
+  }
+
+  const requested = query.get('signalId');
+  let entry: SeedEntry | undefined;
+  if (requested !== null) {
+    if (!UNSIGNED_INT.test(requested) || !Number.isSafeInteger(Number(requested))) return problem(400, PRODUCER_CODES.badRequest, 'signalId must be a non-negative integer');
+    entry = es.seeds.find((s) => s.signalId === Number(requested));
+    // During the race window the producer does not know the new seed yet.
+    if (entry !== undefined && entry === es.seeds.at(-1) && takeStale(es)) entry = undefined;
+  } else {
+    entry = es.seeds.at(-1);
+    if (entry !== undefined && takeStale(es)) entry = es.previous;
+  }
+  if (!entry) return problem(404, PRODUCER_CODES.notFound, requested !== null ? `no crypto info introduced by signalId ${requested}` : 'no crypto info');
+  return json(200, es.includeSignalId ? { seed: entry.seed, cryptoHashFunction: es.cryptoHashFunction, signalId: entry.signalId } : { seed: entry.seed, cryptoHashFunction: es.cryptoHashFunction });
+}
+
+/** Consumes one stale read of the SPEC §8 race, if any are left. */
+function takeStale(es: EServiceState): boolean {
+  if (es.staleRemaining <= 0 || es.previous === undefined) return false;
+  es.staleRemaining--;
+  return true;
+}
+
+/**
+ * SPEC §5: the JWS must be signed by a registered key of the voucher's client, carry the
+ * required claims for this producer and purpose, and hash to the voucher's digest.
+ */
+async function checkTrackingEvidence(state: SimState, es: EServiceState, voucher: VoucherClaims, header: string | string[] | undefined): Promise<SimResponse | null> {
+  if (typeof header !== 'string' || header === '') return problem(401, PRODUCER_CODES.trackingRequired, 'Agid-JWT-TrackingEvidence header required');
+  const client = state.clients.get(voucher.client_id);
+  let kid: unknown;
+  try {
+    kid = decodeProtectedHeader(header).kid;
+  } catch {
+    return problem(403, PRODUCER_CODES.trackingInvalid, 'Agid-JWT-TrackingEvidence is not a JWS');
+  }
+  const key = typeof kid === 'string' ? client?.keys.get(kid) : undefined;
+  if (!key) return problem(403, PRODUCER_CODES.trackingInvalid, 'Agid-JWT-TrackingEvidence kid is not a key of the voucher client');
+  try {
+    const { payload } = await jwtVerify(header, key, {
+      algorithms: ['RS256'],
+      issuer: voucher.client_id,
+      audience: es.producerAudience,
+      requiredClaims: ['purposeId', 'jti', 'iat', 'nbf', 'exp'],
+      currentDate: new Date(state.now()),
+    });
+    if (payload.purposeId !== voucher.purposeId) return problem(403, PRODUCER_CODES.trackingInvalid, 'Agid-JWT-TrackingEvidence purposeId differs from the voucher');
+  } catch (err) {
+    return problem(403, PRODUCER_CODES.trackingInvalid, `Agid-JWT-TrackingEvidence not valid (${(err as { code?: string }).code ?? 'invalid'})`);
+  }
+  const digest = createHash('sha256').update(header, 'utf8').digest('hex');
+  if (voucher.digest?.alg !== 'SHA256' || voucher.digest.value !== digest) {
+    return problem(403, PRODUCER_CODES.trackingInvalid, 'Agid-JWT-TrackingEvidence does not match the voucher digest');
+  }
+  return null;
+}

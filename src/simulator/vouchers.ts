@@ -1,0 +1,71 @@
+import { randomUUID } from 'node:crypto';
+import { compactVerify, generateKeyPair, SignJWT, decodeProtectedHeader, type CryptoKey } from 'jose';
+
+/** Claims of a voucher the simulated PDND issues. */
+export interface VoucherClaims {
+  iss: string;
+  sub: string;
+  aud: string;
+  client_id: string;
+  jti: string;
+  iat: number;
+  nbf: number;
+  exp: number;
+  organizationId: string;
+  purposeId?: string;
+  digest?: { alg: string; value: string };
+}
+
+export type VoucherCheck =
+  | { ok: true; claims: VoucherClaims }
+  | { ok: false; reason: 'malformed' | 'signature' | 'expired' };
+
+const ISSUER = 'simulator.interop.pagopa.it';
+const KID = 'signalhub-sync-simulator';
+
+/**
+ * The simulated PDND's own signing key: issues vouchers and verifies the ones resources
+ * receive. Signature checks are cached per token (a pull run reuses one voucher for
+ * thousands of requests); expiry is re-checked on every use.
+ */
+export class VoucherAuthority {
+  private readonly verified = new Map<string, VoucherClaims>();
+
+  private constructor(
+    private readonly privateKey: CryptoKey,
+    private readonly publicKey: CryptoKey,
+    private readonly now: () => number,
+  ) {}
+
+  static async create(now: () => number): Promise<VoucherAuthority> {
+    const { privateKey, publicKey } = await generateKeyPair('RS256', { modulusLength: 2048 });
+    return new VoucherAuthority(privateKey, publicKey, now);
+  }
+
+  async issue(claims: Omit<VoucherClaims, 'iss' | 'jti' | 'iat' | 'nbf' | 'exp'>, ttlSeconds: number): Promise<string> {
+    const iat = Math.floor(this.now() / 1000);
+    const full: VoucherClaims = { ...claims, iss: ISSUER, jti: randomUUID(), iat, nbf: iat, exp: iat + ttlSeconds };
+    return new SignJWT({ ...full }).setProtectedHeader({ alg: 'RS256', kid: KID, typ: 'at+jwt' }).sign(this.privateKey);
+  }
+
+  async check(token: string): Promise<VoucherCheck> {
+    let claims = this.verified.get(token);
+    if (!claims) {
+      try {
+        if (decodeProtectedHeader(token).alg !== 'RS256') return { ok: false, reason: 'signature' };
+      } catch {
+        return { ok: false, reason: 'malformed' };
+      }
+      try {
+        const { payload } = await compactVerify(token, this.publicKey, { algorithms: ['RS256'] });
+        claims = JSON.parse(new TextDecoder().decode(payload)) as VoucherClaims;
+      } catch (err) {
+        return { ok: false, reason: (err as { code?: string }).code === 'ERR_JWS_SIGNATURE_VERIFICATION_FAILED' ? 'signature' : 'malformed' };
+      }
+      if (this.verified.size >= 10_000) this.verified.clear();
+      this.verified.set(token, claims);
+    }
+    if (typeof claims.exp !== 'number' || claims.exp * 1000 <= this.now()) return { ok: false, reason: 'expired' };
+    return { ok: true, claims };
+  }
+}
