@@ -64,8 +64,25 @@ export function parseConfigText(text: string, options: { file: string; env?: Nod
     ...(result.success ? [] : problemsFromIssues(result.error.issues, document, knownKeysAt)),
     ...crossCheck(document),
   ];
-  if (problems.length > 0 || !result.success) return fail(problems);
+  if (problems.length > 0 || !result.success) return fail(inDocumentOrder(problems, document));
   return toConfig(result.data, { file, env });
+}
+
+/**
+ * Problems grouped as the reader sees the file: by top-level key in file order, then by
+ * array entry (all of `eservices[1]` together); otherwise in the order found.
+ */
+function inDocumentOrder(problems: ConfigProblem[], document: Record<string, unknown>): ConfigProblem[] {
+  const topKeys = Object.keys(document);
+  const rank = (p: ConfigProblem): [number, number] => {
+    const match = /^([^.[]+)(?:\[(\d+)\])?/.exec(p.path);
+    const top = match ? topKeys.indexOf(match[1]!) : -1;
+    return [top === -1 ? (p.path === '' ? -1 : topKeys.length) : top, match?.[2] === undefined ? -1 : Number(match[2])];
+  };
+  return problems
+    .map((problem, order) => ({ problem, order, rank: rank(problem) }))
+    .sort((a, b) => a.rank[0] - b.rank[0] || a.rank[1] - b.rank[1] || a.order - b.order)
+    .map((entry) => entry.problem);
 }
 
 /** Maps the validated file (snake_case) to the typed Config, filling preset defaults. */
