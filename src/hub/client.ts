@@ -66,6 +66,8 @@ interface Answer {
   headers: Record<string, string | string[] | undefined>;
   text: string;
   rateLimit: RateLimitInfo | undefined;
+  /** The voucher the request carried (to invalidate it on a 401; never logged). */
+  voucher: string;
 }
 
 interface CallTarget {
@@ -217,7 +219,7 @@ export class HubClient {
         case 'unauthorized':
           if (state.voucherRefreshed) throw httpError('HUB_UNAUTHORIZED', failure);
           state.voucherRefreshed = true;
-          this.options.vouchers.invalidate();
+          this.options.vouchers.invalidate(answer.voucher);
           this.logger.warn({ eservice: target.eservice, status: 401, correlationId: failure.correlationId, problemCodes: problem?.codes }, 'hub rejected the voucher, retrying once with a new one');
           continue;
         case 'rate-limited': {
@@ -272,7 +274,7 @@ export class HubClient {
       });
       rateLimit = parseRateLimitHeaders(response.headers);
       const text = await readCapped(response.body, MAX_PULL_BODY_BYTES, target, response.statusCode);
-      return { status: response.statusCode, headers: response.headers, text, rateLimit };
+      return { status: response.statusCode, headers: response.headers, text, rateLimit, voucher };
     } catch (err) {
       if (signal?.aborted || isAppError(err)) throw err;
       this.options.metrics?.pulls.inc({ eservice: target.eservice, status: 'error' });

@@ -30,8 +30,11 @@ export interface Page {
 export interface VoucherSource {
   /** A voucher valid now (cached by the source). */
   get(): Promise<string>;
-  /** The hub answered 401 to the last voucher: the next `get()` must fetch a new one. */
-  invalidate(): void;
+  /**
+   * The hub answered 401 to `rejected`: the next `get()` must not return it. Naming the
+   * voucher lets concurrent callers refused with the same one cause a single refresh.
+   */
+  invalidate(rejected: string): void;
 }
 
 /** Page sizes the pull API accepts (SPEC §3: 0 or >100 is a 400, not clamped). */
