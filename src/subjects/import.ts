@@ -1,0 +1,219 @@
+/**
+ * The subject import: streams a CSV/NDJSON file into the store in batches, in bounded memory
+ * whatever the file's size (keys seen are kept in a TEMP table, not in a JS Set).
+ *
+ * Transactions:
+ * - default: one transaction per batch; good rows are imported, bad rows reported;
+ * - `strict`, `replace`, `dryRun`: the whole file in one transaction, rolled back when any row
+ *   is bad (strict), when the file cannot be read to its end (replace: removing "absent"
+ *   subjects after a truncated read would remove good ones), or always (dry run).
+ * Rejections carry line numbers, reasons and refs, never keys (personal data).
+ */
+import type { Readable } from 'node:stream';
+import type { Db } from '../store/db.js';
+import type { Config } from '../config/types.js';
+import { ImportScratch, type StoredSubject } from '../store/subjects.js';
+import type { SubjectIndexOptions } from '../sync/subject-index.js';
+import { normalizeSubjectKey } from '../crypto/pseudonym.js';
+import { checkSubjectKey } from './fiscal-code.js';
+import { quoteSafely } from './redact.js';
+import { readSubjectFile, type SubjectFormat, type SubjectRecord } from './parse.js';
+import { SubjectWriter, type SubjectUpsert } from './apply.js';
+
+export interface ConfiguredEService {
+  id: string;
+  name: string;
+}
+
+export interface RejectedRow {
+  line: number;
+  reason: string;
+  ref?: string;
+}
+
+export interface ImportOptions {
+  format: SubjectFormat;
+  /** How messages name the input: a path, or "stdin". */
+  source: string;
+  /** The configured e-services: rows may name them by id or by name. */
+  eservices: ConfiguredEService[];
+  /** subjects.validate: reject keys that are not valid fiscal codes / 11-digit codes. */
+  validate: boolean;
+  index: SubjectIndexOptions;
+  strict?: boolean;
+  replace?: boolean;
+  dryRun?: boolean;
+  /** Rows per transaction (default mode) and per index call. */
+  batchSize?: number;
+  /** Rejections kept in the report (all are counted and passed to onReject). */
+  maxRejectedKept?: number;
+  onReject?: (row: RejectedRow) => void;
+  now?: () => number;
+}
+
+export interface ImportReport {
+  /** Records read (good and bad). */
+  read: number;
+  /** New subjects. */
+  imported: number;
+  /** Stored subjects whose ref or e-services changed. */
+  updated: number;
+  unchanged: number;
+  /** Removed by --replace. */
+  removed: number;
+  /** The first `maxRejectedKept` rejections, by line. */
+  rejected: RejectedRow[];
+  rejectedCount: number;
+  /** Whether the whole file was read (false after a fatal syntax error). */
+  complete: boolean;
+  /** Whether changes were committed (false: dry run, or rolled back by strict/replace). */
+  committed: boolean;
+  dryRun: boolean;
+}
+
+const MAX_KEY_LENGTH = 256;
+
+export async function importSubjects(db: Db, input: Readable, options: ImportOptions): Promise<ImportReport> {
+  const batchSize = options.batchSize ?? 5000;
+  const maxKept = options.maxRejectedKept ?? 1000;
+  const dryRun = options.dryRun ?? false;
+  const wholeFileTransaction = Boolean(options.strict || options.replace || dryRun);
+  const resolveEservices = eserviceResolver(options.eservices);
+  const writer = new SubjectWriter(db, { index: dryRun ? null : options.index, ...(options.now ? { now: options.now } : {}) });
+  const report: ImportReport = { read: 0, imported: 0, updated: 0, unchanged: 0, removed: 0, rejected: [], rejectedCount: 0, complete: true, committed: false, dryRun };
+
+  const reject = (row: RejectedRow): void => {
+    // A ref is the local reference and may be shown, unless someone used the key as ref.
+    if (row.ref !== undefined && checkSubjectKey(row.ref).valid) delete row.ref;
+    report.rejectedCount++;
+    if (report.rejected.length < maxKept) report.rejected.push(row);
+    options.onReject?.(row);
+  };
+
+  const scratch = new ImportScratch(db);
+  let batch: SubjectUpsert[] = [];
+  const flush = (): void => {
+    if (batch.length === 0) return;
+    for (const outcome of writer.upsertBatch(batch)) {
+      if (outcome === 'new') report.imported++;
+      else if (outcome === 'updated') report.updated++;
+      else report.unchanged++;
+    }
+    batch = [];
+  };
+  const begin = (): void => {
+    if (!db.inTransaction) db.exec('BEGIN IMMEDIATE');
+  };
+
+  try {
+    begin();
+    for await (const item of readSubjectFile(input, options.format, options.source)) {
+      if (item.kind === 'problem') {
+        if (!item.fatal) report.read++;
+        reject({ line: item.line, reason: item.reason, ...(item.ref ? { ref: item.ref } : {}) });
+        if (item.fatal) {
+          report.complete = false;
+          break;
+        }
+        continue;
+      }
+      report.read++;
+      const upsert = checkRecord(item, options.validate, resolveEservices, scratch);
+      if ('reason' in upsert) {
+        reject(upsert);
+        continue;
+      }
+      // Under --strict the transaction is doomed after the first bad row: keep reading only to
+      // report every problem.
+      if (options.strict && report.rejectedCount > 0) continue;
+      batch.push(upsert);
+      if (batch.length >= batchSize) {
+        flush();
+        if (!wholeFileTransaction) {
+          db.exec('COMMIT');
+          begin();
+        }
+      }
+    }
+
+    const rollBack = (options.strict && report.rejectedCount > 0) || (options.replace && !report.complete);
+    if (rollBack) {
+      db.exec('ROLLBACK');
+      Object.assign(report, { imported: 0, updated: 0, unchanged: 0, removed: 0 });
+      return report;
+    }
+    flush();
+    if (options.replace) report.removed = removeAbsent(writer, scratch, batchSize);
+    if (dryRun) {
+      db.exec('ROLLBACK');
+    } else {
+      db.exec('COMMIT');
+      report.committed = true;
+    }
+    return report;
+  } catch (err) {
+    if (db.inTransaction) db.exec('ROLLBACK');
+    throw err;
+  } finally {
+    scratch.dispose();
+  }
+}
+
+type EserviceResolver = (names: string[] | 'all' | undefined) => { ids: string[] | 'all' | undefined } | { unknown: string };
+
+/** Rows name e-services by hub id (any case) or by configured name (any case). */
+function eserviceResolver(configured: ConfiguredEService[]): EserviceResolver {
+  const byName = new Map<string, string>();
+  for (const e of configured) byName.set(e.name.trim().toLowerCase(), e.id);
+  // Ids win over names when a name happens to equal another e-service's id.
+  for (const e of configured) byName.set(e.id.toLowerCase(), e.id);
+  return (names) => {
+    if (names === undefined || names === 'all') return { ids: names };
+    const ids: string[] = [];
+    for (const name of names) {
+      const id = byName.get(name.toLowerCase());
+      if (id === undefined) return { unknown: name };
+      ids.push(id);
+    }
+    return { ids };
+  };
+}
+
+function checkRecord(record: SubjectRecord, validate: boolean, resolve: EserviceResolver, scratch: ImportScratch): SubjectUpsert | RejectedRow {
+  const key = normalizeSubjectKey(record.key);
+  const refPart = record.ref && normalizeSubjectKey(record.ref) !== key ? { ref: record.ref } : {};
+  const fail = (reason: string): RejectedRow => ({ line: record.line, reason, ...refPart });
+  if (key === '') return fail('missing key');
+  if (key.length > MAX_KEY_LENGTH) return fail(`key longer than ${MAX_KEY_LENGTH} characters`);
+  // Marked seen even when the row is bad: --replace must not remove a stored subject because
+  // its row in the new file has a problem.
+  const firstLine = scratch.markSeen(key, record.line);
+  if (firstLine !== undefined) return fail(`duplicate key (first at line ${firstLine})`);
+  if (validate) {
+    const check = checkSubjectKey(key);
+    if (!check.valid) return fail(check.reason);
+  }
+  const resolved = resolve(record.eservices);
+  if ('unknown' in resolved) return fail(`unknown e-service ${quoteSafely(resolved.unknown, 80)} (not an id or name in the configuration)`);
+  return { key, ref: record.ref, eservices: resolved.ids };
+}
+
+function removeAbsent(writer: SubjectWriter, scratch: ImportScratch, pageSize: number): number {
+  let removed = 0;
+  let after = 0;
+  for (;;) {
+    const page: StoredSubject[] = scratch.absentPage(writer.store, after, pageSize);
+    if (page.length === 0) return removed;
+    removed += writer.remove(page);
+    after = page[page.length - 1]!.id;
+  }
+}
+
+/** The index settings of a configuration, for importSubjects and SubjectWriter. */
+export function subjectIndexOptions(config: Pick<Config, 'subjects' | 'events' | 'eservices'>): SubjectIndexOptions {
+  return {
+    backfill: config.subjects.backfill,
+    includeSubjectKey: config.events.includeSubjectKey,
+    eserviceNames: new Map(config.eservices.map((e) => [e.id, e.name])),
+  };
+}

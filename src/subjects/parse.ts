@@ -1,0 +1,244 @@
+/**
+ * Streaming readers of subject files. They yield one item per record, each with the file line
+ * where it starts, and never hold more than the current record. They only parse: validation of
+ * keys and e-services belongs to the import. Messages name lines and columns, never the values
+ * of the `key` column (personal data).
+ */
+import readline from 'node:readline';
+import { StringDecoder } from 'node:string_decoder';
+import { Transform, pipeline, type Readable, type TransformCallback } from 'node:stream';
+import { parse as parseCsv, type CsvError } from 'csv-parse';
+import { AppError } from '../errors.js';
+import { quoteSafely } from './redact.js';
+
+export const SUBJECT_FORMATS = ['csv', 'ndjson', 'lines'] as const;
+export type SubjectFormat = (typeof SUBJECT_FORMATS)[number];
+
+/** One record as written in the file (key not yet normalized or validated). */
+export interface SubjectRecord {
+  kind: 'record';
+  /** 1-based line where the record starts. */
+  line: number;
+  key: string;
+  /** undefined: the file has no ref column/field (an existing subject keeps its ref). */
+  ref: string | null | undefined;
+  /** e-service ids or names; 'all' when empty; undefined when the file has no such column/field. */
+  eservices: string[] | 'all' | undefined;
+}
+
+/** A record that cannot be read. `fatal`: the rest of the file cannot be read either. */
+export interface RecordProblem {
+  kind: 'problem';
+  line: number;
+  reason: string;
+  ref?: string;
+  fatal?: boolean;
+}
+
+export type SubjectFileItem = SubjectRecord | RecordProblem;
+
+/** Picks the format from `--format` or the file extension (.csv, .ndjson/.jsonl, .txt). */
+export function detectFormat(file: string, explicit?: string): SubjectFormat {
+  if (explicit !== undefined) {
+    if ((SUBJECT_FORMATS as readonly string[]).includes(explicit)) return explicit as SubjectFormat;
+    throw new AppError('USAGE', `unknown format "${explicit}" (expected ${SUBJECT_FORMATS.join(', ')})`);
+  }
+  // stdin has no extension: CSV, the format public bodies' systems export most easily.
+  if (file === '-') return 'csv';
+  const lower = file.toLowerCase();
+  if (lower.endsWith('.csv')) return 'csv';
+  if (lower.endsWith('.ndjson') || lower.endsWith('.jsonl')) return 'ndjson';
+  if (lower.endsWith('.txt')) return 'lines';
+  throw new AppError('USAGE', `cannot tell the format of ${file} from its extension (.csv, .ndjson, .jsonl, .txt): use --format`);
+}
+
+export function readSubjectFile(input: Readable, format: SubjectFormat, source: string): AsyncGenerator<SubjectFileItem> {
+  switch (format) {
+    case 'csv':
+      return readCsv(input, source);
+    case 'ndjson':
+      return readNdjson(input);
+    case 'lines':
+      return readLines(input);
+  }
+}
+
+const CSV_COLUMNS = ['key', 'ref', 'eservices'] as const;
+type CsvColumn = (typeof CSV_COLUMNS)[number];
+
+/**
+ * csv-parse counts lines wrongly when a quoted field holds CRLF, so line endings become LF
+ * before parsing. A CR at the end of a chunk is held back until the next chunk shows whether
+ * an LF follows.
+ */
+class CrlfToLf extends Transform {
+  private pendingCr = false;
+  // Chunks may split a multi-byte UTF-8 character.
+  private readonly decoder = new StringDecoder('utf8');
+  override _transform(chunk: Buffer | string, _enc: BufferEncoding, done: TransformCallback): void {
+    let text = (this.pendingCr ? '\r' : '') + (typeof chunk === 'string' ? chunk : this.decoder.write(chunk));
+    this.pendingCr = text.endsWith('\r');
+    if (this.pendingCr) text = text.slice(0, -1);
+    done(null, text.replaceAll('\r\n', '\n'));
+  }
+  override _flush(done: TransformCallback): void {
+    done(null, (this.pendingCr ? '\r' : '') + this.decoder.end());
+  }
+}
+
+function countNewlines(text: string): number {
+  let n = 0;
+  for (let i = text.indexOf('\n'); i !== -1; i = text.indexOf('\n', i + 1)) n++;
+  return n;
+}
+
+const CSV_FATAL_REASONS: Record<string, string> = {
+  CSV_INVALID_CLOSING_QUOTE: 'malformed CSV: characters after a closing quote',
+  CSV_QUOTE_NOT_CLOSED: 'malformed CSV: quote not closed',
+  CSV_NON_TRIMABLE_CHAR_AFTER_CLOSING_QUOTE: 'malformed CSV: characters after a closing quote',
+  CSV_MAX_RECORD_SIZE: 'malformed CSV: record too large',
+};
+
+async function* readCsv(input: Readable, source: string): AsyncGenerator<SubjectFileItem> {
+  const decoder = new CrlfToLf();
+  const parser = parseCsv({ bom: true, raw: true, info: true, skip_empty_lines: true, relax_column_count: true, max_record_size: 1 << 20 });
+  // pipeline destroys the parser with the input's error, which then ends the loop below.
+  pipeline(input, decoder, parser, () => {});
+
+  let columns: Map<CsvColumn, number> | undefined;
+  let headerLength = 0;
+  let lastEndLine = 0;
+  try {
+    for await (const item of parser as AsyncIterable<{ record: string[]; raw: string; info: { lines: number } }>) {
+      const endLine = item.info.lines;
+      // raw holds the skipped blank lines before the record and the newline after it.
+      const body = item.raw.replace(/^\n+/, '').replace(/\n$/, '');
+      const line = endLine - countNewlines(body);
+      lastEndLine = endLine;
+      const record = item.record;
+      if (columns === undefined) {
+        columns = parseHeader(record, source, line);
+        headerLength = record.length;
+        continue;
+      }
+      if (record.every((field) => field.trim() === '')) continue;
+      const field = (name: CsvColumn): string | undefined => {
+        const index = columns!.get(name);
+        return index === undefined ? undefined : record[index];
+      };
+      const rawRef = field('ref');
+      const ref = rawRef === undefined ? undefined : rawRef.trim() === '' ? null : rawRef.trim();
+      if (record.length !== headerLength) {
+        yield { kind: 'problem', line, reason: `${record.length} fields, but the header has ${headerLength}`, ...(ref ? { ref } : {}) };
+        continue;
+      }
+      const rawEservices = field('eservices');
+      yield { kind: 'record', line, key: field('key') ?? '', ref, eservices: rawEservices === undefined ? undefined : splitEservices(rawEservices) };
+    }
+  } catch (err) {
+    const code = (err as CsvError).code;
+    if (typeof code === 'string' && code.startsWith('CSV_')) {
+      // The parser's own message may quote field values (keys): use our reasons.
+      // An unclosed quote is only noticed at the end of the file: report where its record starts.
+      const errorLine = (err as CsvError).lines;
+      const line = code !== 'CSV_QUOTE_NOT_CLOSED' && typeof errorLine === 'number' ? errorLine : lastEndLine + 1;
+      yield { kind: 'problem', line, reason: `${CSV_FATAL_REASONS[code] ?? `malformed CSV (${code})`}; the rest of the file was not read`, fatal: true };
+      return;
+    }
+    throw inputError(err, source);
+  }
+  if (columns === undefined) throw new AppError('INPUT_INVALID', `${source}: empty file: a CSV subject file needs a header row (key, ref, eservices)`);
+}
+
+function parseHeader(record: string[], source: string, line: number): Map<CsvColumn, number> {
+  const columns = new Map<CsvColumn, number>();
+  record.forEach((name, index) => {
+    const column = name.trim().toLowerCase();
+    if (!(CSV_COLUMNS as readonly string[]).includes(column)) {
+      throw new AppError('INPUT_INVALID', `${source}:${line}: unknown column ${quoteSafely(name, 40)} in the header: the first line must name the columns (key, and optionally ref, eservices)`);
+    }
+    if (columns.has(column as CsvColumn)) throw new AppError('INPUT_INVALID', `${source}:${line}: column "${column}" appears twice in the header`);
+    columns.set(column as CsvColumn, index);
+  });
+  if (!columns.has('key')) throw new AppError('INPUT_INVALID', `${source}:${line}: the header has no "key" column`);
+  return columns;
+}
+
+function splitEservices(value: string): string[] | 'all' {
+  const list = value
+    .split(';')
+    .map((s) => s.trim())
+    .filter((s) => s !== '');
+  return list.length === 0 ? 'all' : list;
+}
+
+/** Lines of a text stream, numbered from 1, without the BOM and line endings (LF or CRLF). */
+async function* numberedLines(input: Readable): AsyncGenerator<{ line: number; text: string }> {
+  const rl = readline.createInterface({ input, crlfDelay: Infinity });
+  let line = 0;
+  for await (const raw of rl) {
+    line++;
+    yield { line, text: line === 1 && raw.startsWith('\uFEFF') ? raw.slice(1) : raw };
+  }
+}
+
+const NDJSON_FIELDS = new Set(['key', 'ref', 'eservices']);
+
+async function* readNdjson(input: Readable): AsyncGenerator<SubjectFileItem> {
+  for await (const { line, text } of numberedLines(input)) {
+    if (text.trim() === '') continue;
+    let value: unknown;
+    try {
+      value = JSON.parse(text);
+    } catch {
+      // JSON.parse's message may quote the line, key included.
+      yield { kind: 'problem', line, reason: 'malformed JSON' };
+      continue;
+    }
+    yield ndjsonRecord(value, line);
+  }
+}
+
+function ndjsonRecord(value: unknown, line: number): SubjectFileItem {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) return { kind: 'problem', line, reason: 'not a JSON object' };
+  const obj = value as Record<string, unknown>;
+  const refValue = obj.ref;
+  let ref: string | null | undefined;
+  if (refValue === undefined) ref = undefined;
+  else if (refValue === null) ref = null;
+  else if (typeof refValue === 'string') ref = refValue.trim() === '' ? null : refValue.trim();
+  else if (typeof refValue === 'number') ref = String(refValue);
+  else return { kind: 'problem', line, reason: '"ref" must be a string' };
+  const withRef = <T extends RecordProblem>(p: T): T => (ref ? { ...p, ref } : p);
+
+  const unknown = Object.keys(obj).find((name) => !NDJSON_FIELDS.has(name));
+  if (unknown !== undefined) return withRef({ kind: 'problem', line, reason: `unknown field ${quoteSafely(unknown, 40)} (expected key, ref, eservices)` });
+  if (obj.key === undefined || obj.key === null) return withRef({ kind: 'problem', line, reason: 'missing key' });
+  if (typeof obj.key !== 'string') return withRef({ kind: 'problem', line, reason: '"key" must be a string' });
+
+  let eservices: string[] | 'all' | undefined;
+  const es = obj.eservices;
+  if (es === undefined) eservices = undefined;
+  else if (es === null || es === 'all') eservices = 'all';
+  else if (Array.isArray(es) && es.every((e): e is string => typeof e === 'string')) {
+    const list = es.map((e) => e.trim()).filter((e) => e !== '');
+    eservices = list.length === 0 ? 'all' : list;
+  } else return withRef({ kind: 'problem', line, reason: '"eservices" must be an array of e-service ids or names' });
+
+  return { kind: 'record', line, key: obj.key, ref, eservices };
+}
+
+/** One key per line: for `subjects remove --file` and plain key lists. */
+async function* readLines(input: Readable): AsyncGenerator<SubjectFileItem> {
+  for await (const { line, text } of numberedLines(input)) {
+    if (text.trim() === '') continue;
+    yield { kind: 'record', line, key: text, ref: undefined, eservices: undefined };
+  }
+}
+
+function inputError(err: unknown, source: string): AppError {
+  if (err instanceof AppError) return err;
+  const code = (err as NodeJS.ErrnoException).code;
+  if (code === 'ENOENT') return new AppError('INPUT_NOT_FOUND', `${source}: no such file`, { cause: err });
+  return new AppError('INPUT_INVALID', `${source}: cannot read: ${code ?? (err as Error).message}`, { cause: err });
+}
