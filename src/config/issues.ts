@@ -96,6 +96,8 @@ export function closestKey(key: string, allowed: string[]): string | undefined {
   const squash = (s: string) => s.toLowerCase().replace(/[-_\s]/g, '');
   let best: { key: string; distance: number } | undefined;
   for (const candidate of allowed) {
+    // Allowed elsewhere (another sink type) but not here: a hint would mislead.
+    if (candidate === key) continue;
     const distance = squash(candidate) === squash(key) ? 0 : editDistance(key.toLowerCase(), candidate.toLowerCase());
     if (distance <= 2 && (!best || distance < best.distance)) best = { key: candidate, distance };
   }
