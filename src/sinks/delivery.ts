@@ -335,7 +335,8 @@ export class DeliveryService {
     r.wake = () => woken.abort();
     r.waitingFor = why;
     try {
-      if (this.stopping || (why === 'events' && r.notified)) return;
+      // Whatever should end the wait may have happened while the loop was busy.
+      if (this.stopping || (why === 'events' && r.notified) || (why === 'retry' && r.state !== 'stopped')) return;
       await sleep(ms ?? 2 ** 31 - 1, woken.signal);
     } finally {
       r.wake = undefined;
