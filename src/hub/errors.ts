@@ -87,7 +87,7 @@ const HINTS: Partial<Record<ErrorCode, string>> = {
 /** An AppError for a final HTTP answer (after whatever retries the client made). */
 export function httpError(code: ErrorCode, failure: HttpFailure, extra?: { retryable?: boolean; note?: string }): AppError {
   const { problem } = failure;
-  const parts = [`Signal Hub ${failure.operation}: HTTP ${failure.status}`];
+  const parts = [`Signal Hub ${failure.operation}: HTTP ${failure.status}${failure.correlationId ? ` (correlationId ${failure.correlationId})` : ''}`];
   if (problem?.title) parts.push(` ${problem.title}`);
   if (problem?.detail) parts.push(`: ${problem.detail}`);
   if (problem && problem.codes.length > 0) parts.push(` (codes ${problem.codes.join(', ')})`);
