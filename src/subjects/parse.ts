@@ -101,15 +101,32 @@ const CSV_FATAL_REASONS: Record<string, string> = {
 
 async function* readCsv(input: Readable, source: string): AsyncGenerator<SubjectFileItem> {
   const decoder = new CrlfToLf();
-  const parser = parseCsv({ bom: true, raw: true, info: true, skip_empty_lines: true, relax_column_count: true, max_record_size: 1 << 20 });
+  // skip_records_with_error: a thrown parse error would drop the records parsed before it in
+  // the same chunk. Instead the first syntax error is noted with the number of records before
+  // it, and reading stops there: after broken quoting nothing can be trusted.
+  const parser = parseCsv({ bom: true, raw: true, info: true, skip_empty_lines: true, relax_column_count: true, skip_records_with_error: true, max_record_size: 1 << 20 });
+  let syntaxError: { code: string; line: number | undefined; recordsBefore: number } | undefined;
+  parser.on('skip', (err: CsvError) => {
+    const line = err.lines;
+    const recordsBefore = err.records;
+    syntaxError ??= { code: err.code, line: typeof line === 'number' ? line : undefined, recordsBefore: typeof recordsBefore === 'number' ? recordsBefore : 0 };
+  });
   // pipeline destroys the parser with the input's error, which then ends the loop below.
   pipeline(input, decoder, parser, () => {});
 
   let columns: Map<CsvColumn, number> | undefined;
   let headerLength = 0;
   let lastEndLine = 0;
+  const fatal = (): RecordProblem => {
+    const { code, line } = syntaxError!;
+    // An unclosed quote is only noticed at the end of the file: report where its record starts.
+    // The parser's own message may quote field values (keys): use our reasons.
+    const at = code !== 'CSV_QUOTE_NOT_CLOSED' && line !== undefined ? line : lastEndLine + 1;
+    return { kind: 'problem', line: at, reason: `${CSV_FATAL_REASONS[code] ?? `malformed CSV (${code})`}; the rest of the file was not read`, fatal: true };
+  };
   try {
-    for await (const item of parser as AsyncIterable<{ record: string[]; raw: string; info: { lines: number } }>) {
+    for await (const item of parser as AsyncIterable<{ record: string[]; raw: string; info: { lines: number; records: number } }>) {
+      if (syntaxError !== undefined && item.info.records > syntaxError.recordsBefore) break;
       const endLine = item.info.lines;
       // raw holds the skipped blank lines before the record and the newline after it.
       const body = item.raw.replace(/^\n+/, '').replace(/\n$/, '');
@@ -136,16 +153,11 @@ async function* readCsv(input: Readable, source: string): AsyncGenerator<Subject
       yield { kind: 'record', line, key: field('key') ?? '', ref, eservices: rawEservices === undefined ? undefined : splitEservices(rawEservices) };
     }
   } catch (err) {
-    const code = (err as CsvError).code;
-    if (typeof code === 'string' && code.startsWith('CSV_')) {
-      // The parser's own message may quote field values (keys): use our reasons.
-      // An unclosed quote is only noticed at the end of the file: report where its record starts.
-      const errorLine = (err as CsvError).lines;
-      const line = code !== 'CSV_QUOTE_NOT_CLOSED' && typeof errorLine === 'number' ? errorLine : lastEndLine + 1;
-      yield { kind: 'problem', line, reason: `${CSV_FATAL_REASONS[code] ?? `malformed CSV (${code})`}; the rest of the file was not read`, fatal: true };
-      return;
-    }
     throw inputError(err, source);
+  }
+  if (syntaxError !== undefined) {
+    yield fatal();
+    return;
   }
   if (columns === undefined) throw new AppError('INPUT_INVALID', `${source}: empty file: a CSV subject file needs a header row (key, ref, eservices)`);
 }
