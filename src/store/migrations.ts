@@ -53,14 +53,18 @@ CREATE TABLE epochs (
   id                 INTEGER PRIMARY KEY,
   eservice           INTEGER NOT NULL REFERENCES eservices(id),
   start_signal_id    INTEGER NOT NULL,  -- the SEEDUPDATE id that opened it (0: from the beginning)
-  status             TEXT NOT NULL,     -- known | tentative | unknown (no seed: signals cannot be matched)
+  status             TEXT NOT NULL,     -- known (seed proven for its start) | assumed (not proven) | unknown (no seed)
   seed               TEXT,              -- secret: never logged, never printed
   seed_fingerprint   TEXT,              -- first 8 hex of SHA-256(seed)
   algorithm          TEXT,              -- cryptoHashFunction as the producer sent it
   template           TEXT,
   encoding           TEXT,
   producer_signal_id INTEGER,           -- signalId in the crypto-info answer, if the producer sends it
+  note               TEXT,              -- why the epoch is unknown or assumed (a ResyncReason)
   pseudonym_count    INTEGER NOT NULL DEFAULT 0,
+  first_signal_id    INTEGER,           -- first and last change signal processed under this epoch
+  last_signal_id     INTEGER,
+  signal_count       INTEGER NOT NULL DEFAULT 0,
   created_at         INTEGER NOT NULL,
   retired_at         INTEGER            -- pseudonyms dropped: nothing can need them any more
 );
@@ -116,9 +120,11 @@ CREATE TABLE resync_reports (
   eservice_id    TEXT NOT NULL,
   from_signal_id INTEGER NOT NULL,  -- inclusive
   to_signal_id   INTEGER NOT NULL,  -- inclusive
-  reason         TEXT NOT NULL,     -- retention-gap | seed-unchanged | seed-history-missing | seed-from-later-epoch | backlog-predates-seed
+  reason         TEXT NOT NULL,     -- see ResyncReason in src/events.ts
   detail         TEXT,
+  epoch          INTEGER,           -- the unknown epoch whose signals this covers, if any
   created_at     INTEGER NOT NULL,
+  closed_at      INTEGER,           -- NULL while the range still grows (signals of an unknown epoch)
   acked_at       INTEGER
 );
 CREATE INDEX resync_reports_open ON resync_reports (eservice_id) WHERE acked_at IS NULL;

@@ -1,0 +1,135 @@
+import type { Db } from './db.js';
+import type { PseudonymEncoding } from '../crypto/pseudonym.js';
+
+/**
+ * known: the seed is proven to be the one introduced at `startSignalId` (the producer said so
+ * with `signalId`, or answered a history lookup for exactly that id).
+ * assumed: the seed in force when fetched, without proof of where its epoch starts.
+ * unknown: no seed can be had; signals of this epoch cannot be matched and are reported.
+ */
+export type EpochStatus = 'known' | 'assumed' | 'unknown';
+
+export interface Epoch {
+  id: number;
+  eservice: number;
+  startSignalId: number;
+  status: EpochStatus;
+  /** Secret: never log. Null for unknown epochs and once retired. */
+  seed: string | null;
+  seedFingerprint: string | null;
+  algorithm: string | null;
+  template: string | null;
+  encoding: PseudonymEncoding | null;
+  producerSignalId: number | null;
+  note: string | null;
+  pseudonymCount: number;
+  firstSignalId: number | null;
+  lastSignalId: number | null;
+  signalCount: number;
+  createdAt: number;
+  retiredAt: number | null;
+}
+
+interface RawEpoch {
+  id: number;
+  eservice: number;
+  start_signal_id: number;
+  status: EpochStatus;
+  seed: string | null;
+  seed_fingerprint: string | null;
+  algorithm: string | null;
+  template: string | null;
+  encoding: PseudonymEncoding | null;
+  producer_signal_id: number | null;
+  note: string | null;
+  pseudonym_count: number;
+  first_signal_id: number | null;
+  last_signal_id: number | null;
+  signal_count: number;
+  created_at: number;
+  retired_at: number | null;
+}
+
+const toEpoch = (r: RawEpoch): Epoch => ({
+  id: r.id,
+  eservice: r.eservice,
+  startSignalId: r.start_signal_id,
+  status: r.status,
+  seed: r.seed,
+  seedFingerprint: r.seed_fingerprint,
+  algorithm: r.algorithm,
+  template: r.template,
+  encoding: r.encoding,
+  producerSignalId: r.producer_signal_id,
+  note: r.note,
+  pseudonymCount: r.pseudonym_count,
+  firstSignalId: r.first_signal_id,
+  lastSignalId: r.last_signal_id,
+  signalCount: r.signal_count,
+  createdAt: r.created_at,
+  retiredAt: r.retired_at,
+});
+
+export interface NewEpoch {
+  eservice: number;
+  startSignalId: number;
+  status: EpochStatus;
+  seed: string | null;
+  seedFingerprint: string | null;
+  algorithm: string | null;
+  template: string | null;
+  encoding: PseudonymEncoding | null;
+  producerSignalId: number | null;
+  note?: string;
+}
+
+/** Seed epochs and their pseudonyms. */
+export class EpochStore {
+  private readonly noteStmt;
+
+  constructor(private readonly db: Db) {
+    this.noteStmt = db.prepare(
+      'UPDATE epochs SET first_signal_id = COALESCE(first_signal_id, ?), last_signal_id = MAX(COALESCE(last_signal_id, 0), ?), signal_count = signal_count + ? WHERE id = ?',
+    );
+  }
+
+  /** Epochs of an e-service ordered by start. */
+  forEService(eservice: number): Epoch[] {
+    return (this.db.prepare('SELECT * FROM epochs WHERE eservice = ? ORDER BY start_signal_id, id').all(eservice) as RawEpoch[]).map(toEpoch);
+  }
+
+  get(id: number): Epoch | undefined {
+    const r = this.db.prepare('SELECT * FROM epochs WHERE id = ?').get(id) as RawEpoch | undefined;
+    return r && toEpoch(r);
+  }
+
+  /** Epochs whose pseudonyms are kept up to date with the subject set. */
+  live(): Epoch[] {
+    return (this.db.prepare("SELECT * FROM epochs WHERE retired_at IS NULL AND status != 'unknown' ORDER BY id").all() as RawEpoch[]).map(toEpoch);
+  }
+
+  create(e: NewEpoch, now = Date.now()): Epoch {
+    const info = this.db
+      .prepare(
+        `INSERT INTO epochs (eservice, start_signal_id, status, seed, seed_fingerprint, algorithm, template, encoding, producer_signal_id, note, created_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+      )
+      .run(e.eservice, e.startSignalId, e.status, e.seed, e.seedFingerprint, e.algorithm, e.template, e.encoding, e.producerSignalId, e.note ?? null, now);
+    return this.get(Number(info.lastInsertRowid))!;
+  }
+
+  setPseudonymCount(id: number, count: number): void {
+    this.db.prepare('UPDATE epochs SET pseudonym_count = ? WHERE id = ?').run(count, id);
+  }
+
+  /** Records change signals processed under the epoch (first id, last id, count). */
+  noteSignals(id: number, first: number, last: number, count: number): void {
+    this.noteStmt.run(first, last, count, id);
+  }
+
+  /** Drops the pseudonyms and forgets the seed: nothing can need them any more. */
+  retire(id: number, now = Date.now()): void {
+    this.db.prepare('DELETE FROM pseudonyms WHERE epoch = ?').run(id);
+    this.db.prepare('UPDATE epochs SET retired_at = ?, seed = NULL WHERE id = ? AND retired_at IS NULL').run(now, id);
+  }
+}

@@ -1,0 +1,110 @@
+import type { Db } from './db.js';
+
+export type EServiceState = 'new' | 'syncing' | 'idle' | 'failing' | 'stopped' | 'paused';
+
+export interface EServiceRow {
+  id: number;
+  eserviceId: string;
+  name: string;
+  cursor: number;
+  lastPullAt: number | null;
+  caughtUpAt: number | null;
+  state: EServiceState;
+  lastError: string | null;
+  lastErrorCode: string | null;
+  lastErrorAt: number | null;
+  signalsSeen: number;
+  matches: number;
+  createdAt: number;
+}
+
+interface RawRow {
+  id: number;
+  eservice_id: string;
+  name: string;
+  cursor: number;
+  last_pull_at: number | null;
+  caught_up_at: number | null;
+  state: EServiceState;
+  last_error: string | null;
+  last_error_code: string | null;
+  last_error_at: number | null;
+  signals_seen: number;
+  matches: number;
+  created_at: number;
+}
+
+const toRow = (r: RawRow): EServiceRow => ({
+  id: r.id,
+  eserviceId: r.eservice_id,
+  name: r.name,
+  cursor: r.cursor,
+  lastPullAt: r.last_pull_at,
+  caughtUpAt: r.caught_up_at,
+  state: r.state,
+  lastError: r.last_error,
+  lastErrorCode: r.last_error_code,
+  lastErrorAt: r.last_error_at,
+  signalsSeen: r.signals_seen,
+  matches: r.matches,
+  createdAt: r.created_at,
+});
+
+/** The followed e-services: cursor, last successful pull, state and counters. */
+export class EServiceStore {
+  private readonly byId;
+  private readonly advanceStmt;
+
+  constructor(private readonly db: Db) {
+    this.byId = db.prepare('SELECT * FROM eservices WHERE eservice_id = ?');
+    // MAX(): the cursor only moves forward (invariant 4), even if a caller passes an older id.
+    this.advanceStmt = db.prepare(
+      'UPDATE eservices SET cursor = MAX(cursor, ?), signals_seen = signals_seen + ?, matches = matches + ? WHERE id = ?',
+    );
+  }
+
+  ensure(eserviceId: string, name: string, now = Date.now()): EServiceRow {
+    this.db
+      .prepare('INSERT INTO eservices (eservice_id, name, created_at) VALUES (?, ?, ?) ON CONFLICT (eservice_id) DO UPDATE SET name = excluded.name')
+      .run(eserviceId, name, now);
+    return this.get(eserviceId)!;
+  }
+
+  get(eserviceId: string): EServiceRow | undefined {
+    const r = this.byId.get(eserviceId) as RawRow | undefined;
+    return r && toRow(r);
+  }
+
+  all(): EServiceRow[] {
+    return (this.db.prepare('SELECT * FROM eservices ORDER BY name').all() as RawRow[]).map(toRow);
+  }
+
+  /** Call inside the page transaction. */
+  advance(rowId: number, cursor: number, signals: number, matches: number): void {
+    this.advanceStmt.run(cursor, signals, matches, rowId);
+  }
+
+  /** Administrative: sets the cursor to any value (cursor set/reset). */
+  setCursor(eserviceId: string, cursor: number): boolean {
+    return this.db.prepare('UPDATE eservices SET cursor = ? WHERE eservice_id = ?').run(cursor, eserviceId).changes === 1;
+  }
+
+  markPulled(rowId: number, now: number, caughtUp: boolean): void {
+    this.db
+      .prepare(
+        `UPDATE eservices SET last_pull_at = ?, caught_up_at = CASE WHEN ? THEN ? ELSE caught_up_at END,
+           state = CASE WHEN ? THEN 'idle' ELSE 'syncing' END, last_error = NULL, last_error_code = NULL WHERE id = ?`,
+      )
+      .run(now, caughtUp ? 1 : 0, now, caughtUp ? 1 : 0, rowId);
+  }
+
+  markState(rowId: number, state: EServiceState): void {
+    this.db.prepare('UPDATE eservices SET state = ? WHERE id = ?').run(state, rowId);
+  }
+
+  markError(rowId: number, code: string, message: string, now: number): void {
+    this.db
+      .prepare("UPDATE eservices SET state = 'failing', last_error = ?, last_error_code = ?, last_error_at = ? WHERE id = ?")
+      .run(message, code, now, rowId);
+  }
+}
