@@ -47,7 +47,7 @@ export function registerSimulator(program: Command): void {
   program
     .command('simulator')
     .description('run a local simulator of the PDND token endpoint, Signal Hub and producers (for tests, demos and benchmarks)')
-    .option('--port <n>', 'port to listen on (0 = any free port)', '0')
+    .option('--port <n>', 'port to listen on (0 = any free port; the simulator preset expects 8787)', '8787')
     .option('--host <addr>', 'address to listen on', '127.0.0.1')
     .option('--rate-limit <n>', 'requests per interval per organization', '1000')
     .option('--rate-interval-ms <ms>', 'rate-limit interval', '1000')

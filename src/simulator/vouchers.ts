@@ -21,7 +21,13 @@ export type VoucherCheck =
   | { ok: false; reason: 'malformed' | 'signature' | 'expired' };
 
 const ISSUER = 'simulator.interop.pagopa.it';
-const KID = 'signalhub-sync-simulator';
+
+/**
+ * RSA key generation takes up to a second on a busy machine, so one key pair serves every
+ * simulator of the process; each instance signs under its own kid and accepts only that kid,
+ * so vouchers of one instance are still foreign to another.
+ */
+let sharedKeyPair: Promise<{ privateKey: CryptoKey; publicKey: CryptoKey }> | undefined;
 
 /**
  * The simulated PDND's own signing key: issues vouchers and verifies the ones resources
@@ -31,6 +37,8 @@ const KID = 'signalhub-sync-simulator';
 export class VoucherAuthority {
   private readonly verified = new Map<string, VoucherClaims>();
 
+  private readonly kid = `simulator-${randomUUID()}`;
+
   private constructor(
     private readonly privateKey: CryptoKey,
     private readonly publicKey: CryptoKey,
@@ -38,21 +46,23 @@ export class VoucherAuthority {
   ) {}
 
   static async create(now: () => number): Promise<VoucherAuthority> {
-    const { privateKey, publicKey } = await generateKeyPair('RS256', { modulusLength: 2048 });
+    sharedKeyPair ??= generateKeyPair('RS256', { modulusLength: 2048 });
+    const { privateKey, publicKey } = await sharedKeyPair;
     return new VoucherAuthority(privateKey, publicKey, now);
   }
 
   async issue(claims: Omit<VoucherClaims, 'iss' | 'jti' | 'iat' | 'nbf' | 'exp'>, ttlSeconds: number): Promise<string> {
     const iat = Math.floor(this.now() / 1000);
     const full: VoucherClaims = { ...claims, iss: ISSUER, jti: randomUUID(), iat, nbf: iat, exp: iat + ttlSeconds };
-    return new SignJWT({ ...full }).setProtectedHeader({ alg: 'RS256', kid: KID, typ: 'at+jwt' }).sign(this.privateKey);
+    return new SignJWT({ ...full }).setProtectedHeader({ alg: 'RS256', kid: this.kid, typ: 'at+jwt' }).sign(this.privateKey);
   }
 
   async check(token: string): Promise<VoucherCheck> {
     let claims = this.verified.get(token);
     if (!claims) {
       try {
-        if (decodeProtectedHeader(token).alg !== 'RS256') return { ok: false, reason: 'signature' };
+        const header = decodeProtectedHeader(token);
+        if (header.alg !== 'RS256' || header.kid !== this.kid) return { ok: false, reason: 'signature' };
       } catch {
         return { ok: false, reason: 'malformed' };
       }
