@@ -1,0 +1,86 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import Database from 'better-sqlite3';
+import { describe, expect, it } from 'vitest';
+import { migrate, openDatabase, schemaVersion } from '../src/store/db.js';
+import { MIGRATIONS } from '../src/store/migrations.js';
+import { AppError } from '../src/errors.js';
+import { tempDir } from './helpers/fs.js';
+
+const versions = (db: Database.Database) => (db.prepare('SELECT version FROM schema_migrations ORDER BY version').all() as { version: number }[]).map((r) => r.version);
+
+describe('migrations', () => {
+  it('creates a fresh database with mode 0600, in WAL mode, with every migration recorded', () => {
+    const file = path.join(tempDir(), 'nested', 'state.db');
+    const db = openDatabase(file);
+    try {
+      expect(fs.statSync(file).mode & 0o777).toBe(0o600);
+      expect(db.pragma('journal_mode', { simple: true })).toBe('wal');
+      expect(Number(db.pragma('busy_timeout', { simple: true }))).toBeGreaterThan(0);
+      expect(versions(db)).toEqual(MIGRATIONS.map((m) => m.version).sort((a, b) => a - b));
+      expect(schemaVersion(db)).toBe(Math.max(...MIGRATIONS.map((m) => m.version)));
+      const tables = (db.prepare("SELECT name FROM sqlite_master WHERE type = 'table'").all() as { name: string }[]).map((t) => t.name);
+      for (const table of ['subjects', 'subject_eservices', 'eservices', 'epochs', 'pseudonyms', 'outbox', 'sink_positions', 'resync_reports']) expect(tables).toContain(table);
+    } finally {
+      db.close();
+    }
+  });
+
+  it('re-opening applies nothing and keeps the data', () => {
+    const file = path.join(tempDir(), 'state.db');
+    const first = openDatabase(file);
+    first.prepare("INSERT INTO subjects (key, ref, added_at) VALUES ('K', 'r', 1)").run();
+    const appliedAt = first.prepare('SELECT version, applied_at FROM schema_migrations ORDER BY version').all();
+    first.close();
+
+    const again = openDatabase(file);
+    try {
+      expect(migrate(again)).toEqual([]);
+      expect(again.prepare('SELECT version, applied_at FROM schema_migrations ORDER BY version').all()).toEqual(appliedAt);
+      expect(again.prepare('SELECT COUNT(*) AS n FROM subjects').get()).toEqual({ n: 1 });
+    } finally {
+      again.close();
+    }
+  });
+
+  it('applies only the pending migrations of an older database', () => {
+    const file = path.join(tempDir(), 'state.db');
+    const extra = { version: Math.max(...MIGRATIONS.map((m) => m.version)) + 1, name: 'test addition', sql: 'CREATE TABLE test_addition (x INTEGER)' };
+    openDatabase(file).close();
+    const db = openDatabase(file, { migrations: [...MIGRATIONS, extra] });
+    try {
+      expect(versions(db)).toContain(extra.version);
+      expect(db.prepare("SELECT name FROM sqlite_master WHERE name = 'test_addition'").get()).toBeDefined();
+    } finally {
+      db.close();
+    }
+  });
+
+  it('refuses a database with a newer schema than this program knows, leaving it untouched', () => {
+    const file = path.join(tempDir(), 'state.db');
+    openDatabase(file).close();
+    const raw = new Database(file);
+    const newer = Math.max(...MIGRATIONS.map((m) => m.version)) + 5;
+    raw.prepare('INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)').run(newer, 'from the future', Date.now());
+    raw.close();
+
+    let error: unknown;
+    try {
+      openDatabase(file).close();
+    } catch (err) {
+      error = err;
+    }
+    expect(error).toBeInstanceOf(AppError);
+    expect((error as AppError).code).toBe('DB_ERROR');
+    expect((error as AppError).message).toContain(`schema version ${newer} is newer`);
+    const check = new Database(file, { readonly: true });
+    expect(versions(check)).toContain(newer);
+    check.close();
+  });
+
+  it('a read-only open needs an existing, migrated file', () => {
+    const dir = tempDir();
+    expect(() => openDatabase(path.join(dir, 'missing.db'), { readonly: true })).toThrow(/does not exist yet/);
+    expect(fs.existsSync(path.join(dir, 'missing.db'))).toBe(false);
+  });
+});

@@ -1,0 +1,79 @@
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { openDatabase, type Db } from '../src/store/db.js';
+import { ImportScratch, SubjectStore } from '../src/store/subjects.js';
+import { tempDir } from './helpers/fs.js';
+
+const E1 = 'e-one';
+const E2 = 'e-two';
+
+function seeded(): { db: Db; store: SubjectStore } {
+  const db = openDatabase(path.join(tempDir(), 'subjects.db'));
+  const store = new SubjectStore(db);
+  // ids 1..30: every third follows all, others alternate between E1 and both.
+  db.transaction(() => {
+    for (let i = 1; i <= 30; i++) {
+      const eservices = i % 3 === 0 ? 'all' : i % 2 === 0 ? [E1] : [E2, E1];
+      store.insert({ key: `K${String(i).padStart(2, '0')}`, ref: `r${i}`, eservices }, 1000);
+    }
+  })();
+  return { db, store };
+}
+
+describe('SubjectStore', () => {
+  it('inserts, finds by key and id, updates and deletes', () => {
+    const { db, store } = seeded();
+    expect(store.findByKey('K02')).toEqual({ id: 2, key: 'K02', ref: 'r2', eservices: [E1] });
+    expect(store.findByKey('K01')).toEqual({ id: 1, key: 'K01', ref: 'r1', eservices: [E1, E2] });
+    expect(store.findById(3)).toEqual({ id: 3, key: 'K03', ref: 'r3', eservices: 'all' });
+    expect(store.findByKey('nope')).toBeUndefined();
+
+    store.update(3, { ref: null, eservices: [E2] });
+    expect(store.findById(3)).toEqual({ id: 3, key: 'K03', ref: null, eservices: [E2] });
+    store.update(2, { ref: 'x', eservices: 'all' });
+    expect(store.findById(2)).toEqual({ id: 2, key: 'K02', ref: 'x', eservices: 'all' });
+
+    expect(store.deleteByIds([1, 2, 999])).toBe(2);
+    expect(store.count()).toBe(28);
+    // ON DELETE CASCADE removed their e-service rows.
+    expect(db.prepare('SELECT COUNT(*) AS n FROM subject_eservices WHERE subject_id IN (1, 2)').get()).toEqual({ n: 0 });
+    db.close();
+  });
+
+  it('counts and pages the subjects of an e-service by id, with all_eservices and listed ones merged', () => {
+    const { db, store } = seeded();
+    const followE1 = Array.from({ length: 30 }, (_, i) => i + 1);
+    const followE2 = followE1.filter((i) => i % 3 === 0 || i % 2 === 1);
+    expect(store.countForEService(E1)).toBe(30);
+    expect(store.countForEService(E2)).toBe(followE2.length);
+    expect(store.countForEService('other')).toBe(10);
+
+    const pages = [...store.iterateForEService(E2, 4)];
+    expect(pages.every((p) => p.length <= 4)).toBe(true);
+    expect(pages.flat().map((s) => s.id)).toEqual(followE2);
+    expect(pages.flat()[0]).toEqual({ id: 1, key: 'K01', ref: 'r1' });
+    expect(store.pageForEService(E1, 28, 10).map((s) => s.id)).toEqual([29, 30]);
+    expect(store.pageForEService('other', 0, 100).map((s) => s.id)).toEqual([3, 6, 9, 12, 15, 18, 21, 24, 27, 30]);
+    db.close();
+  });
+
+  it('ImportScratch detects duplicates and lists stored subjects absent from the import', () => {
+    const { db, store } = seeded();
+    const scratch = new ImportScratch(db);
+    expect(scratch.markSeen('K05', 2)).toBeUndefined();
+    expect(scratch.markSeen('K07', 3)).toBeUndefined();
+    expect(scratch.markSeen('NEW', 4)).toBeUndefined();
+    expect(scratch.markSeen('K05', 9)).toBe(2);
+    const absent = [];
+    for (let after = 0; ; ) {
+      const page = scratch.absentPage(store, after, 7);
+      if (page.length === 0) break;
+      absent.push(...page.map((s) => s.id));
+      after = page[page.length - 1]!.id;
+    }
+    expect(absent).toEqual(Array.from({ length: 30 }, (_, i) => i + 1).filter((i) => i !== 5 && i !== 7));
+    scratch.dispose();
+    expect(db.prepare("SELECT name FROM temp.sqlite_master WHERE name = 'subject_import_seen'").get()).toBeUndefined();
+    db.close();
+  });
+});
