@@ -58,6 +58,8 @@ export function installSignalHandlers(options: SignalHandlerOptions): SignalHand
         clearTimeout(timer);
       }
       resolveStopped();
+      // One turn of the loop so that whoever awaits `stopped` runs before the process ends.
+      await new Promise((resolve) => setImmediate(resolve));
       exit(code);
     })();
     return stopping;
