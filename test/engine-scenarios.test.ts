@@ -1,0 +1,225 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import { openDatabase } from '../src/store/db.js';
+import { OutboxStore } from '../src/store/outbox.js';
+import { ResyncStore } from '../src/store/resync.js';
+import { SubjectWriter } from '../src/subjects/apply.js';
+import { subjectIndexOptions } from '../src/subjects/import.js';
+import { createEngine, createRemotes } from '../src/sync/runtime.js';
+import { silentLogger } from '../src/log.js';
+import type { SignalEvent } from '../src/events.js';
+import { createWorld, fiscalCode, type World, type WorldEService } from './helpers/world.js';
+
+const ES = '22222222-2222-4222-8222-222222222222';
+const ES2 = '33333333-3333-4333-8333-333333333333';
+let world: World | undefined;
+afterEach(async () => {
+  await world?.close();
+  world = undefined;
+});
+
+/** Deterministic PRNG (mulberry32): scenarios are random but reproducible. */
+function prng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+async function setup(eservices: WorldEService[], toml = '') {
+  world = await createWorld({ eservices, toml: `[crypto]\nrotation_wait_seconds = 0.3\n${toml}` });
+  const w = world;
+  const db = openDatabase(w.config.database);
+  let now = Date.now();
+  const writer = new SubjectWriter(db, { index: subjectIndexOptions(w.config) });
+  const engine = createEngine(w.config, db, createRemotes(w.config, { logger: silentLogger }), { logger: silentLogger });
+  const clockEngine = (clock: () => number) =>
+    new (engine.constructor as typeof import('../src/sync/engine.js').SyncEngine)({ db, config: w.config, hub: createRemotes(w.config, { logger: silentLogger }).hub, crypto: createRemotes(w.config, { logger: silentLogger }).crypto, now: clock });
+  const outbox = new OutboxStore(db);
+  const resync = new ResyncStore(db);
+  const signalEvents = () => outbox.all().filter((r) => r.kind === 'signal').map((r) => JSON.parse(r.payload) as SignalEvent);
+  const reports = () => resync.list().map((r) => ({ from: r.fromSignalId, to: r.toSignalId, reason: r.reason }));
+  return { w, db, writer, engine, outbox, resync, signalEvents, reports, clockEngine, tick: (ms: number) => (now += ms), clock: () => now };
+}
+
+/**
+ * Deposits `count` change signals with random id gaps; a fraction concerns local subjects.
+ * Returns the ids that concern each subject index (so the test can derive the expected events).
+ */
+function depositRandom(w: World, eserviceId: string, rnd: () => number, count: number, subjectKeys: string[], strangerKeys: string[]): Map<number, string> {
+  const concerned = new Map<number, string>();
+  for (let i = 0; i < count; i++) {
+    const gap = 1 + Math.floor(rnd() * 5);
+    const signalId = w.sim.lastSignalId(eserviceId) + gap;
+    const local = rnd() < 0.3;
+    const key = local ? subjectKeys[Math.floor(rnd() * subjectKeys.length)]! : strangerKeys[Math.floor(rnd() * strangerKeys.length)]!;
+    const type = (['CREATE', 'UPDATE', 'DELETE'] as const)[Math.floor(rnd() * 3)]!;
+    w.sim.deposit(eserviceId, { signalType: type, objectId: w.sim.pseudonymFor(eserviceId, key), objectType: 'residence', signalId });
+    if (local) concerned.set(signalId, key);
+  }
+  return concerned;
+}
+
+const keys = (from: number, n: number) => Array.from({ length: n }, (_, i) => fiscalCode(from + i));
+
+describe('engine scenarios (exact outbox and resync reports)', () => {
+  for (const history of [true, false]) {
+    it(`thousands of signals with random gaps and several SEEDUPDATEs, ${history ? 'with' : 'without'} seed history, syncing between rotations`, async () => {
+      const t = await setup([{ id: ES, name: 'residenze', includeSignalId: history, historyDepth: history ? 5 : 1, cryptoHistory: history }]);
+      const rnd = prng(history ? 1 : 2);
+      const locals = keys(100, 30);
+      const strangers = keys(500, 200);
+      t.writer.upsertBatch(locals.map((key, i) => ({ key, ref: `r${i}`, eservices: 'all' })));
+      const expected = new Map<number, string>();
+      await t.engine.syncEService(ES);
+      for (let round = 0; round < 4; round++) {
+        for (const [id, key] of depositRandom(t.w, ES, rnd, 800, locals, strangers)) expected.set(id, key);
+        if (round < 3) t.w.sim.rotateSeed(ES);
+        if (!history) await t.engine.syncEService(ES); // without history the consumer must see each rotation while it is current
+      }
+      await t.engine.syncEService(ES);
+      const events = t.signalEvents();
+      expect(events.map((e) => e.signalId).sort((a, b) => a - b)).toEqual([...expected.keys()].sort((a, b) => a - b));
+      const refOf = new Map(locals.map((k, i) => [k, `r${i}`]));
+      for (const e of events) expect(e.subjectRef).toBe(refOf.get(expected.get(e.signalId)!));
+      expect(t.reports()).toEqual([]);
+      t.db.close();
+    });
+  }
+
+  it('waits out the rotation race (the producer serves the old seed for a while)', async () => {
+    const t = await setup([{ id: ES, name: 'residenze', staleReads: 2 }], '');
+    const key = fiscalCode(42);
+    t.writer.upsertBatch([{ key, ref: 'x', eservices: 'all' }]);
+    await t.engine.syncEService(ES);
+    const a = t.w.sim.depositForSubject(ES, key, 'UPDATE');
+    t.w.sim.rotateSeed(ES);
+    const b = t.w.sim.depositForSubject(ES, key, 'UPDATE');
+    await t.engine.syncEService(ES);
+    expect(t.signalEvents().map((e) => e.signalId)).toEqual([a, b]);
+    expect(t.reports()).toEqual([]);
+    t.db.close();
+  });
+
+  it('reports a producer whose seed never changes after a SEEDUPDATE (race bound exceeded)', async () => {
+    const t = await setup([{ id: ES, name: 'residenze', staleReads: 1000, includeSignalId: true }], '');
+    const key = fiscalCode(43);
+    t.writer.upsertBatch([{ key, ref: 'x', eservices: 'all' }]);
+    await t.engine.syncEService(ES);
+    const a = t.w.sim.depositForSubject(ES, key, 'UPDATE');
+    t.w.sim.rotateSeed(ES);
+    const b = t.w.sim.depositForSubject(ES, key, 'UPDATE');
+    const c = t.w.sim.depositForSubject(ES, key, 'UPDATE');
+    await t.engine.syncEService(ES);
+    expect(t.signalEvents().map((e) => e.signalId)).toEqual([a]);
+    expect(t.reports()).toEqual([{ from: b, to: c, reason: 'seed-unchanged' }]);
+    t.db.close();
+  });
+
+  it('history lookup that 404s makes an unknown epoch, reported when it closes', async () => {
+    const t = await setup([{ id: ES, name: 'residenze', historyDepth: 1, cryptoHistory: true }], '');
+    const key = fiscalCode(44);
+    t.writer.upsertBatch([{ key, ref: 'x', eservices: 'all' }]);
+    await t.engine.syncEService(ES);
+    const a = t.w.sim.depositForSubject(ES, key, 'CREATE');
+    t.w.sim.rotateSeed(ES);
+    const lost = t.w.sim.depositForSubject(ES, key, 'UPDATE');
+    const s2 = t.w.sim.rotateSeed(ES); // history depth 1: the seed of the first rotation is gone
+    const d = t.w.sim.depositForSubject(ES, key, 'DELETE');
+    await t.engine.syncEService(ES);
+    expect(t.signalEvents().map((e) => e.signalId)).toEqual([a, d]);
+    expect(t.reports()).toEqual([{ from: lost, to: lost, reason: 'seed-history-missing' }]);
+    expect(s2).toBeGreaterThan(lost);
+    t.db.close();
+  });
+
+  for (const includeSignalId of [false, true]) {
+    it(`fresh start with a backlog spanning a rotation (producer ${includeSignalId ? 'sends' : 'does not send'} signalId)`, async () => {
+      const t = await setup([{ id: ES, name: 'residenze', includeSignalId }], '');
+      const key = fiscalCode(45);
+      t.writer.upsertBatch([{ key, ref: 'x', eservices: 'all' }]);
+      const old1 = t.w.sim.depositForSubject(ES, key, 'CREATE');
+      t.w.sim.deposit(ES, { signalType: 'UPDATE', objectId: t.w.sim.pseudonymFor(ES, fiscalCode(46)), objectType: 'r' });
+      const old2 = t.w.sim.depositForSubject(ES, key, 'UPDATE');
+      t.w.sim.rotateSeed(ES);
+      const now1 = t.w.sim.depositForSubject(ES, key, 'UPDATE');
+      await t.engine.syncEService(ES);
+      expect(t.signalEvents().map((e) => e.signalId)).toEqual([now1]);
+      expect(t.reports()).toEqual([{ from: old1, to: old2, reason: 'backlog-predates-seed' }]);
+      expect(t.outbox.all().filter((r) => r.kind === 'resync-required')).toHaveLength(1);
+      t.db.close();
+    });
+  }
+
+  it('a retention gap is reported before resuming', async () => {
+    const t = await setup([{ id: ES, name: 'residenze' }], '');
+    const key = fiscalCode(47);
+    t.writer.upsertBatch([{ key, ref: 'x', eservices: 'all' }]);
+    const engine = t.clockEngine(t.clock);
+    await engine.syncEService(ES);
+    const a = t.w.sim.depositForSubject(ES, key, 'CREATE');
+    await engine.syncEService(ES);
+    t.tick(31 * 86_400_000);
+    t.w.sim.depositForSubject(ES, key, 'UPDATE');
+    const purged = t.w.sim.lastSignalId(ES);
+    t.w.sim.purge(ES, purged); // deleted by the hub's retention while we were away
+    const c = t.w.sim.depositForSubject(ES, key, 'DELETE');
+    await engine.syncEService(ES);
+    expect(t.signalEvents().map((e) => e.signalId)).toEqual([a, c]);
+    expect(t.reports()).toEqual([{ from: a + 1, to: c - 1, reason: 'retention-gap' }]);
+    // a pull within the retention period reports nothing more
+    t.tick(86_400_000);
+    await engine.syncEService(ES);
+    expect(t.reports()).toHaveLength(1);
+    t.db.close();
+  });
+
+  for (const overlap of [0, 10]) {
+    it(`late lower ids with rescan overlap ${overlap}`, async () => {
+      const t = await setup([{ id: ES, name: 'residenze' }], `[hub]\nrescan_overlap = ${overlap}`);
+      const key = fiscalCode(48);
+      t.writer.upsertBatch([{ key, ref: 'x', eservices: 'all' }]);
+      await t.engine.syncEService(ES);
+      const p = (k: string) => t.w.sim.pseudonymFor(ES, k);
+      t.w.sim.deposit(ES, { signalType: 'CREATE', objectId: p(key), objectType: 'r', signalId: 10 });
+      t.w.sim.deposit(ES, { signalType: 'UPDATE', objectId: p(fiscalCode(49)), objectType: 'r', signalId: 20 });
+      t.w.sim.deposit(ES, { signalType: 'UPDATE', objectId: p(key), objectType: 'r', signalId: 30 });
+      await t.engine.syncEService(ES);
+      t.w.sim.deposit(ES, { signalType: 'UPDATE', objectId: p(key), objectType: 'r', signalId: 25 }); // became visible late
+      t.w.sim.deposit(ES, { signalType: 'DELETE', objectId: p(key), objectType: 'r', signalId: 40 });
+      await t.engine.syncEService(ES);
+      await t.engine.syncEService(ES); // a rescan of an already processed window adds nothing
+      const ids = t.signalEvents().map((e) => e.signalId).sort((a, b) => a - b);
+      expect(ids).toEqual(overlap > 0 ? [10, 25, 30, 40] : [10, 30, 40]);
+      t.db.close();
+    });
+  }
+
+  it('subjects added and removed mid-stream: back-matching and no events after removal', async () => {
+    const t = await setup([{ id: ES, name: 'residenze' }, { id: ES2, name: 'documenti' }], '');
+    const [anna, bruno, carla] = keys(60, 3) as [string, string, string];
+    t.writer.upsertBatch([{ key: anna, ref: 'anna', eservices: [ES] }, { key: bruno, ref: 'bruno', eservices: 'all' }]);
+    await t.engine.syncEService(ES);
+    await t.engine.syncEService(ES2);
+    const a1 = t.w.sim.depositForSubject(ES, anna, 'CREATE');
+    const c1 = t.w.sim.depositForSubject(ES, carla, 'CREATE'); // carla is not a subject yet
+    const b1 = t.w.sim.depositForSubject(ES2, bruno, 'UPDATE');
+    const a2 = t.w.sim.depositForSubject(ES2, anna, 'UPDATE'); // anna does not follow ES2
+    await t.engine.syncEService(ES);
+    await t.engine.syncEService(ES2);
+    t.writer.upsertBatch([{ key: carla, ref: 'carla', eservices: 'all' }]); // back-matches c1
+    t.writer.removeKeys([bruno]);
+    const b2 = t.w.sim.depositForSubject(ES2, bruno, 'DELETE');
+    const c2 = t.w.sim.depositForSubject(ES, carla, 'UPDATE');
+    await t.engine.syncEService(ES);
+    await t.engine.syncEService(ES2);
+    const got = t.signalEvents().map((e) => `${e.eserviceId === ES ? 'ES' : 'ES2'}:${e.signalId}:${e.subjectRef}${e.backfilled ? ':backfilled' : ''}`);
+    expect(got.sort()).toEqual([`ES:${a1}:anna`, `ES:${c1}:carla:backfilled`, `ES2:${b1}:bruno`, `ES:${c2}:carla`].sort());
+    // anna's ES2 signal (she does not follow ES2) and bruno's after his removal: no events
+    expect(got.filter((g) => g.startsWith(`ES2:${a2}:`) || g.startsWith(`ES2:${b2}:`))).toEqual([]);
+    t.db.close();
+  });
+});
