@@ -5,6 +5,7 @@ import { ResyncStore } from '../src/store/resync.js';
 import { SubjectWriter } from '../src/subjects/apply.js';
 import { subjectIndexOptions } from '../src/subjects/import.js';
 import { createEngine, createRemotes } from '../src/sync/runtime.js';
+import { SyncEngine } from '../src/sync/engine.js';
 import { silentLogger } from '../src/log.js';
 import type { SignalEvent } from '../src/events.js';
 import { createWorld, fiscalCode, type World, type WorldEService } from './helpers/world.js';
@@ -36,8 +37,10 @@ async function setup(eservices: WorldEService[], toml = '') {
   let now = Date.now();
   const writer = new SubjectWriter(db, { index: subjectIndexOptions(w.config) });
   const engine = createEngine(w.config, db, createRemotes(w.config, { logger: silentLogger }), { logger: silentLogger });
-  const clockEngine = (clock: () => number) =>
-    new (engine.constructor as typeof import('../src/sync/engine.js').SyncEngine)({ db, config: w.config, hub: createRemotes(w.config, { logger: silentLogger }).hub, crypto: createRemotes(w.config, { logger: silentLogger }).crypto, now: clock });
+  const clockEngine = (clock: () => number) => {
+    const remotes = createRemotes(w.config, { logger: silentLogger });
+    return new SyncEngine({ db, config: w.config, hub: remotes.hub, crypto: remotes.crypto, now: clock });
+  };
   const outbox = new OutboxStore(db);
   const resync = new ResyncStore(db);
   const signalEvents = () => outbox.all().filter((r) => r.kind === 'signal').map((r) => JSON.parse(r.payload) as SignalEvent);

@@ -1,6 +1,117 @@
-import type { Command } from 'commander';
+import { InvalidArgumentError, type Command } from 'commander';
+import type { Config } from '../config/types.js';
+import { AppError } from '../errors.js';
+import { collectStatus, type EServiceStatus, type Moment, type SyncStatus } from '../sync/status.js';
+import { action, loadCliConfig } from './common.js';
+import { openReader } from './db.js';
 
-// Placeholder: this command is being implemented.
 export function registerStatus(program: Command): void {
-  void program;
+  program
+    .command('status')
+    .description('Per e-service: cursor, last pull, signals and matches, current seed epoch, open resync reports; per sink: pending events')
+    .option('--json', 'print JSON instead of tables')
+    .addHelpText('after', '\nRead-only: safe while the daemon runs. Seeds are shown by fingerprint (first 8 hex of SHA-256) only.\nExit codes: 0 shown; 66 the database does not exist yet; 78 configuration error.')
+    .action(
+      action(async (opts: { json?: boolean }, cmd: Command) => {
+        const config = await loadCliConfig(cmd);
+        const db = openReader(config);
+        let status: SyncStatus;
+        try {
+          status = collectStatus(db, config, Date.now());
+        } finally {
+          db.close();
+        }
+        process.stdout.write(opts.json ? `${JSON.stringify(status, null, 2)}\n` : formatStatus(status));
+      }),
+    );
+}
+
+export function formatStatus(status: SyncStatus): string {
+  const out: string[] = [];
+  if (status.eservices.length === 0) out.push('no e-services configured');
+  else {
+    out.push(
+      formatTable(
+        ['E-SERVICE', 'NAME', 'STATE', 'CURSOR', 'LAST PULL', 'CAUGHT UP', 'SIGNALS', 'MATCHES', 'EPOCH', 'RESYNC'],
+        status.eservices.map((e) => [
+          e.id,
+          e.configured ? e.name : `${e.name} (not configured)`,
+          e.pausedBySink ? `${e.state}, paused by sink ${e.pausedBySink}` : e.state,
+          String(e.cursor),
+          ago(e.lastPull),
+          ago(e.caughtUp),
+          String(e.signalsSeen),
+          String(e.matches),
+          describeEpoch(e),
+          e.openResyncReports > 0 ? `${e.openResyncReports} open` : '-',
+        ]),
+      ),
+    );
+    for (const e of status.eservices.filter((x) => x.lastError)) {
+      const err = e.lastError!;
+      out.push(`last error of ${e.name}: ${err.code ?? 'ERROR'}${err.at ? ` ${err.at.at}` : ''}: ${err.message}`);
+    }
+  }
+  out.push('');
+  if (status.sinks.length === 0) out.push('no sinks configured: events stay in the outbox (see "events list")');
+  else {
+    out.push(
+      formatTable(
+        ['SINK', 'TYPE', 'STATE', 'POSITION', 'PENDING', 'LAST ERROR'],
+        status.sinks.map((s) => [s.name, s.type, s.state === 'stopped' ? 'STOPPED' : s.state, String(s.position), String(s.pending), s.lastError ? `${s.lastErrorAt ?? ''} ${s.lastError}` : '-']),
+      ),
+    );
+  }
+  const t = status.totals;
+  out.push('');
+  out.push(`totals: ${t.eservices} e-service(s), ${t.signalsSeen} signals, ${t.matches} matches, ${t.outboxEvents} event(s) in the outbox (last seq ${t.lastSeq}), ${t.openResyncReports} open resync report(s)${t.openResyncReports > 0 ? ': see "resync list"' : ''}`);
+  return `${out.join('\n')}\n`;
+}
+
+function describeEpoch(e: EServiceStatus): string {
+  const epoch = e.epoch;
+  if (!epoch) return '-';
+  const seed = epoch.status === 'unknown' ? 'no seed' : `seed ${epoch.seedFingerprint ?? '?'} ${epoch.algorithm ?? ''}`.trimEnd();
+  return `#${epoch.id} ${epoch.status}, ${seed}, from signal ${epoch.startSignalId}, ${age(epoch.opened.ageSeconds)} old`;
+}
+
+function ago(m: Moment | null): string {
+  return m ? `${m.at} (${age(m.ageSeconds)} ago)` : 'never';
+}
+
+/** A compact age: 42s, 7m, 3h, 12d. */
+export function age(seconds: number): string {
+  if (seconds < 120) return `${seconds}s`;
+  if (seconds < 7200) return `${Math.floor(seconds / 60)}m`;
+  if (seconds < 172_800) return `${Math.floor(seconds / 3600)}h`;
+  return `${Math.floor(seconds / 86_400)}d`;
+}
+
+/** Columns padded to their widest cell; the last column is not padded. */
+export function formatTable(header: string[], rows: string[][]): string {
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
+  const line = (cells: string[]): string => cells.map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i]!))).join('  ');
+  return [line(header), ...rows.map(line)].join('\n');
+}
+
+/** A commander argument parser for an integer in [min, 2^53-1]; bad input is a usage error (64). */
+export function integerArg(min: number): (value: string) => number {
+  return (value: string) => {
+    const n = /^\d+$/.test(value.trim()) ? Number(value.trim()) : NaN;
+    if (!Number.isSafeInteger(n) || n < min) throw new InvalidArgumentError(`expected an integer >= ${min} and <= ${Number.MAX_SAFE_INTEGER}`);
+    return n;
+  };
+}
+
+/**
+ * The e-service an operator named on the command line, by id or by configured name. `known`
+ * adds e-services the database has but the configuration no longer lists (read-only commands).
+ */
+export function resolveEService(config: Pick<Config, 'eservices'>, ref: string, known: readonly { eserviceId: string; name: string }[] = []): { id: string; name: string } {
+  const configured = config.eservices.find((e) => e.id === ref) ?? config.eservices.find((e) => e.name === ref);
+  if (configured) return { id: configured.id, name: configured.name };
+  const stored = known.find((e) => e.eserviceId === ref);
+  if (stored) return { id: stored.eserviceId, name: stored.name };
+  const list = config.eservices.map((e) => `${e.id} (${e.name})`).join(', ') || 'none';
+  throw new AppError('USAGE', `--eservice ${ref}: no such e-service in the configuration (configured: ${list})`);
 }

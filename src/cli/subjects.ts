@@ -1,6 +1,220 @@
-import type { Command } from 'commander';
+import fs from 'node:fs';
+import path from 'node:path';
+import type { Readable } from 'node:stream';
+import { Command, Option } from 'commander';
+import { action, cliLogger, loadCliConfig } from './common.js';
+import { AppError, EXIT } from '../errors.js';
+import type { Config } from '../config/types.js';
+import { openDatabase, type Db } from '../store/db.js';
+import { WriterLock } from '../store/lock.js';
+import { SubjectStore } from '../store/subjects.js';
+import { normalizeSubjectKey } from '../crypto/pseudonym.js';
+import { importSubjects, subjectIndexOptions, type ImportReport, type RejectedRow } from '../subjects/import.js';
+import { detectFormat, readSubjectFile, SUBJECT_FORMATS } from '../subjects/parse.js';
+import { SubjectWriter } from '../subjects/apply.js';
 
-// Placeholder: this command is being implemented.
+const formatOption = () => new Option('--format <format>', 'input format (default: from the extension; csv for stdin)').choices([...SUBJECT_FORMATS]);
+
 export function registerSubjects(program: Command): void {
-  void program;
+  const subjects = program.command('subjects').description("the consumer's own subjects (fiscal codes) whose signals are matched");
+
+  subjects
+    .command('import')
+    .description('import subjects from a CSV or NDJSON file ("-" for stdin)')
+    .argument('<file>', 'CSV (header: key[,ref][,eservices]), NDJSON ({"key","ref","eservices"} per line), or "-"')
+    .addOption(formatOption())
+    .option('--strict', 'import nothing if any row is bad')
+    .option('--replace', 'make the stored subjects exactly those of the file, in one transaction')
+    .option('--dry-run', 'check and count, write nothing')
+    .option('--json', 'print the report as JSON')
+    .addHelpText(
+      'after',
+      `
+Keys are trimmed and upper-cased; unless subjects.validate = false, only Italian fiscal codes
+(16 characters, omocodic ones included, check character verified) and 11-digit codes of legal
+persons (check digit verified) are accepted. "eservices" lists e-service ids or names separated
+by ";" (CSV) or as an array (NDJSON); empty means every configured e-service. A file without a
+ref or eservices column leaves those of already stored subjects as they are.
+Bad rows are reported on stderr by line number (never by key) and the good rows are imported.
+
+Exit status: 0 all rows imported; 65 some rows were rejected (with --strict: nothing was
+imported), or the file could not be read to its end; 66 the file does not exist; 75 the
+database is in use by the daemon; 78 invalid configuration.`,
+    )
+    .action(action(importCommand));
+
+  subjects
+    .command('remove')
+    .description('remove subjects by key, given as arguments or in a file')
+    .argument('[keys...]', 'subject keys (note: arguments are visible to other local users in the process list; prefer --file)')
+    .option('--file <file>', 'a file of keys: CSV/NDJSON as for import, or .txt with one key per line ("-" for stdin)')
+    .addOption(formatOption())
+    .option('--json', 'print the report as JSON')
+    .addHelpText('after', '\nExit status: 0 done (keys that were not stored are counted as "not found"); 65 the file had unreadable rows; 75 the database is in use.')
+    .action(action(removeCommand));
+
+  subjects
+    .command('count')
+    .description('how many subjects are stored, in total and per configured e-service')
+    .option('--json', 'print JSON')
+    .action(action(countCommand));
+}
+
+interface ImportFlags {
+  format?: string;
+  strict?: boolean;
+  replace?: boolean;
+  dryRun?: boolean;
+  json?: boolean;
+}
+
+async function importCommand(file: string, flags: ImportFlags, cmd: Command): Promise<number> {
+  const config = await loadCliConfig(cmd);
+  const logger = cliLogger(cmd, config);
+  const format = detectFormat(file, flags.format);
+  const input = openInput(file);
+  const source = file === '-' ? 'stdin' : file;
+  const report = await withWriter(config, 'subjects import', (db) =>
+    importSubjects(db, input, {
+      format,
+      source,
+      eservices: config.eservices.map((e) => ({ id: e.id, name: e.name })),
+      validate: config.subjects.validate,
+      index: subjectIndexOptions(config),
+      strict: flags.strict ?? false,
+      replace: flags.replace ?? false,
+      dryRun: flags.dryRun ?? false,
+      onReject: flags.json ? undefined : (row) => process.stderr.write(`${describeRejection(row)}\n`),
+    }),
+  );
+  logger.info({ source, read: report.read, imported: report.imported, updated: report.updated, unchanged: report.unchanged, removed: report.removed, rejected: report.rejectedCount, committed: report.committed }, 'subjects import finished');
+  process.stdout.write(flags.json ? `${JSON.stringify(report)}\n` : importSummary(report, flags));
+  return report.rejectedCount > 0 || !report.complete ? EXIT.DATAERR : EXIT.OK;
+}
+
+export function describeRejection(row: RejectedRow): string {
+  return `line ${row.line}: ${row.reason}${row.ref ? ` (ref ${row.ref})` : ''}`;
+}
+
+function importSummary(report: ImportReport, flags: ImportFlags): string {
+  const counts = `read ${report.read}, new ${report.imported}, updated ${report.updated}, unchanged ${report.unchanged}, removed ${report.removed}, rejected ${report.rejectedCount}`;
+  let outcome: string;
+  if (report.dryRun) outcome = 'dry run: nothing was written';
+  else if (!report.committed && flags.strict && report.rejectedCount > 0) outcome = `nothing was imported (--strict): ${report.rejectedCount} bad row${report.rejectedCount === 1 ? '' : 's'}`;
+  else if (!report.committed) outcome = 'nothing was imported (--replace): the file could not be read to its end';
+  else if (!report.complete) outcome = 'the file could not be read to its end: rows after the error were not imported';
+  else outcome = report.rejectedCount > 0 ? 'good rows imported, bad rows reported on stderr' : 'all rows imported';
+  return `subjects import: ${counts}\n${outcome}\n`;
+}
+
+interface RemoveFlags {
+  file?: string;
+  format?: string;
+  json?: boolean;
+}
+
+const REMOVE_BATCH = 5000;
+
+async function removeCommand(keys: string[], flags: RemoveFlags, cmd: Command): Promise<number> {
+  if (keys.length > 0 && flags.file !== undefined) throw new AppError('USAGE', 'give keys as arguments or --file, not both');
+  if (keys.length === 0 && flags.file === undefined) throw new AppError('USAGE', 'give the keys to remove as arguments or with --file');
+  const config = await loadCliConfig(cmd);
+  const logger = cliLogger(cmd, config);
+  const file = flags.file;
+  const input = file === undefined ? undefined : openInput(file);
+  const format = file === undefined ? undefined : detectFormat(file, flags.format);
+  const where = (n: number) => (file === undefined ? `argument ${n}` : `line ${n}`);
+
+  let removed = 0;
+  let notFound = 0;
+  let problems = 0;
+  await withWriter(config, 'subjects remove', async (db) => {
+    const writer = new SubjectWriter(db, { index: subjectIndexOptions(config) });
+    let batch: { position: number; key: string }[] = [];
+    const flush = () => {
+      const found = writer.removeKeys(batch.map((b) => b.key));
+      found.forEach((wasStored, i) => {
+        if (wasStored) return;
+        notFound++;
+        if (!flags.json) process.stderr.write(`${where(batch[i]!.position)}: not found\n`);
+      });
+      removed += found.filter(Boolean).length;
+      batch = [];
+    };
+    const add = (position: number, rawKey: string) => {
+      batch.push({ position, key: normalizeSubjectKey(rawKey) });
+      if (batch.length >= REMOVE_BATCH) flush();
+    };
+    if (input === undefined) {
+      keys.forEach((key, i) => add(i + 1, key));
+    } else {
+      for await (const item of readSubjectFile(input, format!, file === '-' ? 'stdin' : file!)) {
+        if (item.kind === 'problem') {
+          problems++;
+          if (!flags.json) process.stderr.write(`line ${item.line}: ${item.reason}\n`);
+          if (item.fatal) break;
+          continue;
+        }
+        add(item.line, item.key);
+      }
+    }
+    flush();
+  });
+  // Keys removed twice in one run count once as removed, then as not found: what the store saw.
+  logger.info({ removed, notFound, problems }, 'subjects remove finished');
+  process.stdout.write(flags.json ? `${JSON.stringify({ removed, notFound, problems })}\n` : `subjects remove: removed ${removed}, not found ${notFound}${problems ? `, unreadable rows ${problems}` : ''}\n`);
+  return problems > 0 ? EXIT.DATAERR : EXIT.OK;
+}
+
+async function countCommand(flags: { json?: boolean }, cmd: Command): Promise<number> {
+  const config = await loadCliConfig(cmd);
+  const counts = { total: 0, eservices: config.eservices.map((e) => ({ id: e.id, name: e.name, subjects: 0 })) };
+  // A fresh installation has no database yet: it has no subjects either.
+  if (fs.existsSync(config.database)) {
+    const db = openDatabase(config.database, { readonly: true });
+    try {
+      const store = new SubjectStore(db);
+      counts.total = store.count();
+      for (const e of counts.eservices) e.subjects = store.countForEService(e.id);
+    } finally {
+      db.close();
+    }
+  }
+  if (flags.json) {
+    process.stdout.write(`${JSON.stringify(counts)}\n`);
+  } else {
+    const lines = [`subjects: ${counts.total}`, ...counts.eservices.map((e) => `  ${e.name} (${e.id}): ${e.subjects}`)];
+    process.stdout.write(`${lines.join('\n')}\n`);
+  }
+  return EXIT.OK;
+}
+
+/** Runs `fn` holding the single-writer lock, on a freshly opened (and migrated) database. */
+async function withWriter<T>(config: Config, purpose: string, fn: (db: Db) => Promise<T>): Promise<T> {
+  // The lock file sits beside the database: its folder must exist before the database does.
+  fs.mkdirSync(path.dirname(config.database), { recursive: true, mode: 0o700 });
+  const lock = WriterLock.acquire(config.database, purpose);
+  try {
+    const db = openDatabase(config.database);
+    try {
+      return await fn(db);
+    } finally {
+      db.close();
+    }
+  } finally {
+    lock.release();
+  }
+}
+
+function openInput(file: string): Readable {
+  if (file === '-') return process.stdin;
+  let stat: fs.Stats;
+  try {
+    stat = fs.statSync(file);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw new AppError('INPUT_NOT_FOUND', `${file}: no such file`);
+    throw new AppError('INPUT_INVALID', `${file}: cannot read: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, { cause: err });
+  }
+  if (!stat.isFile() && !stat.isFIFO()) throw new AppError('INPUT_INVALID', `${file}: not a file`);
+  return fs.createReadStream(file);
 }

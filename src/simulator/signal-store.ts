@@ -17,18 +17,27 @@ export interface PageResult {
 }
 
 /**
- * The signals of one e-service, kept in parallel arrays sorted by id so that a million of them
- * cost little memory and a page is a binary search plus a short scan. Each signal is stored
- * with its JSON already rendered, so serving a page is string concatenation.
+ * The signals of one e-service, kept column by column in arrays sorted by id, so that a million
+ * of them cost about 100 bytes each and a page is a binary search plus a short scan. Types are
+ * interned (few distinct values) and a page's JSON is rendered by hand from pre-escaped parts.
  */
 export class SignalStore {
   private readonly ids: number[] = [];
   private readonly visibleAt: number[] = [];
-  private readonly rendered: string[] = [];
+  private readonly signalTypes: number[] = [];
+  private readonly objectTypes: number[] = [];
+  private readonly objectIds: string[] = [];
+  /** Interned strings and their JSON, indexed by the numbers in signalTypes/objectTypes. */
+  private readonly internIndex = new Map<string, number>();
+  private readonly interned: string[] = [];
+  private readonly internedJson: string[] = [];
+  private readonly eserviceJson: string;
   /** Highest id ever deposited (survives purges), for choosing the next id. */
   private highest = 0;
 
-  constructor(readonly eserviceId: string) {}
+  constructor(readonly eserviceId: string) {
+    this.eserviceJson = JSON.stringify(eserviceId);
+  }
 
   get size(): number {
     return this.ids.length;
@@ -48,18 +57,23 @@ export class SignalStore {
    * in place, which is how "late lower ids" (SPEC §3) are simulated. Duplicates are refused.
    */
   insert(signal: Omit<HubSignal, 'eserviceId'>, visibleAt: number): void {
-    const rendered = renderSignal(signal, this.eserviceId);
+    const signalType = this.intern(signal.signalType);
+    const objectType = this.intern(signal.objectType);
     const n = this.ids.length;
     if (n === 0 || signal.signalId > this.ids[n - 1]!) {
       this.ids.push(signal.signalId);
       this.visibleAt.push(visibleAt);
-      this.rendered.push(rendered);
+      this.signalTypes.push(signalType);
+      this.objectTypes.push(objectType);
+      this.objectIds.push(signal.objectId);
     } else {
       const i = lowerBound(this.ids, signal.signalId);
       if (this.ids[i] === signal.signalId) throw new Error(`signalId ${signal.signalId} already exists for e-service ${this.eserviceId}`);
       this.ids.splice(i, 0, signal.signalId);
       this.visibleAt.splice(i, 0, visibleAt);
-      this.rendered.splice(i, 0, rendered);
+      this.signalTypes.splice(i, 0, signalType);
+      this.objectTypes.splice(i, 0, objectType);
+      this.objectIds.splice(i, 0, signal.objectId);
     }
     if (signal.signalId > this.highest) this.highest = signal.signalId;
   }
@@ -70,30 +84,33 @@ export class SignalStore {
    */
   page(cursor: number, size: number, now: number, windowMs: number): PageResult {
     const limit = now - windowMs;
-    const parts: string[] = [];
+    let body = '{"signals":[';
+    let count = 0;
     let lastSignalId: number | null = null;
-    let i = upperBound(this.ids, cursor);
     const n = this.ids.length;
-    for (; i < n && parts.length < size; i++) {
+    for (let i = upperBound(this.ids, cursor); i < n && count < size; i++) {
       if (this.visibleAt[i]! > limit) continue;
-      parts.push(this.rendered[i]!);
+      if (count > 0) body += ',';
+      body += this.render(i);
+      count++;
       lastSignalId = this.ids[i]!;
     }
-    const after = lastSignalId ?? cursor;
-    const more = parts.length > 0 && upperBound(this.ids, after) < n;
-    return {
-      body: `{"signals":[${parts.join(',')}],"lastSignalId":${lastSignalId === null ? 'null' : String(lastSignalId)}}`,
-      count: parts.length,
-      lastSignalId,
-      more,
-    };
+    body += `],"lastSignalId":${lastSignalId === null ? 'null' : String(lastSignalId)}}`;
+    const more = lastSignalId !== null && upperBound(this.ids, lastSignalId) < n;
+    return { body, count, lastSignalId, more };
   }
 
-  /** All signals with ids in (from, to], parsed back: for tests and the admin API, not the hot path. */
+  /** All signals with ids in (from, to]: for tests and the admin API, not the hot path. */
   list(from = 0, to = Number.MAX_SAFE_INTEGER): HubSignal[] {
     const out: HubSignal[] = [];
     for (let i = upperBound(this.ids, from); i < this.ids.length && this.ids[i]! <= to; i++) {
-      out.push(JSON.parse(this.rendered[i]!) as HubSignal);
+      out.push({
+        signalId: this.ids[i]!,
+        signalType: this.interned[this.signalTypes[i]!]!,
+        objectId: this.objectIds[i]!,
+        objectType: this.interned[this.objectTypes[i]!]!,
+        eserviceId: this.eserviceId,
+      });
     }
     return out;
   }
@@ -101,16 +118,25 @@ export class SignalStore {
   /** Retention: drops signals with id <= `upTo`; returns how many were dropped. */
   purgeUpTo(upTo: number): number {
     const cut = upperBound(this.ids, upTo);
-    this.ids.splice(0, cut);
-    this.visibleAt.splice(0, cut);
-    this.rendered.splice(0, cut);
+    for (const column of [this.ids, this.visibleAt, this.signalTypes, this.objectTypes, this.objectIds] as unknown[][]) column.splice(0, cut);
     return cut;
   }
-}
 
-function renderSignal(signal: Omit<HubSignal, 'eserviceId'>, eserviceId: string): string {
-  // Field order as the real server returns them; JSON.stringify escapes producer-chosen text.
-  return `{"signalId":${signal.signalId},"signalType":${JSON.stringify(signal.signalType)},"objectId":${JSON.stringify(signal.objectId)},"objectType":${JSON.stringify(signal.objectType)},"eserviceId":${JSON.stringify(eserviceId)}}`;
+  private render(i: number): string {
+    // Field order as the real server returns them; producer-chosen text is JSON-escaped.
+    return `{"signalId":${this.ids[i]},"signalType":${this.internedJson[this.signalTypes[i]!]},"objectId":${JSON.stringify(this.objectIds[i])},"objectType":${this.internedJson[this.objectTypes[i]!]},"eserviceId":${this.eserviceJson}}`;
+  }
+
+  private intern(text: string): number {
+    let index = this.internIndex.get(text);
+    if (index === undefined) {
+      index = this.interned.length;
+      this.internIndex.set(text, index);
+      this.interned.push(text);
+      this.internedJson.push(JSON.stringify(text));
+    }
+    return index;
+  }
 }
 
 /** First index whose id is >= value. */

@@ -199,6 +199,7 @@ export class DeliveryService {
     for (const r of this.runners) {
       r.state = this.positions.ensure(r.config.name).state;
       this.metrics?.sinkStopped.set({ sink: r.config.name }, r.state === 'stopped' ? 1 : 0);
+      this.updatePendingGauge(r, true);
       if (r.state === 'stopped') this.logger.error({ sink: r.config.name }, 'sink is stopped on a permanent error; run "signalhub-sync sinks retry" after fixing the receiver');
     }
   }
@@ -309,6 +310,7 @@ export class DeliveryService {
 
   private failed(r: Runner, err: unknown): StepOutcome {
     const name = r.config.name;
+    this.updatePendingGauge(r, false);
     const message = isAppError(err) ? err.message : `sink "${name}": ${(err as Error)?.message ?? String(err)}`;
     this.metrics?.sinkFailures.inc({ sink: name });
     if (isPermanentSinkError(err)) {
