@@ -68,3 +68,35 @@ describe('sync engine against the simulator', () => {
     db.close();
   });
 });
+
+describe('engine logs', () => {
+  it('never contain a seed, a subject key, a voucher or a private key, even at trace level', async () => {
+    const { PassThrough } = await import('node:stream');
+    const { createLogger } = await import('../src/log.js');
+    const fs = await import('node:fs');
+    world = await createWorld({ eservices: [{ id: ES, name: 'residenze', staleReads: 1000 }], toml: '[crypto]\nrotation_wait_seconds = 0.3' });
+    const sink = new PassThrough();
+    let logged = '';
+    sink.on('data', (d: Buffer) => (logged += d.toString()));
+    const logger = createLogger({ level: 'trace', destination: sink });
+    const db = openDatabase(world.config.database);
+    const writer = new SubjectWriter(db, { index: subjectIndexOptions(world.config) });
+    const engine = createEngine(world.config, db, createRemotes(world.config, { logger }), { logger });
+    const key = fiscalCode(9);
+    writer.upsertBatch([{ key, ref: 'ref-9', eservices: 'all' }]);
+    await engine.syncEService(ES);
+    const firstSeed = world.sim.currentSeed(ES)!.seed;
+    world.sim.depositForSubject(ES, key, 'UPDATE');
+    world.sim.rotateSeed(ES); // stale reads: the rotation ends in a warning and a resync report
+    world.sim.depositForSubject(ES, key, 'UPDATE');
+    await engine.syncEService(ES);
+    world.sim.faults.inject('pull', { kind: 'status', status: 503, times: 1 });
+    await engine.syncEService(ES);
+    expect(logged).toContain('resync required');
+    const pem = fs.readFileSync(world.config.pdnd.m2m.privateKeyFile, 'utf8');
+    const secrets = [firstSeed, world.sim.currentSeed(ES)!.seed, key, pem.split('\n')[1]!];
+    for (const secret of secrets) expect(logged).not.toContain(secret);
+    expect(logged).not.toMatch(/eyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}/); // no JWT (voucher, assertion)
+    db.close();
+  });
+});

@@ -146,7 +146,8 @@ export class SyncEngine {
         outcome.pages++;
         outcome.signals += signals;
         outcome.matches += matches;
-        const caughtUp = page.status === 200;
+        // An empty page is the end of what is visible now, even on a 206 (time window).
+        const caughtUp = page.status === 200 || page.signals.length === 0;
         this.eservices.markPulled(row.id, this.now(), caughtUp);
         this.metrics?.lastSuccessfulPull.set({ eservice: es.id }, this.now() / 1000);
         if (caughtUp) {
