@@ -628,6 +628,43 @@ describe('fault injection', () => {
   });
 });
 
+describe('lifecycle and retention', () => {
+  it('close() ends connections held by a delay fault instead of waiting for them', async () => {
+    const sim = await startSimulator();
+    sim.registerClient({ clientId: M2M.clientId, kind: 'm2m', keyId: M2M.kid, publicKey: testKey().publicKey, organizationId: ORG });
+    sim.addEService({ id: ES });
+    const v = await m2mVoucher(sim, Date.now());
+    sim.faults.inject('pull', { kind: 'delay', ms: 600_000 });
+    const pending = pull(sim, v);
+    // The request must have reached the server before closing; stats count it on arrival.
+    while ((sim.stats().requests.pull ?? 0) === 0) await new Promise((r) => setImmediate(r));
+    await sim.close();
+    await expect(pending).rejects.toThrow();
+  });
+
+  it('purges old signals (retention) while new deposits keep counting from the highest id', async () => {
+    const { sim, clock } = await setup();
+    sim.generateSignals(ES, 10);
+    const purged = await fetch(`${sim.url}/_sim/purge`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ eserviceId: ES, upToSignalId: 10 }) });
+    expect(await purged.json()).toEqual({ purged: 10 });
+    const v = await m2mVoucher(sim, clock.now);
+    expect((await pull(sim, v)).body).toEqual({ signals: [], lastSignalId: null });
+    expect(sim.deposit(ES, { signalType: 'UPDATE', objectId: 'x', objectType: 'doc' })).toBe(11);
+    expect((await pull(sim, v)).body.lastSignalId).toBe(11);
+  });
+
+  it('changes the time window and rate limit at runtime over /_sim/settings', async () => {
+    const { sim, clock } = await setup();
+    sim.deposit(ES, { signalType: 'UPDATE', objectId: 'x', objectType: 'doc' });
+    const settings = await fetch(`${sim.url}/_sim/settings`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ timeWindowMs: 10_000, rateLimit: { limit: 7, intervalMs: 500 } }) });
+    expect(settings.status).toBe(200);
+    const r = await pull(sim, await m2mVoucher(sim, clock.now));
+    expect(r.body).toEqual({ signals: [], lastSignalId: null });
+    expect(r.headers.get('x-rate-limit-limit')).toBe('7');
+    expect(r.headers.get('x-rate-limit-interval')).toBe('500');
+  });
+});
+
 describe('secrets', () => {
   it('never logs seeds, vouchers, assertions or subject keys, even at trace level', async () => {
     const lines: string[] = [];
