@@ -1,0 +1,128 @@
+import path from 'node:path';
+import Database from 'better-sqlite3';
+import { progress, runCli, runNode } from './proc.mjs';
+import { expectedMatches, signalChunks } from './data.mjs';
+import { round, UNLIMITED_RATE } from './fixture.mjs';
+
+const LIMIT_CLIENT = path.join(import.meta.dirname, 'fetch-limit.mjs');
+const PACED_RATE = { limit: 25, intervalMs: 1000 };
+
+async function deposit(fixture, eservice, count) {
+  let matches = 0;
+  for (const { signals, matchesSoFar } of signalChunks({ count, subjects: fixture.subjects, seed: eservice.seed })) {
+    const answer = await fixture.sim.call('POST', '/_sim/deposit', { eserviceId: eservice.id, signals });
+    if (answer.count !== signals.length) throw new Error(`simulator stored ${answer.count} of ${signals.length} signals`);
+    matches = matchesSoFar;
+  }
+  return matches;
+}
+
+function syncOnce(fixture, eservice, extra = []) {
+  return runCli(['--config', fixture.configFile, ...extra, 'sync', '--once', '--eservice', eservice.id, '--json']);
+}
+
+function outcomeOf(run, eservice) {
+  const outcome = JSON.parse(run.stdout).eservices.find((e) => e.eserviceId === eservice.id);
+  if (!outcome?.ok) throw new Error(`sync --once of ${eservice.name} failed: ${run.stdout}`);
+  return outcome;
+}
+
+function outboxSignalEvents(fixture, eservice) {
+  const db = new Database(fixture.dbFile, { readonly: true });
+  try {
+    return db.prepare("SELECT count(*) AS n FROM outbox WHERE kind = 'signal' AND eservice_id = ?").get(eservice.id).n;
+  } finally {
+    db.close();
+  }
+}
+
+/**
+ * Catch-up: `sync --once` (a child process) pulls N signals from the simulator (another process)
+ * and writes the matched 1% to the outbox. The limit is a fetch-only client over one keep-alive
+ * connection pulling the same pages; it runs before and after the engine and its better run
+ * counts (warm-up and noise then favour the limit, never the engine). Both are timed as whole
+ * processes (start, voucher, pulls, exit).
+ */
+export async function benchCatchup(fixture, { signals }) {
+  const eservice = fixture.eservices.catchup;
+  progress(`depositing ${signals} signals (1% of them about stored subjects) and ${fixture.eservices.paced.signals} for the paced phase`);
+  const expected = await deposit(fixture, eservice, signals);
+  await deposit(fixture, fixture.eservices.paced, fixture.eservices.paced.signals);
+  if (expected !== expectedMatches(signals)) throw new Error('bench: match accounting is off');
+  await fixture.sim.setRateLimit(UNLIMITED_RATE);
+
+  const limitRuns = [];
+  progress('catch-up limit: fetch-only client, one keep-alive connection (run 1)');
+  limitRuns.push(await limitRun(fixture, eservice, signals));
+  progress(`  ${limitRuns[0].signalsPerSec.toFixed(0)} signals/s; sync --once (engine)`);
+  const before = await fixture.sim.stats();
+  const run = await syncOnce(fixture, eservice);
+  const after = await fixture.sim.stats();
+  const outcome = outcomeOf(run, eservice);
+  const signalsPerSec = outcome.signals / run.seconds;
+  progress(`  ${outcome.signals} signals, ${outcome.matches} matches in ${run.seconds.toFixed(1)} s = ${signalsPerSec.toFixed(0)} signals/s; limit run 2`);
+  limitRuns.push(await limitRun(fixture, eservice, signals));
+  const limitSignalsPerSec = Math.max(...limitRuns.map((r) => r.signalsPerSec));
+  progress(`  limit ${limitRuns.map((r) => r.signalsPerSec.toFixed(0)).join(', ')} signals/s`);
+
+  const events = outboxSignalEvents(fixture, eservice);
+  if (outcome.signals !== signals || outcome.matches !== expected || events !== expected || !outcome.caughtUp) {
+    throw new Error(`catch-up result wrong: ${outcome.signals}/${signals} signals, ${outcome.matches}/${expected} matches, ${events} outbox events`);
+  }
+  return {
+    signals,
+    seconds: round(run.seconds),
+    signalsPerSec: Math.round(signalsPerSec),
+    limitSignalsPerSec: Math.round(limitSignalsPerSec),
+    limitRunsSignalsPerSec: limitRuns.map((r) => Math.round(r.signalsPerSec)),
+    ratio: round(signalsPerSec / limitSignalsPerSec, 2),
+    target: { minRatio: 0.5 },
+    pages: outcome.pages,
+    requests: (after.requests.pull ?? 0) - (before.requests.pull ?? 0),
+    matches: outcome.matches,
+    verified: { expectedMatches: expected, outboxEvents: events },
+  };
+}
+
+async function limitRun(fixture, eservice, signals) {
+  const run = await runNode([LIMIT_CLIENT, fixture.configFile, eservice.id, '100']);
+  const result = JSON.parse(run.stdout);
+  if (result.signals !== signals) throw new Error(`limit client saw ${result.signals} of ${signals} signals`);
+  return { signalsPerSec: result.signals / run.seconds, loopSignalsPerSec: result.signalsPerSec, seconds: run.seconds };
+}
+
+/**
+ * Paced catch-up: the simulator limited to 25 requests/s per organization (production's limit);
+ * `sync --once` should use nearly all of it and never be refused. The rate is taken from the
+ * client's own page log (debug): pages after the first, over the time between first and last.
+ */
+export async function benchPaced(fixture) {
+  const eservice = fixture.eservices.paced;
+  await fixture.sim.setRateLimit(PACED_RATE);
+  const before = await fixture.sim.stats();
+  progress(`paced catch-up: ${eservice.signals} signals at ${PACED_RATE.limit} requests/s`);
+  const run = await syncOnce(fixture, eservice, ['--log-level', 'debug']);
+  const after = await fixture.sim.stats();
+  await fixture.sim.setRateLimit(UNLIMITED_RATE);
+  const outcome = outcomeOf(run, eservice);
+  const times = run.stderr
+    .split('\n')
+    .filter((line) => line.includes('"hub page"'))
+    .map((line) => Date.parse(JSON.parse(line).time));
+  if (times.length < 3) throw new Error(`paced: only ${times.length} page log lines`);
+  const requestsPerSec = (times.length - 1) / ((times.at(-1) - times[0]) / 1000);
+  const responses429 = after.responses429 - before.responses429;
+  const requests = (after.requests.pull ?? 0) - (before.requests.pull ?? 0);
+  progress(`  ${times.length} pages, ${requestsPerSec.toFixed(2)} requests/s, ${responses429} 429s`);
+  if (outcome.signals !== eservice.signals) throw new Error(`paced: ${outcome.signals} of ${eservice.signals} signals`);
+  return {
+    signals: eservice.signals,
+    requests,
+    requestsPerSec: round(requestsPerSec, 2),
+    limitRequestsPerSec: PACED_RATE.limit,
+    ratio: round(requestsPerSec / PACED_RATE.limit, 3),
+    responses429,
+    target: { minRatio: 0.9, responses429: 0 },
+    seconds: round(run.seconds),
+  };
+}

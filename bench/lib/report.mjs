@@ -1,0 +1,32 @@
+/** The human table: each figure next to its limit (measured in the same run), ratio and target. */
+export function formatTable(r) {
+  const rows = [['benchmark', 'measured', 'limit (same run)', 'ratio', 'target', 'ok']];
+  const ok = (pass) => (pass === null ? '-' : pass ? 'yes' : 'NO');
+  const n = (x) => x.toLocaleString('en-US');
+  if (r.reseed) {
+    rows.push([`reseed ${n(r.reseed.subjects)} subjects`, `${r.reseed.seconds.toFixed(2)} s`, `${r.reseed.limitSeconds.toFixed(2)} s`, r.reseed.ratio.toFixed(2), '<= 1.5', ok(r.reseed.ratio <= 1.5)]);
+    rows.push(['reseed peak RSS', `${r.reseed.peakRssMb.toFixed(0)} MB`, `${r.reseed.limitPeakRssMb.toFixed(0)} MB (bare loop)`, '-', '<= 200 MB', ok(r.reseed.peakRssMb <= 200)]);
+  }
+  if (r.catchup) {
+    rows.push([`catch-up ${n(r.catchup.signals)} signals`, `${n(r.catchup.signalsPerSec)} signals/s`, `${n(r.catchup.limitSignalsPerSec)} signals/s`, r.catchup.ratio.toFixed(2), '>= 0.50', ok(r.catchup.ratio >= 0.5)]);
+  }
+  if (r.paced) {
+    rows.push([`paced catch-up (${r.paced.requests} requests)`, `${r.paced.requestsPerSec.toFixed(2)} req/s`, `${r.paced.limitRequestsPerSec} req/s`, r.paced.ratio.toFixed(3), '>= 0.90', ok(r.paced.ratio >= 0.9)]);
+    rows.push(['paced 429 responses', String(r.paced.responses429), '-', '-', '0', ok(r.paced.responses429 === 0)]);
+  }
+  if (r.footprint) {
+    const f = r.footprint;
+    rows.push(['"run" idle RSS', f.idleRssMb === null ? 'n/a' : `${f.idleRssMb.toFixed(1)} MB`, '-', '-', '-', '-']);
+    rows.push(['database per subject', `${n(f.dbBytesPerSubject)} B`, '-', '-', '-', '-']);
+    rows.push(['  of which subjects + pseudonyms', `${n(f.subjectBytesPerSubject)} B`, '-', '-', '-', '-']);
+  }
+  const widths = rows[0].map((_, i) => Math.max(...rows.map((row) => row[i].length)));
+  const line = (row) => row.map((cell, i) => cell.padEnd(widths[i])).join('  ').trimEnd();
+  const m = r.machine;
+  const out = [line(rows[0]), widths.map((w) => '-'.repeat(w)).join('  '), ...rows.slice(1).map(line)];
+  out.push('');
+  out.push(`machine: ${m.cpus} x ${m.model}, ${m.totalMemGb} GB, ${m.os}, node ${m.node}; load average ${m.loadAvg1AtStart} at start, ${m.loadAvg1AtEnd} at end`);
+  if (r.footprint?.idleNote) out.push(`note: ${r.footprint.idleNote}`);
+  out.push(`total ${r.totalSeconds} s`);
+  return `${out.join('\n')}\n`;
+}

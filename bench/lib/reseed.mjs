@@ -1,0 +1,60 @@
+import { randomBytes } from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import Database from 'better-sqlite3';
+import { progress, runNode } from './proc.mjs';
+import { round } from './fixture.mjs';
+
+const CHILD = path.join(import.meta.dirname, 'reseed-child.mjs');
+
+/**
+ * Reseed: the pseudonyms of every subject for a new epoch (what a SEEDUPDATE costs), through the
+ * engine's fillEpochPseudonyms, against a bare hash-and-insert loop. Both run in their own child
+ * process on the same copy of the consumer database (N subjects, the current epochs' pseudonyms),
+ * so each peak RSS is its own; the engine's rows are then checked equal to the bare loop's.
+ */
+export async function benchReseed(fixture) {
+  const copy = path.join(fixture.dir, 'reseed.db');
+  for (const suffix of ['', '-wal', '-shm']) {
+    if (fs.existsSync(fixture.dbFile + suffix)) fs.copyFileSync(fixture.dbFile + suffix, copy + suffix);
+  }
+  const seed = randomBytes(16).toString('base64');
+  const eserviceId = fixture.eservices.catchup.id;
+  try {
+    progress('reseed limit: bare hash + insert loop (own process)');
+    const bare = JSON.parse((await runNode([CHILD, 'bare', copy, eserviceId, seed])).stdout);
+    progress(`  ${bare.rows} rows in ${bare.seconds.toFixed(2)} s; reseed through fillEpochPseudonyms (own process)`);
+    const engine = JSON.parse((await runNode([CHILD, 'engine', copy, eserviceId, seed])).stdout);
+    progress(`  ${engine.rows} rows in ${engine.seconds.toFixed(2)} s, peak RSS ${engine.peakRssMb.toFixed(0)} MB`);
+    const verified = verify(copy, engine.epochId, bare.table, fixture.subjects);
+    return {
+      subjects: fixture.subjects,
+      seconds: round(engine.seconds),
+      limitSeconds: round(bare.seconds),
+      ratio: round(engine.seconds / bare.seconds, 2),
+      peakRssMb: round(engine.peakRssMb, 1),
+      limitPeakRssMb: round(bare.peakRssMb, 1),
+      targets: { maxRatio: 1.5, maxPeakRssMb: 200 },
+      verified,
+    };
+  } finally {
+    for (const suffix of ['', '-wal', '-shm']) fs.rmSync(copy + suffix, { force: true });
+  }
+}
+
+/** Every subject got exactly the pseudonym the bare loop computed. */
+function verify(file, epochId, bareTable, subjects) {
+  const db = new Database(file, { readonly: true });
+  try {
+    const engineRows = db.prepare('SELECT count(*) AS n FROM pseudonyms WHERE epoch = ?').get(epochId).n;
+    const same = db
+      .prepare(`SELECT count(*) AS n FROM pseudonyms p JOIN ${bareTable} b ON b.digest = p.digest AND b.subject_id = p.subject_id WHERE p.epoch = ?`)
+      .get(epochId).n;
+    const counted = db.prepare('SELECT pseudonym_count AS n FROM epochs WHERE id = ?').get(epochId).n;
+    const ok = engineRows === subjects && same === subjects && counted === subjects;
+    if (!ok) throw new Error(`reseed rows differ: engine ${engineRows}, equal to the bare loop's ${same}, epoch count ${counted}, subjects ${subjects}`);
+    return { rows: engineRows, equalToLimit: same };
+  } finally {
+    db.close();
+  }
+}
