@@ -477,6 +477,18 @@ describe('simulated producer crypto info', () => {
     expect((await crypto(sim, ev)).body).toEqual({ seed: 'new-seed-value', cryptoHashFunction: 'SHA-256', signalId: s });
   });
 
+  it('adding an e-service again changes its settings and keeps its signals and seeds unless a seed is given', async () => {
+    const { sim, clock } = await setup();
+    const s = sim.rotateSeed(ES, 'rotated');
+    sim.addEService({ id: ES, producerAudience: 'producer.example/es', includeSignalId: true });
+    const ev = await eserviceVoucher(sim, clock.now);
+    expect((await crypto(sim, ev)).body).toEqual({ seed: 'rotated', cryptoHashFunction: 'SHA-256', signalId: s });
+    expect(sim.lastSignalId(ES)).toBe(s);
+    sim.addEService({ id: ES, producerAudience: 'producer.example/es', includeSignalId: true, seed: 'replaced' });
+    expect((await crypto(sim, ev)).body).toEqual({ seed: 'replaced', cryptoHashFunction: 'SHA-256', signalId: s });
+    expect(() => sim.registerClient({ clientId: ESC.clientId, kind: 'm2m', keyId: 'k', publicKey: testKey().publicKey, organizationId: ORG })).toThrow(/already registered/);
+  });
+
   it('history depth 1 answers ?signalId only for the current seed; deeper history keeps older seeds until purged', async () => {
     const { sim, clock } = await setup();
     const ev = await eserviceVoucher(sim, clock.now);

@@ -26,7 +26,10 @@ export interface EServiceRegistration {
   producerAudience?: string;
   /** Organizations with an active agreement (may pull). Default: all. */
   organizationIds?: string[];
-  /** Current seed; `null` = the producer publishes no crypto info (404). Default: random. */
+  /**
+   * Current seed; `null` = the producer publishes no crypto info (404). Default: random, or the
+   * seeds it already has when the e-service is added again to change its settings.
+   */
   seed?: string | null;
   /** Spelling sent in crypto info. Default `SHA-256`. */
   cryptoHashFunction?: string;

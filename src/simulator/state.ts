@@ -88,6 +88,9 @@ export class SimState {
     if (key.asymmetricKeyType !== 'rsa') throw invalid(`client ${reg.clientId}: key ${reg.keyId} must be an RSA key`);
     // Registering the same client again adds a key and purposes, as the PDND back office does.
     const existing = this.clients.get(reg.clientId);
+    if (existing && (existing.kind !== reg.kind || existing.organizationId !== reg.organizationId)) {
+      throw invalid(`client ${reg.clientId} is already registered with another kind or organization`);
+    }
     const client: ClientState = existing ?? { clientId: reg.clientId, kind: reg.kind, organizationId: reg.organizationId, keys: new Map(), purposes: new Map() };
     client.keys.set(reg.keyId, key);
     for (const p of reg.purposes ?? []) {
@@ -104,7 +107,10 @@ export class SimState {
     const historyDepth = reg.historyDepth ?? 1;
     if (!Number.isInteger(historyDepth) || historyDepth < 1) throw invalid(`e-service ${reg.id}: historyDepth must be an integer >= 1`);
     const previous = this.eservices.get(reg.id);
-    const seed = reg.seed === undefined ? randomSeed() : reg.seed;
+    // Re-adding without a seed keeps the producer's seeds; with one, it replaces them at the current epoch.
+    const seeds: SeedEntry[] =
+      reg.seed === undefined ? (previous?.seeds ?? [{ seed: randomSeed(), signalId: 0 }]) : reg.seed === null ? [] : [{ seed: reg.seed, signalId: previous?.seeds.at(-1)?.signalId ?? 0 }];
+    while (seeds.length > historyDepth) seeds.shift();
     this.eservices.set(reg.id, {
       id: reg.id,
       producerAudience: reg.producerAudience ?? this.settings.defaultProducerAudience,
@@ -116,9 +122,9 @@ export class SimState {
       requireAudit: reg.requireAudit ?? false,
       forbiddenWithoutProblem: reg.forbiddenWithoutProblem ?? false,
       staleReads: reg.staleReads ?? 0,
-      seeds: seed === null ? [] : [{ seed, signalId: previous?.seeds.at(-1)?.signalId ?? 0 }],
-      previous: undefined,
-      staleRemaining: 0,
+      seeds,
+      previous: reg.seed === undefined ? previous?.previous : undefined,
+      staleRemaining: reg.seed === undefined ? (previous?.staleRemaining ?? 0) : 0,
       // Re-adding an e-service changes its settings and keeps its signals.
       signals: previous?.signals ?? new SignalStore(reg.id),
     });
