@@ -177,7 +177,8 @@ describe('webhook sink', () => {
     const r = await receiver((req) => (gone && bodyIds(req)[0] === `${ES_A}:3` ? { status: 410 } : { status: 200 }));
     const metrics = new Metrics();
     const logs = captureLogger();
-    const config = hook(r.url, { secretFile: writeSecret(dir) });
+    // A token in the query must not reach error messages or logs.
+    const config = hook(`${r.url}?token=t0k3n-in-query`, { secretFile: writeSecret(dir) });
     const service = new DeliveryService({ db, batchSize: 10, sinks: [config], metrics, logger: logs.logger, ...fast });
     service.start();
     await waitUntil(() => service.status()[0]!.state === 'stopped', 'the sink to stop');
@@ -190,6 +191,8 @@ describe('webhook sink', () => {
     expect((await metrics.sinkStopped.get()).values[0]!.value).toBe(1);
     expect(logs.text()).toContain('sink STOPPED');
     expect(logs.text()).not.toContain(SECRET);
+    expect(logs.text()).not.toContain('t0k3n-in-query');
+    expect(status.lastError).not.toContain('t0k3n-in-query');
     await service.stop(1000);
 
     // The stopped state survives a restart: a new service sends nothing.

@@ -23,7 +23,10 @@ export interface DeliveryOptions {
   /** Backoff after a failed batch: about `retryBaseMs`, doubling up to `retryMaxMs`, with jitter. */
   retryBaseMs?: number;
   retryMaxMs?: number;
-  /** `drain()` gives a failing sink this many attempts per batch before reporting it failed. */
+  /**
+   * `drain()` gives a failing sink this many attempts per batch before reporting it failed;
+   * a webhook gets one, its own max_retries being its budget (keeps `sync --once` bounded).
+   */
   drainAttempts?: number;
   /** Passed to the sink constructors (stdout stream, webhook retry delays). */
   sinkOptions?: Omit<SinkFactoryOptions, 'batchSize' | 'logger'>;
@@ -239,7 +242,7 @@ export class DeliveryService {
         attempts = 0;
       } else if (outcome.kind === 'failed') {
         error = outcome.error;
-        if (++attempts >= (this.options.drainAttempts ?? 3)) break;
+        if (++attempts >= (r.sink.retriesItself ? 1 : (this.options.drainAttempts ?? 3))) break;
         await sleep(this.failureDelay(r, outcome.retryAfterMs), signal);
         continue;
       } else if (outcome.kind === 'stopped') {

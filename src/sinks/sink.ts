@@ -13,6 +13,8 @@ export interface Sink {
   readonly type: string;
   /** Largest batch the sink takes in one `deliver` (the delivery loop reads no more). */
   readonly maxBatchSize: number;
+  /** The sink retries inside `deliver` already (webhook: max_retries), so `drain` tries a batch once. */
+  readonly retriesItself?: boolean;
   /** `signal` aborts an in-flight delivery on shutdown; the batch then counts as not delivered. */
   deliver(batch: readonly OutboxRow[], signal: AbortSignal): Promise<void>;
   /** SIGHUP: reopen files (logrotate). */

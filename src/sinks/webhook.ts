@@ -36,6 +36,7 @@ export interface WebhookSinkOptions {
  */
 export class WebhookSink implements Sink {
   readonly type = 'webhook';
+  readonly retriesItself = true;
   readonly name: string;
   readonly maxBatchSize: number;
   private readonly url: string;
