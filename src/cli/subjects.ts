@@ -35,7 +35,9 @@ Keys are trimmed and upper-cased; unless subjects.validate = false, only Italian
 persons (check digit verified) are accepted. "eservices" lists e-service ids or names separated
 by ";" (CSV) or as an array (NDJSON); empty means every configured e-service. A file without a
 ref or eservices column leaves those of already stored subjects as they are.
-Bad rows are reported on stderr by line number (never by key) and the good rows are imported.
+Bad rows are reported on stderr by the line where the record starts and its ref (never by
+key), and the good rows are imported. With --replace, a stored subject whose row in the file
+is bad is kept as it was; if the file cannot be read to its end, nothing changes.
 
 Exit status: 0 all rows imported; 65 some rows were rejected (with --strict: nothing was
 imported), or the file could not be read to its end; 66 the file does not exist; 75 the
