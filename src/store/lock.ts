@@ -17,7 +17,9 @@ export class WriterLock {
   static acquire(dbFile: string, purpose: string): WriterLock {
     const lockFile = `${dbFile}.lock`;
     const infoFile = `${lockFile}.json`;
-    const conn = new Database(lockFile);
+    // timeout 0 from the start: journal_mode below would otherwise wait out better-sqlite3's
+    // default 5 s busy timeout on a held lock before refusing.
+    const conn = new Database(lockFile, { timeout: 0 });
     try {
       fs.chmodSync(lockFile, 0o600);
       conn.pragma('journal_mode = DELETE');
