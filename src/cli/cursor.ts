@@ -121,6 +121,9 @@ export function moveCursor(config: Config, eservice: string, to: number, purpose
 
 function reportChange(cmd: Command, config: Config, change: CursorChange, json: boolean | undefined): void {
   cliLogger(cmd, config).info({ eservice: change.eserviceId, from: change.from, to: change.to }, 'cursor moved by the operator');
+  if (change.to > change.from) {
+    process.stderr.write(`signalhub-sync: warning: no events will be produced for signals ${change.from + 1}..${change.to}; if a SEEDUPDATE is among them, later signals are matched with the old seed\n`);
+  }
   if (json) {
     process.stdout.write(`${JSON.stringify(change)}\n`);
     return;
@@ -132,7 +135,4 @@ function reportChange(cmd: Command, config: Config, change: CursorChange, json: 
         ? `signals ${change.from + 1}..${change.to} will not be read`
         : 'unchanged';
   process.stdout.write(`${change.name} (${change.eserviceId}): cursor ${change.from} -> ${change.to}: ${what}\n`);
-  if (change.to > change.from) {
-    process.stderr.write(`signalhub-sync: warning: no events will be produced for signals ${change.from + 1}..${change.to}; if a SEEDUPDATE is among them, later signals are matched with the old seed\n`);
-  }
 }

@@ -1,0 +1,149 @@
+import type { Config } from '../config/types.js';
+import type { Db } from '../store/db.js';
+import { EpochStore, type Epoch, type EpochStatus } from '../store/epochs.js';
+import { EServiceStore, type EServiceRow, type EServiceState } from '../store/eservices.js';
+import { ResyncStore } from '../store/resync.js';
+import { backpressureFor, backpressuredEServices, sinkStatus, type SinkStatus } from '../sinks/status.js';
+
+/** A moment, as ISO text and as its age at the time the status was collected. */
+export interface Moment {
+  at: string;
+  ageSeconds: number;
+}
+
+export interface EpochSummary {
+  /** Local epoch id (the `epoch` field of events). */
+  id: number;
+  status: EpochStatus;
+  /** First 8 hex of SHA-256(seed); null for an unknown epoch. The seed itself is never exposed. */
+  seedFingerprint: string | null;
+  algorithm: string | null;
+  /** The SEEDUPDATE id that opened it (0: from the beginning). */
+  startSignalId: number;
+  /** Why the epoch is unknown or assumed, if recorded. */
+  note: string | null;
+  /** When this consumer opened the epoch. */
+  opened: Moment;
+}
+
+export interface EServiceStatus {
+  id: string;
+  name: string;
+  /** False for e-services the database knows but the configuration no longer lists. */
+  configured: boolean;
+  /** `new` until the first sync run. */
+  state: EServiceState;
+  /** The sink whose backlog pauses pulling (outbox.max_pending), if any. */
+  pausedBySink: string | null;
+  cursor: number;
+  lastPull: Moment | null;
+  caughtUp: Moment | null;
+  signalsSeen: number;
+  matches: number;
+  lastError: { code: string | null; message: string; at: Moment | null } | null;
+  /** The epoch in force for the next signal after the cursor. */
+  epoch: EpochSummary | null;
+  /** Resync reports not yet acknowledged. */
+  openResyncReports: number;
+}
+
+export interface StatusTotals {
+  eservices: number;
+  signalsSeen: number;
+  matches: number;
+  openResyncReports: number;
+  /** Events currently in the outbox (delivered ones are pruned after outbox.keep_days). */
+  outboxEvents: number;
+  /** Highest seq in the outbox (0: empty); `events list --since` takes seqs. */
+  lastSeq: number;
+  /** Largest backlog among the sinks. */
+  maxPending: number;
+}
+
+export interface SyncStatus {
+  generatedAt: string;
+  database: string;
+  eservices: EServiceStatus[];
+  sinks: SinkStatus[];
+  totals: StatusTotals;
+}
+
+/**
+ * The operator's view of the sync state: what `status` prints and the daemon can serve. Reads
+ * only, so it works on a read-only connection next to a running writer. Secrets stay out by
+ * construction: epochs are summarised by their seed fingerprint.
+ */
+export function collectStatus(db: Db, config: Pick<Config, 'database' | 'eservices' | 'sinks' | 'outbox'>, now: number = Date.now()): SyncStatus {
+  const eserviceStore = new EServiceStore(db);
+  const epochs = new EpochStore(db);
+  const openReports = new ResyncStore(db).openCountByEService();
+  const paused = backpressuredEServices(db, config.sinks, config.outbox.maxPending);
+  const rows = new Map(eserviceStore.all().map((r) => [r.eserviceId, r]));
+
+  const moment = (ms: number | null): Moment | null =>
+    ms === null ? null : { at: new Date(ms).toISOString(), ageSeconds: Math.max(0, Math.round((now - ms) / 1000)) };
+
+  const describe = (id: string, name: string, configured: boolean, row: EServiceRow | undefined): EServiceStatus => {
+    const epoch = row ? epochInForce(epochs.forEService(row.id), row.cursor) : undefined;
+    return {
+      id,
+      name,
+      configured,
+      state: row?.state ?? 'new',
+      pausedBySink: backpressureFor(paused, id) ?? null,
+      cursor: row?.cursor ?? 0,
+      lastPull: moment(row?.lastPullAt ?? null),
+      caughtUp: moment(row?.caughtUpAt ?? null),
+      signalsSeen: row?.signalsSeen ?? 0,
+      matches: row?.matches ?? 0,
+      lastError: row?.lastError != null ? { code: row.lastErrorCode, message: row.lastError, at: moment(row.lastErrorAt) } : null,
+      epoch: epoch
+        ? {
+            id: epoch.id,
+            status: epoch.status,
+            seedFingerprint: epoch.seedFingerprint,
+            algorithm: epoch.algorithm,
+            startSignalId: epoch.startSignalId,
+            note: epoch.note,
+            opened: moment(epoch.createdAt)!,
+          }
+        : null,
+      openResyncReports: openReports.get(id) ?? 0,
+    };
+  };
+
+  const eservices = config.eservices.map((es) => describe(es.id, es.name, true, rows.get(es.id)));
+  const configuredIds = new Set(config.eservices.map((e) => e.id));
+  for (const row of rows.values()) {
+    if (!configuredIds.has(row.eserviceId)) eservices.push(describe(row.eserviceId, row.name, false, row));
+  }
+  // Reports of e-services nobody lists any more still need an operator's eyes.
+  for (const [id] of openReports) {
+    if (!eservices.some((e) => e.id === id)) eservices.push(describe(id, id, false, undefined));
+  }
+
+  const sinks = sinkStatus(db, config.sinks);
+  const outbox = db.prepare('SELECT COUNT(*) AS n, COALESCE(MAX(seq), 0) AS lastSeq FROM outbox').get() as { n: number; lastSeq: number };
+  return {
+    generatedAt: new Date(now).toISOString(),
+    database: config.database,
+    eservices,
+    sinks,
+    totals: {
+      eservices: eservices.length,
+      signalsSeen: eservices.reduce((n, e) => n + e.signalsSeen, 0),
+      matches: eservices.reduce((n, e) => n + e.matches, 0),
+      openResyncReports: eservices.reduce((n, e) => n + e.openResyncReports, 0),
+      outboxEvents: outbox.n,
+      lastSeq: outbox.lastSeq,
+      maxPending: sinks.reduce((n, s) => Math.max(n, s.pending), 0),
+    },
+  };
+}
+
+/** The epoch covering signal `cursor + 1`: the last one opened at or before the cursor. */
+export function epochInForce(epochs: readonly Epoch[], cursor: number): Epoch | undefined {
+  let found: Epoch | undefined;
+  for (const e of epochs) if (e.startSignalId <= cursor && (found === undefined || e.startSignalId >= found.startSignalId)) found = e;
+  return found;
+}
