@@ -8,7 +8,10 @@ import type { Metrics } from '../metrics.js';
  * How it paces, so that a well-behaved run never sees a 429:
  * - before the hub has stated a limit: evenly spaced at `initialRatePerSecond`;
  * - once `X-Rate-Limit-Limit`/`-Interval` are known: evenly spaced at `utilization` of that rate
- *   (spread, not bursts: a burst at a window's start is what trips a sliding-window limiter);
+ *   (spread, not bursts: a burst at a window's start is what trips a sliding-window limiter).
+ *   Spacing follows GCRA (a theoretical send time advancing by one spacing per request, with
+ *   a small tolerance), so timer lateness is absorbed instead of slowly eroding the rate; any
+ *   interval I then holds at most (I + tolerance) / spacing + 1 requests, within the limit;
  * - never more requests in flight than `X-Rate-Limit-Remaining` allows before `X-Rate-Limit-Reset`,
  *   and the remaining ones spread over the time left; at 0 remaining, wait for the reset;
  * - after a 429, the whole budget pauses for the Retry-After (`pause`).
@@ -17,7 +20,10 @@ import type { Metrics } from '../metrics.js';
 export interface RateLimiterOptions {
   /** Requests per second before the hub states its limit (`hub.initial_rate_limit`). */
   initialRatePerSecond: number;
-  /** Fraction of the announced rate we allow ourselves: headroom for clock drift and for other processes of the organization. Default 0.9. */
+  /**
+   * Fraction of the announced rate we pace at. Default 0.97: the hard guarantee is the
+   * remaining/reset accounting, the spacing only smooths, so little headroom is needed.
+   */
   utilization?: number;
   metrics?: Metrics | undefined;
   /** Epoch ms; the hub's reset times are epoch ms. */
@@ -59,7 +65,8 @@ export class RateLimiter {
   /** Whether `resetAt` came from the hub (comparable with the next answer's) or is our estimate. */
   private resetFromHub = false;
   private inFlight = 0;
-  private lastSentAt = Number.NEGATIVE_INFINITY;
+  /** GCRA's theoretical send time of the next request. */
+  private nextAt = Number.NEGATIVE_INFINITY;
   private pausedUntil = 0;
 
   private readonly waiters: Waiter[] = [];
@@ -68,9 +75,9 @@ export class RateLimiter {
   constructor(options: RateLimiterOptions) {
     if (!(options.initialRatePerSecond > 0)) throw new RangeError('initialRatePerSecond must be positive');
     this.initialSpacingMs = 1000 / options.initialRatePerSecond;
-    this.utilization = Math.min(1, Math.max(0.1, options.utilization ?? 0.9));
+    this.utilization = Math.min(1, Math.max(0.1, options.utilization ?? 0.97));
     this.metrics = options.metrics;
-    this.now = options.now ?? Date.now;
+    this.now = options.now ?? preciseEpochMs;
   }
 
   /**
@@ -153,16 +160,29 @@ export class RateLimiter {
   private delayAt(now: number): number {
     if (now < this.pausedUntil) return this.pausedUntil - now;
     this.rollWindow(now);
-    let spacing = this.limit === undefined ? this.initialSpacingMs : this.intervalMs / (this.limit * this.utilization);
-    if (this.remaining !== undefined) {
-      const available = this.remaining - this.inFlight;
-      if (available <= 0) {
-        if (this.resetAt !== undefined) return this.resetAt + RESET_MARGIN_MS - now;
-        return this.inFlight > 0 ? Number.POSITIVE_INFINITY : this.intervalMs;
-      }
-      if (this.resetAt !== undefined) spacing = Math.max(spacing, (this.resetAt - now) / available);
+    if (this.remaining !== undefined && this.remaining - this.inFlight <= 0) {
+      if (this.resetAt !== undefined) return this.resetAt + RESET_MARGIN_MS - now;
+      return this.inFlight > 0 ? Number.POSITIVE_INFINITY : this.intervalMs;
     }
-    return this.lastSentAt + spacing - now;
+    return this.nextAt - this.toleranceMs() - now;
+  }
+
+  /**
+   * How early a request may go before its theoretical time: enough to absorb timer lateness
+   * (setTimeout has 1 ms resolution and fires late under load), small against the interval.
+   */
+  private toleranceMs(): number {
+    return Math.min(5, Math.max(1, this.intervalMs * 0.005));
+  }
+
+  /** The gap between two requests: the announced rate, or slower to spread what remains until the reset. */
+  private spacingAt(now: number): number {
+    let spacing = this.limit === undefined ? this.initialSpacingMs : this.intervalMs / (this.limit * this.utilization);
+    if (this.remaining !== undefined && this.resetAt !== undefined) {
+      const available = Math.max(1, this.remaining - this.inFlight);
+      spacing = Math.max(spacing, (this.resetAt - now) / available);
+    }
+    return spacing;
   }
 
   private schedule(): void {
@@ -184,11 +204,25 @@ export class RateLimiter {
       }
       const waiter = this.waiters.shift()!;
       if (waiter.onAbort) waiter.signal?.removeEventListener('abort', waiter.onAbort);
+      this.nextAt = Math.max(this.nextAt, now) + this.spacingAt(now);
       this.inFlight += 1;
-      this.lastSentAt = now;
       waiter.resolve();
     }
   }
+}
+
+let monotonicToEpoch = Date.now() - performance.now();
+
+/**
+ * Epoch ms with sub-millisecond resolution (Date.now()'s whole milliseconds cost a timer tick
+ * per request at high rates), kept within 2 ms of the wall clock, which the hub's reset times
+ * are expressed in, however long the process runs.
+ */
+function preciseEpochMs(): number {
+  const monotonic = performance.now();
+  const wall = Date.now();
+  if (Math.abs(monotonic + monotonicToEpoch - wall) > 2) monotonicToEpoch = wall - monotonic;
+  return monotonic + monotonicToEpoch;
 }
 
 /** Reads `X-Rate-Limit-*` (and the OpenAPI's `X-RateLimit-Reset` spelling) from an answer. */

@@ -110,15 +110,17 @@ function checkId(value: unknown, where: string, fail: Fail): number {
   return id;
 }
 
-const ID_LITERAL = /(?<!\\)"(signalId|lastSignalId)"\s*:\s*(-?[0-9][0-9.eE+-]*)/g;
+/** Id literals worth a closer look: signed, with a fraction or exponent, or 16+ digits long. */
+const SUSPICIOUS_ID_LITERAL = /(?<!\\)"(signalId|lastSignalId)"\s*:\s*(?=-|[0-9]+[.eE]|[0-9]{16})(-?[0-9][0-9.eE+-]*)/g;
 
 /**
  * JSON.parse rounds before we see a number: `12.0000000000000001` arrives as 12 and
  * `9007199254740991.5` as an unsafe 2^53 (caught above) or a safe neighbour. Check the
- * literals themselves, so that only plain digit strings within 2^53-1 pass as ids.
+ * literals themselves, so that only plain digit strings within 2^53-1 pass as ids. The
+ * pattern matches only unusual literals, so a normal page costs one quick scan.
  */
 function checkIdLiterals(text: string, fail: Fail): void {
-  for (const match of text.matchAll(ID_LITERAL)) {
+  for (const match of text.matchAll(SUSPICIOUS_ID_LITERAL)) {
     const key = match[1]!;
     const literal = match[2]!;
     if (!/^[0-9]+$/.test(literal)) fail(key, `literal ${clip(literal)} at offset ${match.index} is not a plain integer`);
