@@ -157,8 +157,8 @@ describe('status', () => {
     const synced = lines.find((l) => l.startsWith(ES))!;
     expect(synced).toMatch(/residenze\s+idle\s+/);
     expect(synced).toContain(`  ${ids.after}  `);
-    expect(synced).toContain(`assumed, seed ${seedFingerprint(seeds[2]!)}`);
-    expect(synced).toContain(`from signal ${ids.s2}`);
+    expect(synced).toMatch(new RegExp(`#\\d+ assumed ${seedFingerprint(seeds[2]!)} SHA-256 from ${ids.s2} \\(\\d+s\\)`));
+    expect(synced).toMatch(/\d+s ago\s+\d+s ago/);
     expect(synced).toMatch(/1 open$/);
     expect(lines.find((l) => l.startsWith(ES_IDLE))).toMatch(/patenti\s+new\s+0\s+never\s+never/);
     expect(lines.find((l) => l.startsWith('archive'))).toMatch(/archive\s+file\s+active\s+0\s+3\s+-/);

@@ -29,7 +29,7 @@ export function registerEvents(program: Command): void {
     .command('list')
     .description('List outbox events in order (read-only: safe while the daemon runs)')
     .option('--since <seq>', 'only events after this outbox seq', integerArg(0), 0)
-    .option('--limit <n>', `at most this many events (default ${DEFAULT_LIMIT})`, integerArg(1), DEFAULT_LIMIT)
+    .option('--limit <n>', 'at most this many events', integerArg(1), DEFAULT_LIMIT)
     .option('--eservice <id>', 'only events of this e-service (id or configured name; repeatable)', (v: string, acc: string[] = []) => [...acc, v])
     .option('--json', 'NDJSON: one event per line, as delivered to sinks, with its "seq"')
     .addHelpText(

@@ -9,7 +9,7 @@ export function registerStatus(program: Command): void {
   program
     .command('status')
     .description('Per e-service: cursor, last pull, signals and matches, current seed epoch, open resync reports; per sink: pending events')
-    .option('--json', 'print JSON instead of tables')
+    .option('--json', 'print JSON instead of tables (with ISO times and ages)')
     .addHelpText('after', '\nRead-only: safe while the daemon runs. Seeds are shown by fingerprint (first 8 hex of SHA-256) only.\nExit codes: 0 shown; 66 the database does not exist yet; 78 configuration error.')
     .action(
       action(async (opts: { json?: boolean }, cmd: Command) => {
@@ -71,15 +71,15 @@ export function formatStatus(status: SyncStatus): string {
 function describeEpoch(e: EServiceStatus): string {
   const epoch = e.epoch;
   if (!epoch) return '-';
-  const seed = epoch.status === 'unknown' ? 'no seed' : `seed ${epoch.seedFingerprint ?? '?'} ${epoch.algorithm ?? ''}`.trimEnd();
-  return `#${epoch.id} ${epoch.status}, ${seed}, from signal ${epoch.startSignalId}, ${age(epoch.opened.ageSeconds)} old`;
+  const seed = epoch.status === 'unknown' ? 'no seed' : `${epoch.seedFingerprint ?? '?'} ${epoch.algorithm ?? ''}`.trimEnd();
+  return `#${epoch.id} ${epoch.status} ${seed} from ${epoch.startSignalId} (${age(epoch.opened.ageSeconds)})`;
 }
 
 function ago(m: Moment | null): string {
-  return m ? `${m.at} (${age(m.ageSeconds)} ago)` : 'never';
+  return m ? `${age(m.ageSeconds)} ago` : 'never';
 }
 
-/** A compact age: 42s, 7m, 3h, 12d. */
+/** A compact age: 42s, 7m, 3h, 12d (the table's times; --json has the ISO times). */
 export function age(seconds: number): string {
   if (seconds < 120) return `${seconds}s`;
   if (seconds < 7200) return `${Math.floor(seconds / 60)}m`;
@@ -91,7 +91,7 @@ export function age(seconds: number): string {
 export function formatTable(header: string[], rows: string[][]): string {
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
   const line = (cells: string[]): string => cells.map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i]!))).join('  ');
-  return [line(header), ...rows.map(line)].join('\n');
+  return [line(header), ...rows.map(line)].map((l) => l.trimEnd()).join('\n');
 }
 
 /** A commander argument parser for an integer in [min, 2^53-1]; bad input is a usage error (64). */
