@@ -24,11 +24,11 @@ export interface CursorChange {
 const MOVE_HELP = `
 Moving the cursor is an operator's deliberate act; the daemon must be stopped (the command is
 refused with exit 75 while it holds the database).
-- Backwards (or "reset", to 0): the next sync reads those signals again. Signal events already
-  in the outbox are not written twice (the outbox ignores event ids it already holds), so sinks
-  see no duplicates; the signals and matches counters do count the re-read signals again.
-  Signals of a seed epoch whose pseudonyms were already dropped cannot be matched again and are
-  reported as a resync range instead, and so are signals of an epoch whose seed was unknowable.
+- Backwards (or "reset", to 0): the next sync reads those signals again. Signals it already
+  processed within the retention period (the signal log remembers them) are passed over: no
+  duplicate events, no duplicate resync reports, counters unchanged. With subjects.backfill off
+  and hub.rescan_overlap 0 there is no signal log: re-read signals are matched again, and the
+  outbox still ignores event ids it already holds, so sinks see no duplicates.
 - Forwards: the signals in between are never read and produce no events. If a SEEDUPDATE is
   among them, later signals are matched with the old seed and missed: move forward only when
   the local side is resynchronized by other means.

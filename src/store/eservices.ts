@@ -7,6 +7,8 @@ export interface EServiceRow {
   eserviceId: string;
   name: string;
   cursor: number;
+  /** Highest signalId ever processed: ids at or below it may be re-reads (rescans, cursor moved back). */
+  highWater: number;
   lastPullAt: number | null;
   caughtUpAt: number | null;
   state: EServiceState;
@@ -23,6 +25,7 @@ interface RawRow {
   eservice_id: string;
   name: string;
   cursor: number;
+  high_water: number;
   last_pull_at: number | null;
   caught_up_at: number | null;
   state: EServiceState;
@@ -39,6 +42,7 @@ const toRow = (r: RawRow): EServiceRow => ({
   eserviceId: r.eservice_id,
   name: r.name,
   cursor: r.cursor,
+  highWater: r.high_water,
   lastPullAt: r.last_pull_at,
   caughtUpAt: r.caught_up_at,
   state: r.state,
@@ -59,7 +63,7 @@ export class EServiceStore {
     this.byId = db.prepare('SELECT * FROM eservices WHERE eservice_id = ?');
     // MAX(): the cursor only moves forward (invariant 4), even if a caller passes an older id.
     this.advanceStmt = db.prepare(
-      'UPDATE eservices SET cursor = MAX(cursor, ?), signals_seen = signals_seen + ?, matches = matches + ? WHERE id = ?',
+      'UPDATE eservices SET cursor = MAX(cursor, ?), high_water = MAX(high_water, ?), signals_seen = signals_seen + ?, matches = matches + ? WHERE id = ?',
     );
   }
 
@@ -81,7 +85,7 @@ export class EServiceStore {
 
   /** Call inside the page transaction. */
   advance(rowId: number, cursor: number, signals: number, matches: number): void {
-    this.advanceStmt.run(cursor, signals, matches, rowId);
+    this.advanceStmt.run(cursor, cursor, signals, matches, rowId);
   }
 
   /** Administrative: sets the cursor to any value (cursor set/reset). */

@@ -38,6 +38,7 @@ CREATE TABLE eservices (
   eservice_id    TEXT NOT NULL UNIQUE,
   name           TEXT NOT NULL,
   cursor         INTEGER NOT NULL DEFAULT 0, -- last processed signalId; only moves forward
+  high_water     INTEGER NOT NULL DEFAULT 0, -- highest signalId ever processed (survives cursor set/reset)
   last_pull_at   INTEGER,                    -- last successful pull (any status 200/206)
   caught_up_at   INTEGER,                    -- last time the hub answered 200
   state          TEXT NOT NULL DEFAULT 'new', -- new | syncing | idle | failing | stopped | paused

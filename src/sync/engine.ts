@@ -360,16 +360,20 @@ export class SyncEngine {
     let wrote = false;
     let matches = 0;
     this.db.transaction(() => {
-      const cursor = this.cursorOf(row);
+      const current = this.eservices.get(row.eserviceId)!;
+      const cursor = current.cursor;
+      // Ids at or below the high-water mark may have been processed already (a rescan of late
+      // lower ids, or a cursor moved back by an operator): the signal log says which.
+      const highWater = Math.max(current.highWater, cursor);
       const epochList = this.epochs.forEService(row.id);
       const contexts = new Map<number, MatchContext | null>();
       const touched = new Map<number, { first: number; last: number; count: number }>();
       let processed = 0;
       let maxId = cursor;
       for (const s of segment) {
-        if (s.signalId <= cursor && this.signalLog.has(row.id, s.signalId)) continue; // rescanned
+        if (s.signalId > maxId) maxId = s.signalId; // re-reads too: the cursor passes over them
+        if (s.signalId <= highWater && this.signalLog.has(row.id, s.signalId)) continue;
         processed++;
-        if (s.signalId > maxId) maxId = s.signalId;
         const epoch = this.epochFor(row.id, s.signalId, epochList);
         let ctx = epoch ? contexts.get(epoch.id) : null;
         if (epoch && ctx === undefined) {
