@@ -46,6 +46,8 @@ export interface DaemonChild {
   /** Pino lines of stderr, parsed. */
   logs(): LogLine[];
   waitForLog(predicate: (line: LogLine) => boolean, what: string, timeoutMs?: number): Promise<LogLine>;
+  /** Like `eventually`, but fails at once (with the daemon's stderr) if the daemon exits meanwhile. */
+  until<T>(check: () => T | undefined | false | Promise<T | undefined | false>, what: string, timeoutMs?: number): Promise<T>;
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
 }
 
@@ -63,21 +65,26 @@ export function startRun(world: World, options: { env?: NodeJS.ProcessEnv; logLe
       .split('\n')
       .filter((l) => l.startsWith('{'))
       .map((l) => JSON.parse(l) as LogLine);
+  const until = async <T>(check: () => T | undefined | false | Promise<T | undefined | false>, what: string, timeoutMs?: number): Promise<T> => {
+    const exitedEarly = exited.then(({ code, signal }) => {
+      throw new Error(`daemon exited (${code ?? signal}) while waiting for ${what}; stderr:\n${stderr.slice(-4000)}`);
+    });
+    exitedEarly.catch(() => undefined);
+    try {
+      return await Promise.race([eventually(check, what, timeoutMs), exitedEarly]);
+    } catch (err) {
+      if ((err as Error).message.startsWith('timed out')) (err as Error).message += `; daemon stderr:\n${stderr.slice(-4000)}`;
+      throw err;
+    }
+  };
   return {
     child,
     stdout: () => stdout,
     stderr: () => stderr,
     logs,
     exited,
-    waitForLog: (predicate, what, timeoutMs) =>
-      eventually(
-        () => {
-          if (child.exitCode !== null) throw new Error(`daemon exited with ${child.exitCode}; stderr:\n${stderr}`);
-          return logs().find(predicate);
-        },
-        what,
-        timeoutMs,
-      ),
+    until,
+    waitForLog: (predicate, what, timeoutMs) => until(() => logs().find(predicate), what, timeoutMs),
   };
 }
 

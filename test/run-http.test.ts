@@ -1,8 +1,9 @@
+import fs from 'node:fs';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { runCli } from './helpers/cli.js';
 import { createWorld, fiscalCode, type World } from './helpers/world.js';
-import { eventually, fileEventIds, httpGet, metricValue, startRun, storeSubjects, type DaemonChild } from './run-helpers.js';
+import { fileEventIds, httpGet, metricValue, startRun, storeSubjects, type DaemonChild } from './run-helpers.js';
 
 const ES_OK = '31111111-1111-4111-8111-111111111111';
 const ES_BAD = '32222222-2222-4222-8222-222222222222';
@@ -41,18 +42,18 @@ describe('signalhub-sync run: health, readiness and metrics', () => {
     for (let i = 0; i < 4; i++) world.sim.depositForSubject(ES_OK, fiscalCode(900 + i), 'UPDATE', 'domicile');
     const last = world.sim.lastSignalId(ES_OK);
 
-    const daemon = startRun(world);
+    const daemon = startRun(world, { logLevel: 'debug' });
     const url = await endpointOf(daemon);
     expect(url).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
     expect(await httpGet(`${url}/healthz`)).toEqual({ status: 200, body: 'ok\n' });
 
-    const ready = await eventually(async () => {
+    const ready = await daemon.until(async () => {
       const r = await httpGet(`${url}/readyz`);
       return r.status === 200 ? r : undefined;
     }, '/readyz to answer 200');
     expect(JSON.parse(ready.body)).toEqual({ ready: true, reasons: [] });
 
-    const metrics = await eventually(async () => {
+    const metrics = await daemon.until(async () => {
       const text = (await httpGet(`${url}/metrics`)).body;
       return metricValue(text, 'signalhub_sink_pending_events', { sink: 'file' }) === 0 && metricValue(text, 'signalhub_events_delivered_total', { sink: 'file' }) === 3 ? text : undefined;
     }, 'metrics after delivery');
@@ -69,6 +70,8 @@ describe('signalhub-sync run: health, readiness and metrics', () => {
     expect(metrics).toMatch(/^signalhub_reseed_duration_seconds_count\{eservice="31111111-1111-4111-8111-111111111111"\} 1$/m);
     expect(metrics).toMatch(/^signalhub_rate_limit_remaining \d+$/m);
     for (const key of mine) expect(metrics).not.toContain(key);
+    for (const key of mine) expect(daemon.stderr()).not.toContain(key);
+    expect(daemon.stderr()).not.toContain(world.sim.currentSeed(ES_OK)!.seed);
     expect(fileEventIds(path.join(world.dir, 'events.ndjson'))).toHaveLength(3);
 
     daemon.child.kill('SIGTERM');
@@ -100,7 +103,7 @@ describe('signalhub-sync run: health, readiness and metrics', () => {
     // The healthy one keeps going: signals deposited after the failure still arrive.
     for (let i = 0; i < 3; i++) {
       const id = world.sim.depositForSubject(ES_OK, key, 'UPDATE', 'domicile');
-      await eventually(() => fileEventIds(events).includes(`${ES_OK}:${id}`), `event ${id} of the healthy e-service`);
+      await daemon.until(() => fileEventIds(events).includes(`${ES_OK}:${id}`), `event ${id} of the healthy e-service`);
     }
     expect(fileEventIds(events).some((id) => id.startsWith(ES_BAD))).toBe(false);
 
@@ -126,6 +129,29 @@ describe('signalhub-sync run: health, readiness and metrics', () => {
     expect(byId.get(ES_OK)!.lastError).toBeNull();
     expect(byId.get(ES_OK)!.matches).toBe(3);
     expect(daemon.stderr()).not.toContain(key);
+
+    daemon.child.kill('SIGTERM');
+    expect((await daemon.exited).code).toBe(0);
+  });
+});
+
+describe('signalhub-sync run: startup failures', () => {
+  it('refuses a second daemon on the same database (75) and an HTTP port in use (78)', async () => {
+    world = await createWorld({ eservices: [{ id: ES_OK, name: 'residenze' }], toml: TOML });
+    const daemon = startRun(world);
+    const url = new URL(await endpointOf(daemon));
+
+    const second = await runCli(['--config', world.configFile, 'run']);
+    expect(second.code).toBe(75);
+    expect(second.stderr).toContain('DB_LOCKED');
+
+    // Same port, another database: the listener is what fails now.
+    const busyPort = fs.readFileSync(world.configFile, 'utf8').replace('database = "state.db"', 'database = "other.db"').replace('127.0.0.1:0', `127.0.0.1:${url.port}`);
+    const other = path.join(world.dir, 'other.toml');
+    fs.writeFileSync(other, busyPort);
+    const third = await runCli(['--config', other, 'run']);
+    expect(third.code).toBe(78);
+    expect(third.stderr).toMatch(/cannot listen on 127\.0\.0\.1:\d+ .*EADDRINUSE/);
 
     daemon.child.kill('SIGTERM');
     expect((await daemon.exited).code).toBe(0);

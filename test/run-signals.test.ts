@@ -3,8 +3,8 @@ import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { runCli } from './helpers/cli.js';
 import { tempDir } from './helpers/fs.js';
-import { createWorld, fiscalCode, purposeOf, type World } from './helpers/world.js';
-import { eventually, fileEventIds, outboxEventIds, startNotifyListener, startRun, storeSubjects } from './run-helpers.js';
+import { createWorld, fiscalCode, type World } from './helpers/world.js';
+import { fileEventIds, outboxEventIds, startNotifyListener, startRun, storeSubjects } from './run-helpers.js';
 
 const ES1 = '21111111-1111-4111-8111-111111111111';
 const ES2 = '22222222-2222-4222-8222-222222222222';
@@ -28,11 +28,11 @@ describe('signalhub-sync run: systemd notifications', () => {
     const listener = await startNotifyListener();
     const daemon = startRun(world, { env: { NOTIFY_SOCKET: listener.socketPath, WATCHDOG_USEC: '1000000' } });
 
-    await eventually(() => listener.assignments().includes('READY=1'), 'READY=1');
-    const status = await eventually(() => listener.assignments().find((a) => a.startsWith('STATUS=') && a.includes('events pending')), 'a STATUS= line');
+    await daemon.until(() => listener.assignments().includes('READY=1'), 'READY=1');
+    const status = await daemon.until(() => listener.assignments().find((a) => a.startsWith('STATUS=') && a.includes('events pending')), 'a STATUS= line');
     expect(status).toMatch(/^STATUS=1 e-service: .*; \d+ events? pending$/);
     // The watchdog pings only while the scheduler loop ticks: several pings prove a live loop.
-    await eventually(() => listener.assignments().filter((a) => a === 'WATCHDOG=1').length >= 3, 'three WATCHDOG=1');
+    await daemon.until(() => listener.assignments().filter((a) => a === 'WATCHDOG=1').length >= 3, 'three WATCHDOG=1');
 
     daemon.child.kill('SIGTERM');
     const exit = await daemon.exited;
@@ -73,8 +73,8 @@ describe('signalhub-sync run: graceful stop', () => {
     world.sim.faults.inject('pull', { kind: 'delay', ms: 60_000 });
 
     const daemon = startRun(world);
-    await eventually(() => (world!.sim.stats().requests.pull ?? 0) >= 3, 'a third pull to be in flight');
-    await eventually(() => fileEventIds(path.join(world!.dir, 'events.ndjson')).length > 0, 'the first events to be delivered');
+    await daemon.until(() => (world!.sim.stats().requests.pull ?? 0) >= 3, 'a third pull to be in flight');
+    await daemon.until(() => fileEventIds(path.join(world!.dir, 'events.ndjson')).length > 0, 'the first events to be delivered');
     daemon.child.kill('SIGTERM');
     const exit = await daemon.exited;
     // 70 would mean the stop was forced by daemon.shutdown_timeout_seconds.
@@ -116,13 +116,13 @@ describe('signalhub-sync run: SIGHUP', () => {
     const second = world.sim.depositForSubject(ES2, key, 'UPDATE', 'document');
 
     const daemon = startRun(world);
-    await eventually(() => fileEventIds(events).includes(`${ES1}:${first}`), 'the event of the first e-service');
+    await daemon.until(() => fileEventIds(events).includes(`${ES1}:${first}`), 'the event of the first e-service');
     expect(fileEventIds(events)).not.toContain(`${ES2}:${second}`);
 
     fs.writeFileSync(world.configFile, full);
     daemon.child.kill('SIGHUP');
     await daemon.waitForLog((l) => l.msg === 'configuration reloaded', 'the reload');
-    await eventually(() => fileEventIds(events).includes(`${ES2}:${second}`), 'the event of the added e-service');
+    await daemon.until(() => fileEventIds(events).includes(`${ES2}:${second}`), 'the event of the added e-service');
 
     // Invalid: a page size the hub refuses, and an unknown key.
     fs.writeFileSync(world.configFile, full.replace('[hub]\n', '[hub]\npage_size = 500\npoll_intervall = 3\n'));
@@ -134,7 +134,7 @@ describe('signalhub-sync run: SIGHUP', () => {
     // Still running with the old config: both e-services keep syncing.
     const third = world.sim.depositForSubject(ES2, key, 'DELETE', 'document');
     const fourth = world.sim.depositForSubject(ES1, key, 'UPDATE', 'domicile');
-    await eventually(() => fileEventIds(events).includes(`${ES2}:${third}`) && fileEventIds(events).includes(`${ES1}:${fourth}`), 'events after the rejected reload');
+    await daemon.until(() => fileEventIds(events).includes(`${ES2}:${third}`) && fileEventIds(events).includes(`${ES1}:${fourth}`), 'events after the rejected reload');
     expect(daemon.child.exitCode).toBeNull();
     expect(daemon.stderr()).not.toContain(key);
 
@@ -164,7 +164,7 @@ describe('signalhub-sync run: SIGHUP', () => {
     const restart = await daemon.waitForLog((l) => l.msg.startsWith('configuration changes that take effect only after a restart'), 'the restart warning');
     expect(restart.settings).toEqual(['database']);
     await daemon.waitForLog((l) => l.msg === 'configuration reloaded', 'the reload');
-    await eventually(() => fileEventIds(path.join(world!.dir, 'delivered.ndjson')).includes(`${ES1}:${id}`), 'delivery after the sink was resumed');
+    await daemon.until(() => fileEventIds(path.join(world!.dir, 'delivered.ndjson')).includes(`${ES1}:${id}`), 'delivery after the sink was resumed');
     expect(fs.existsSync(path.join(world.dir, 'other.db'))).toBe(false);
 
     daemon.child.kill('SIGTERM');
