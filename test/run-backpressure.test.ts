@@ -4,7 +4,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { runCli } from './helpers/cli.js';
 import { tempDir } from './helpers/fs.js';
 import { createWorld, fiscalCode, type World } from './helpers/world.js';
-import { eventually, fileEventIds, startRun, storeSubjects } from './run-helpers.js';
+import { fileEventIds, startRun, storeSubjects } from './run-helpers.js';
 
 const ES1 = '41111111-1111-4111-8111-111111111111';
 
@@ -45,7 +45,7 @@ describe('signalhub-sync run: backpressure', () => {
     daemon.child.kill('SIGHUP');
     await daemon.waitForLog((l) => l.msg === 'e-service resumed', 'the e-service to resume');
     const delivered = path.join(dir, 'delivered.ndjson');
-    await eventually(() => fileEventIds(delivered).includes(`${ES1}:${later}`), 'the signal deposited while paused');
+    await daemon.until(() => fileEventIds(delivered).includes(`${ES1}:${later}`), 'the signal deposited while paused');
     expect(fileEventIds(delivered)).toEqual([...first, later].map((id) => `${ES1}:${id}`));
 
     daemon.child.kill('SIGTERM');
