@@ -92,7 +92,7 @@ describe('health and metrics endpoint', () => {
       (e: unknown) => e,
     );
     expect(isAppError(err) && err.code).toBe('CONFIG_INVALID');
-    expect((err as Error).message).toContain('http.port');
+    expect((err as Error).message).toContain('http.listen');
     expect((err as Error).message).toContain('EADDRINUSE');
   });
 

@@ -47,7 +47,7 @@ export class HealthServer {
   start(): Promise<{ url: string }> {
     return new Promise((resolve, reject) => {
       const onError = (err: NodeJS.ErrnoException): void => {
-        reject(new AppError('CONFIG_INVALID', `http: cannot listen on ${this.options.host}:${this.options.port} (http.host, http.port): ${err.code ?? err.message}`, { cause: err }));
+        reject(new AppError('CONFIG_INVALID', `http: cannot listen on ${this.options.host}:${this.options.port} (http.listen): ${err.code ?? err.message}`, { cause: err }));
       };
       this.server.once('error', onError);
       this.server.listen(this.options.port, this.options.host, () => {
