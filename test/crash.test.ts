@@ -4,29 +4,19 @@ import { OutboxStore } from '../src/store/outbox.js';
 import { EServiceStore } from '../src/store/eservices.js';
 import { SubjectWriter } from '../src/subjects/apply.js';
 import { subjectIndexOptions } from '../src/subjects/import.js';
+import { seededRandom } from './helpers/random.js';
 import { createWorld, fiscalCode } from './helpers/world.js';
 import { spawnCli, runCli } from './helpers/cli.js';
 
 const ES = '44444444-4444-4444-8444-444444444444';
 
-/** Deterministic PRNG (mulberry32). */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 describe('crash safety (invariant 1)', () => {
   it('SIGKILL at random moments during a catch-up loses and duplicates nothing', async () => {
     // Small pages make many transactions, so kills land at every stage: mid-page, mid-commit, mid-reseed.
     const world = await createWorld({ eservices: [{ id: ES, name: 'residenze' }], toml: '[hub]\npage_size = 20\n[crypto]\nrotation_wait_seconds = 1\n[subjects]\nbackfill = true' });
     try {
-      const rnd = prng(7);
+      const rnd = seededRandom(7);
       const locals = Array.from({ length: 200 }, (_, i) => fiscalCode(1000 + i));
       const db = openDatabase(world.config.database);
       new SubjectWriter(db, { index: subjectIndexOptions(world.config) }).upsertBatch(locals.map((key, i) => ({ key, ref: `ref-${i}`, eservices: 'all' })));

@@ -8,6 +8,7 @@ import { createEngine, createRemotes } from '../src/sync/runtime.js';
 import { SyncEngine } from '../src/sync/engine.js';
 import { silentLogger } from '../src/log.js';
 import type { SignalEvent } from '../src/events.js';
+import { seededRandom } from './helpers/random.js';
 import { createWorld, fiscalCode, type World, type WorldEService } from './helpers/world.js';
 
 const ES = '22222222-2222-4222-8222-222222222222';
@@ -18,17 +19,6 @@ afterEach(async () => {
   world = undefined;
 });
 
-/** Deterministic PRNG (mulberry32): scenarios are random but reproducible. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 async function setup(eservices: WorldEService[], toml = '') {
   world = await createWorld({ eservices, toml: `[crypto]\nrotation_wait_seconds = 0.3\n${toml}` });
@@ -72,7 +62,7 @@ describe('engine scenarios (exact outbox and resync reports)', () => {
   for (const history of [true, false]) {
     it(`thousands of signals with random gaps and several SEEDUPDATEs, ${history ? 'with' : 'without'} seed history, syncing between rotations`, async () => {
       const t = await setup([{ id: ES, name: 'residenze', includeSignalId: history, historyDepth: history ? 5 : 1, cryptoHistory: history }]);
-      const rnd = prng(history ? 1 : 2);
+      const rnd = seededRandom(history ? 1 : 2);
       const locals = keys(100, 30);
       const strangers = keys(500, 200);
       t.writer.upsertBatch(locals.map((key, i) => ({ key, ref: `r${i}`, eservices: 'all' })));
