@@ -1,6 +1,7 @@
+import fs from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
-import { progress, runCli, runNode } from './proc.mjs';
+import { progress, runCli, runNode, sleep } from './proc.mjs';
 import { expectedMatches, signalChunks } from './data.mjs';
 import { round, UNLIMITED_RATE } from './fixture.mjs';
 
@@ -17,8 +18,18 @@ async function deposit(fixture, eservice, count) {
   return matches;
 }
 
-function syncOnce(fixture, eservice, extra = []) {
-  return runCli(['--config', fixture.configFile, ...extra, 'sync', '--once', '--eservice', eservice.id, '--json']);
+function syncOnce(fixture, eservice, extra = [], configFile = fixture.configFile) {
+  return runCli(['--config', configFile, ...extra, 'sync', '--once', '--eservice', eservice.id, '--json']);
+}
+
+function copyDatabase(from, to) {
+  for (const suffix of ['', '-wal']) {
+    if (fs.existsSync(from + suffix)) fs.copyFileSync(from + suffix, to + suffix);
+  }
+}
+
+function removeDatabase(file) {
+  for (const suffix of ['', '-wal', '-shm', '.lock', '.lock.json', '.lock-journal']) fs.rmSync(file + suffix, { force: true });
 }
 
 function outcomeOf(run, eservice) {
@@ -50,6 +61,11 @@ export async function benchCatchup(fixture, { signals }) {
   await deposit(fixture, fixture.eservices.paced, fixture.eservices.paced.signals);
   if (expected !== expectedMatches(signals)) throw new Error('bench: match accounting is off');
   await fixture.sim.setRateLimit(UNLIMITED_RATE);
+  // The same starting point for the variant without the signal log (subjects.backfill = false).
+  const variantDb = path.join(fixture.dir, 'variant.db');
+  const variantConfig = path.join(fixture.dir, 'config-no-signal-log.toml');
+  copyDatabase(fixture.dbFile, variantDb);
+  fixture.writeConfig(variantConfig, { database: 'variant.db', extraToml: '[subjects]\nbackfill = false\n' });
 
   const limitRuns = [];
   progress('catch-up limit: fetch-only client, one keep-alive connection (run 1)');
@@ -60,7 +76,18 @@ export async function benchCatchup(fixture, { signals }) {
   const after = await fixture.sim.stats();
   const outcome = outcomeOf(run, eservice);
   const signalsPerSec = outcome.signals / run.seconds;
-  progress(`  ${outcome.signals} signals, ${outcome.matches} matches in ${run.seconds.toFixed(1)} s = ${signalsPerSec.toFixed(0)} signals/s; limit run 2`);
+  progress(`  ${outcome.signals} signals, ${outcome.matches} matches in ${run.seconds.toFixed(1)} s = ${signalsPerSec.toFixed(0)} signals/s`);
+  progress('  the same without the signal log (subjects.backfill = false), on a copy of the database');
+  let variant;
+  try {
+    const variantRun = await syncOnce(fixture, eservice, [], variantConfig);
+    const variantOutcome = outcomeOf(variantRun, eservice);
+    if (variantOutcome.signals !== signals || variantOutcome.matches !== expected) throw new Error(`catch-up without signal log: ${variantOutcome.signals} signals, ${variantOutcome.matches} matches`);
+    variant = { seconds: variantRun.seconds, signalsPerSec: variantOutcome.signals / variantRun.seconds };
+  } finally {
+    removeDatabase(variantDb);
+  }
+  progress(`  ${variant.signalsPerSec.toFixed(0)} signals/s without the signal log; limit run 2`);
   limitRuns.push(await limitRun(fixture, eservice, signals));
   const limitSignalsPerSec = Math.max(...limitRuns.map((r) => r.signalsPerSec));
   progress(`  limit ${limitRuns.map((r) => r.signalsPerSec.toFixed(0)).join(', ')} signals/s`);
@@ -77,6 +104,7 @@ export async function benchCatchup(fixture, { signals }) {
     limitRunsSignalsPerSec: limitRuns.map((r) => Math.round(r.signalsPerSec)),
     ratio: round(signalsPerSec / limitSignalsPerSec, 2),
     target: { minRatio: 0.5 },
+    withoutSignalLog: { signalsPerSec: Math.round(variant.signalsPerSec), ratio: round(variant.signalsPerSec / limitSignalsPerSec, 2), note: 'subjects.backfill = false: no signal_log rows (no back-matching of subjects added later)' },
     pages: outcome.pages,
     requests: (after.requests.pull ?? 0) - (before.requests.pull ?? 0),
     matches: outcome.matches,
@@ -99,6 +127,9 @@ async function limitRun(fixture, eservice, signals) {
 export async function benchPaced(fixture) {
   const eservice = fixture.eservices.paced;
   await fixture.sim.setRateLimit(PACED_RATE);
+  // The hub's fixed window may still hold the previous phase's requests: let it roll over, so the
+  // new process starts, as a real one would, in a window it has not been refused in yet.
+  await sleep(PACED_RATE.intervalMs * 1.5);
   const before = await fixture.sim.stats();
   progress(`paced catch-up: ${eservice.signals} signals at ${PACED_RATE.limit} requests/s`);
   const run = await syncOnce(fixture, eservice, ['--log-level', 'debug']);

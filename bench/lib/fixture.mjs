@@ -79,7 +79,8 @@ export async function createFixture({ dir, subjects, pacedSignals }) {
 
   const configFile = path.join(dir, 'config.toml');
   const dbFile = path.join(dir, 'state.db');
-  fs.writeFileSync(configFile, configToml(banner.url, Object.values(eservices)));
+  const writeConfig = (file, { database = 'state.db', extraToml = '' } = {}) => fs.writeFileSync(file, configToml(banner.url, Object.values(eservices), database, extraToml));
+  writeConfig(configFile);
 
   progress(`writing ${subjects} subjects (fiscal codes) to CSV`);
   const csv = path.join(dir, 'subjects.csv');
@@ -106,16 +107,18 @@ export async function createFixture({ dir, subjects, pacedSignals }) {
     sim,
     eservices,
     setup,
+    /** Writes another config for the same world (e.g. another database, other settings). */
+    writeConfig,
     async close() {
       await stopChild(simChild);
     },
   };
 }
 
-function configToml(simulatorUrl, eservices) {
+function configToml(simulatorUrl, eservices, database, extraToml) {
   return `preset = "simulator"
 simulator_url = "${simulatorUrl}"
-database = "state.db"
+database = "${database}"
 
 [log]
 level = "warn"
@@ -134,6 +137,8 @@ private_key_file = "eservice.pem"
 page_size = 100
 poll_interval_seconds = 3600
 poll_jitter = 0
+
+${extraToml}
 
 ${eservices.map((e) => `[[eservices]]\nid = "${e.id}"\nname = "${e.name}"\npurpose_id = "${e.purposeId}"\n`).join('\n')}`;
 }

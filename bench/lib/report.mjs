@@ -9,6 +9,11 @@ export function formatTable(r) {
   }
   if (r.catchup) {
     rows.push([`catch-up ${n(r.catchup.signals)} signals`, `${n(r.catchup.signalsPerSec)} signals/s`, `${n(r.catchup.limitSignalsPerSec)} signals/s`, r.catchup.ratio.toFixed(2), '>= 0.50', ok(r.catchup.ratio >= 0.5)]);
+    if (r.catchup.withoutSignalLog) {
+      const v = r.catchup.withoutSignalLog;
+      rows.push(['  same, subjects.backfill = false', `${n(v.signalsPerSec)} signals/s`, `${n(r.catchup.limitSignalsPerSec)} signals/s`, v.ratio.toFixed(2), '(diagnostic)', '-']);
+    }
+    rows.push(['  hub ceiling at 25 req/s (production)', `${n(r.catchup.signalsPerSec)} signals/s`, '2,500 signals/s', (r.catchup.signalsPerSec / 2500).toFixed(1), '(context)', '-']);
   }
   if (r.paced) {
     rows.push([`paced catch-up (${r.paced.requests} requests)`, `${r.paced.requestsPerSec.toFixed(2)} req/s`, `${r.paced.limitRequestsPerSec} req/s`, r.paced.ratio.toFixed(3), '>= 0.90', ok(r.paced.ratio >= 0.9)]);
