@@ -5,10 +5,6 @@ export function formatTable(r) {
   const n = (x) => x.toLocaleString('en-US');
   if (r.reseed) {
     rows.push([`reseed ${n(r.reseed.subjects)} subjects`, `${r.reseed.seconds.toFixed(2)} s`, `${r.reseed.limitSeconds.toFixed(2)} s`, r.reseed.ratio.toFixed(2), '<= 1.5', ok(r.reseed.ratio <= 1.5)]);
-    if (r.reseed.sortedLimit) {
-      const v = r.reseed.sortedLimit;
-      rows.push(['  vs bare loop in digest order', `${r.reseed.seconds.toFixed(2)} s`, `${v.seconds.toFixed(2)} s (${v.peakRssMb.toFixed(0)} MB)`, v.ratio.toFixed(2), '(diagnostic)', '-']);
-    }
     rows.push(['reseed peak RSS', `${r.reseed.peakRssMb.toFixed(0)} MB`, `${r.reseed.limitPeakRssMb.toFixed(0)} MB (bare loop)`, '-', '<= 200 MB', ok(r.reseed.peakRssMb <= 200)]);
   }
   if (r.catchup) {

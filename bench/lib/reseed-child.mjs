@@ -9,11 +9,6 @@
  *     algorithm and template (SHA-256 of subject + seed), the same (epoch, digest, subject_id)
  *     rows inserted into a fresh table of the same shape, in one transaction.
  *
- *   node reseed-child.mjs bare-sorted <db> <eserviceId> <seed>
- *     a stricter reference (diagnostic): the bare loop, but rows sorted by digest in memory
- *     before the insert, so the primary key is built by appending (what the engine does with
- *     its staging table, without the bounded memory).
- *
  * Prints one JSON line: {rows, seconds, peakRssMb, epochId|table}.
  */
 import crypto from 'node:crypto';
@@ -73,7 +68,7 @@ function engine() {
   return { rows, seconds, epochId };
 }
 
-function bare({ sorted }) {
+function bare() {
   const db = new Database(file);
   db.pragma('journal_mode = WAL');
   db.pragma('synchronous = NORMAL');
@@ -84,18 +79,9 @@ function bare({ sorted }) {
   db.transaction(() => {
     const insert = db.prepare('INSERT INTO bench_bare_pseudonyms (epoch, digest, subject_id) VALUES (?, ?, ?)');
     const all = db.prepare('SELECT id, key FROM subjects').raw().all();
-    if (sorted) {
-      const hashed = all.map(([id, key]) => [sha256(key + seed), id]);
-      hashed.sort((a, b) => Buffer.compare(a[0], b[0]));
-      for (const [digest, id] of hashed) {
-        insert.run(1, digest, id);
-        rows++;
-      }
-    } else {
-      for (const [id, key] of all) {
-        insert.run(1, sha256(key + seed), id);
-        rows++;
-      }
+    for (const [id, key] of all) {
+      insert.run(1, sha256(key + seed), id);
+      rows++;
     }
   }).immediate();
   const seconds = Number(process.hrtime.bigint() - started) / 1e9;
@@ -103,7 +89,7 @@ function bare({ sorted }) {
   return { rows, seconds, table: 'bench_bare_pseudonyms' };
 }
 
-const result = mode === 'engine' ? engine() : mode === 'bare' || mode === 'bare-sorted' ? bare({ sorted: mode === 'bare-sorted' }) : null;
+const result = mode === 'engine' ? engine() : mode === 'bare' ? bare() : null;
 if (!result) {
   process.stderr.write(`unknown mode ${mode}\n`);
   process.exit(64);

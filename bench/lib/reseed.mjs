@@ -27,9 +27,6 @@ export async function benchReseed(fixture) {
     const engine = JSON.parse((await runNode([CHILD, 'engine', copy, eserviceId, seed])).stdout);
     progress(`  ${engine.rows} rows in ${engine.seconds.toFixed(2)} s, peak RSS ${engine.peakRssMb.toFixed(0)} MB`);
     const verified = verify(copy, engine.epochId, bare.table, fixture.subjects);
-    progress('  stricter reference (diagnostic): the bare loop inserting in digest order');
-    const sorted = JSON.parse((await runNode([CHILD, 'bare-sorted', copy, eserviceId, seed])).stdout);
-    progress(`  ${sorted.rows} rows in ${sorted.seconds.toFixed(2)} s, peak RSS ${sorted.peakRssMb.toFixed(0)} MB`);
     return {
       subjects: fixture.subjects,
       seconds: round(engine.seconds),
@@ -38,7 +35,6 @@ export async function benchReseed(fixture) {
       peakRssMb: round(engine.peakRssMb, 1),
       limitPeakRssMb: round(bare.peakRssMb, 1),
       targets: { maxRatio: 1.5, maxPeakRssMb: 200 },
-      sortedLimit: { seconds: round(sorted.seconds), ratio: round(engine.seconds / sorted.seconds, 2), peakRssMb: round(sorted.peakRssMb, 1), note: 'the bare loop with rows sorted by digest before inserting (unbounded memory)' },
       verified,
     };
   } finally {
