@@ -86,8 +86,12 @@ export interface NewEpoch {
 /** Seed epochs and their pseudonyms. */
 export class EpochStore {
   private readonly noteStmt;
+  private readonly byEServiceStmt;
+  private readonly byIdStmt;
 
   constructor(private readonly db: Db) {
+    this.byEServiceStmt = db.prepare('SELECT * FROM epochs WHERE eservice = ? ORDER BY start_signal_id, id');
+    this.byIdStmt = db.prepare('SELECT * FROM epochs WHERE id = ?');
     this.noteStmt = db.prepare(
       'UPDATE epochs SET first_signal_id = COALESCE(first_signal_id, ?), last_signal_id = MAX(COALESCE(last_signal_id, 0), ?), signal_count = signal_count + ? WHERE id = ?',
     );
@@ -95,11 +99,11 @@ export class EpochStore {
 
   /** Epochs of an e-service ordered by start. */
   forEService(eservice: number): Epoch[] {
-    return (this.db.prepare('SELECT * FROM epochs WHERE eservice = ? ORDER BY start_signal_id, id').all(eservice) as RawEpoch[]).map(toEpoch);
+    return (this.byEServiceStmt.all(eservice) as RawEpoch[]).map(toEpoch);
   }
 
   get(id: number): Epoch | undefined {
-    const r = this.db.prepare('SELECT * FROM epochs WHERE id = ?').get(id) as RawEpoch | undefined;
+    const r = this.byIdStmt.get(id) as RawEpoch | undefined;
     return r && toEpoch(r);
   }
 

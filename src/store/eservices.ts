@@ -58,6 +58,8 @@ const toRow = (r: RawRow): EServiceRow => ({
 export class EServiceStore {
   private readonly byId;
   private readonly advanceStmt;
+  private readonly pulledStmt;
+  private readonly stateStmt;
 
   constructor(private readonly db: Db) {
     this.byId = db.prepare('SELECT * FROM eservices WHERE eservice_id = ?');
@@ -65,6 +67,11 @@ export class EServiceStore {
     this.advanceStmt = db.prepare(
       'UPDATE eservices SET cursor = MAX(cursor, ?), high_water = MAX(high_water, ?), signals_seen = signals_seen + ?, matches = matches + ? WHERE id = ?',
     );
+    this.pulledStmt = db.prepare(
+      `UPDATE eservices SET last_pull_at = ?, caught_up_at = CASE WHEN ? THEN ? ELSE caught_up_at END,
+         state = CASE WHEN ? THEN 'idle' ELSE 'syncing' END, last_error = NULL, last_error_code = NULL WHERE id = ?`,
+    );
+    this.stateStmt = db.prepare('UPDATE eservices SET state = ? WHERE id = ?');
   }
 
   ensure(eserviceId: string, name: string, now = Date.now()): EServiceRow {
@@ -94,16 +101,11 @@ export class EServiceStore {
   }
 
   markPulled(rowId: number, now: number, caughtUp: boolean): void {
-    this.db
-      .prepare(
-        `UPDATE eservices SET last_pull_at = ?, caught_up_at = CASE WHEN ? THEN ? ELSE caught_up_at END,
-           state = CASE WHEN ? THEN 'idle' ELSE 'syncing' END, last_error = NULL, last_error_code = NULL WHERE id = ?`,
-      )
-      .run(now, caughtUp ? 1 : 0, now, caughtUp ? 1 : 0, rowId);
+    this.pulledStmt.run(now, caughtUp ? 1 : 0, now, caughtUp ? 1 : 0, rowId);
   }
 
   markState(rowId: number, state: EServiceState): void {
-    this.db.prepare('UPDATE eservices SET state = ? WHERE id = ?').run(state, rowId);
+    this.stateStmt.run(state, rowId);
   }
 
   markError(rowId: number, code: string, message: string, now: number): void {

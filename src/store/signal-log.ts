@@ -11,6 +11,9 @@ export interface LoggedSignal {
   receivedAt: number;
 }
 
+/** Per connection (TEMP tables are): what its lookup was built from, as signals_seen of every e-service. */
+const lookupBuiltFor = new WeakMap<Db, string>();
+
 /**
  * Signals processed within the retention period: no personal data (objectIds are pseudonyms).
  * Serves the de-duplication of rescanned late lower ids and back-matching of new subjects.
@@ -18,18 +21,19 @@ export interface LoggedSignal {
 export class SignalLogStore {
   private readonly insert;
   private readonly existsStmt;
-  private readonly unmatchedStmt;
   private readonly markMatchedStmt;
+  private readonly markLookupStmt;
 
   constructor(private readonly db: Db) {
     this.insert = db.prepare(
       'INSERT OR IGNORE INTO signal_log (eservice, signal_id, epoch, unmatched, signal_type, object_type, object_id, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)',
     );
     this.existsStmt = db.prepare('SELECT 1 FROM signal_log WHERE eservice = ? AND signal_id = ?').pluck();
-    this.unmatchedStmt = db.prepare(
-      'SELECT signal_id AS signalId, signal_type AS signalType, object_type AS objectType, object_id AS objectId, received_at AS receivedAt FROM signal_log WHERE epoch = ? AND object_id = ? AND unmatched = 1 ORDER BY signal_id',
-    );
     this.markMatchedStmt = db.prepare('UPDATE signal_log SET unmatched = 0 WHERE eservice = ? AND signal_id = ?');
+    db.exec(
+      'CREATE TEMP TABLE IF NOT EXISTS unmatched_lookup (epoch INTEGER NOT NULL, object_id TEXT NOT NULL, eservice INTEGER NOT NULL, signal_id INTEGER NOT NULL, PRIMARY KEY (epoch, object_id, eservice, signal_id)) WITHOUT ROWID',
+    );
+    this.markLookupStmt = db.prepare('DELETE FROM temp.unmatched_lookup WHERE eservice = ? AND signal_id = ?');
   }
 
   add(s: LoggedSignal): void {
@@ -40,13 +44,34 @@ export class SignalLogStore {
     return this.existsStmt.get(eservice, signalId) !== undefined;
   }
 
-  /** Unmatched signals of an epoch with this objectId, oldest first. */
+  /**
+   * Unmatched signals of an epoch with this objectId, oldest first. The lookup is a sorted
+   * TEMP table built from the log on first use and rebuilt only when the engine has processed
+   * signals since: an import of many subjects pays one sort, not one scan per subject.
+   */
   unmatched(epoch: number, objectId: string): { signalId: number; signalType: string; objectType: string; objectId: string; receivedAt: number }[] {
-    return this.unmatchedStmt.all(epoch, objectId) as { signalId: number; signalType: string; objectType: string; objectId: string; receivedAt: number }[];
+    this.refreshLookup();
+    return this.db
+      .prepare(
+        `SELECT l.signal_id AS signalId, l.signal_type AS signalType, l.object_type AS objectType, l.object_id AS objectId, l.received_at AS receivedAt
+         FROM temp.unmatched_lookup u JOIN signal_log l ON l.eservice = u.eservice AND l.signal_id = u.signal_id
+         WHERE u.epoch = ? AND u.object_id = ? AND l.unmatched = 1 ORDER BY l.signal_id`,
+      )
+      .all(epoch, objectId) as { signalId: number; signalType: string; objectType: string; objectId: string; receivedAt: number }[];
   }
 
   markMatched(eservice: number, signalId: number): void {
     this.markMatchedStmt.run(eservice, signalId);
+    this.markLookupStmt.run(eservice, signalId);
+  }
+
+  private refreshLookup(): void {
+    const seen = (this.db.prepare("SELECT COALESCE(group_concat(id || ':' || signals_seen), '') FROM eservices").pluck().get() as string) + `/${this.db.pragma('data_version', { simple: true }) as number}`;
+    if (seen === lookupBuiltFor.get(this.db)) return;
+    this.db.exec(`DELETE FROM temp.unmatched_lookup;
+      INSERT INTO temp.unmatched_lookup (epoch, object_id, eservice, signal_id)
+        SELECT epoch, object_id, eservice, signal_id FROM signal_log WHERE unmatched = 1 AND epoch IS NOT NULL ORDER BY epoch, object_id, eservice, signal_id;`);
+    lookupBuiltFor.set(this.db, seen);
   }
 
   prune(before: number): number {
