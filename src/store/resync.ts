@@ -46,7 +46,13 @@ const toReport = (r: RawReport): ResyncReport => ({
  * epoch arrive; its resync-required event is written when it closes.
  */
 export class ResyncStore {
-  constructor(private readonly db: Db) {}
+  private readonly growingAll;
+  private readonly growingOne;
+
+  constructor(private readonly db: Db) {
+    this.growingAll = db.prepare('SELECT * FROM resync_reports WHERE closed_at IS NULL ORDER BY id');
+    this.growingOne = db.prepare('SELECT * FROM resync_reports WHERE closed_at IS NULL AND eservice_id = ? ORDER BY id');
+  }
 
   create(r: { eserviceId: string; from: number; to: number; reason: ResyncReason; detail: string; epoch?: number; closed: boolean }, now = Date.now()): ResyncReport {
     const info = this.db
@@ -72,9 +78,7 @@ export class ResyncStore {
 
   /** Open reports of an e-service (all e-services when omitted). */
   growing(eserviceId?: string): ResyncReport[] {
-    const rows = eserviceId === undefined
-      ? this.db.prepare('SELECT * FROM resync_reports WHERE closed_at IS NULL ORDER BY id').all()
-      : this.db.prepare('SELECT * FROM resync_reports WHERE closed_at IS NULL AND eservice_id = ? ORDER BY id').all(eserviceId);
+    const rows = eserviceId === undefined ? this.growingAll.all() : this.growingOne.all(eserviceId);
     return (rows as RawReport[]).map(toReport);
   }
 

@@ -1,4 +1,8 @@
+import type { Statement } from 'better-sqlite3';
 import type { Db } from './db.js';
+
+/** Rows per multi-row INSERT (8 parameters each, well under SQLite's 32766). */
+const MULTI_ROWS = 100;
 
 export interface LoggedSignal {
   eservice: number;
@@ -23,6 +27,7 @@ export class SignalLogStore {
   private readonly existsStmt;
   private readonly markMatchedStmt;
   private readonly markLookupStmt;
+  private readonly multiInserts = new Map<number, Statement>();
 
   constructor(private readonly db: Db) {
     this.insert = db.prepare(
@@ -38,6 +43,27 @@ export class SignalLogStore {
 
   add(s: LoggedSignal): void {
     this.insert.run(s.eservice, s.signalId, s.epoch, s.unmatched ? 1 : 0, s.signalType, s.objectType, s.objectId, s.receivedAt);
+  }
+
+  /** One multi-row INSERT per chunk: a page of signals costs a few native calls, not one per signal. */
+  addMany(signals: LoggedSignal[]): void {
+    for (let i = 0; i < signals.length; i += MULTI_ROWS) {
+      const chunk = signals.slice(i, i + MULTI_ROWS);
+      const params: unknown[] = [];
+      for (const s of chunk) params.push(s.eservice, s.signalId, s.epoch, s.unmatched ? 1 : 0, s.signalType, s.objectType, s.objectId, s.receivedAt);
+      this.multiInsert(chunk.length).run(params);
+    }
+  }
+
+  private multiInsert(rows: number) {
+    let stmt = this.multiInserts.get(rows);
+    if (!stmt) {
+      stmt = this.db.prepare(
+        `INSERT OR IGNORE INTO signal_log (eservice, signal_id, epoch, unmatched, signal_type, object_type, object_id, received_at) VALUES ${Array.from({ length: rows }, () => '(?, ?, ?, ?, ?, ?, ?, ?)').join(', ')}`,
+      );
+      this.multiInserts.set(rows, stmt);
+    }
+    return stmt;
   }
 
   has(eservice: number, signalId: number): boolean {

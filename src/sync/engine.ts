@@ -11,7 +11,7 @@ import { EpochStore, type Epoch, type EpochStatus } from '../store/epochs.js';
 import { EServiceStore, type EServiceRow } from '../store/eservices.js';
 import { OutboxStore } from '../store/outbox.js';
 import { ResyncStore, type ResyncReport } from '../store/resync.js';
-import { SignalLogStore } from '../store/signal-log.js';
+import { SignalLogStore, type LoggedSignal } from '../store/signal-log.js';
 import { fillEpochPseudonyms } from './reseed.js';
 
 /** What the engine needs of the Signal Hub pull client (src/hub/client.ts). */
@@ -370,6 +370,7 @@ export class SyncEngine {
       const touched = new Map<number, { first: number; last: number; count: number }>();
       let processed = 0;
       let maxId = cursor;
+      const logged: LoggedSignal[] = [];
       for (const s of segment) {
         if (s.signalId > maxId) maxId = s.signalId; // re-reads too: the cursor passes over them
         if (s.signalId <= highWater && this.signalLog.has(row.id, s.signalId)) continue;
@@ -412,9 +413,10 @@ export class SyncEngine {
           }
         }
         if (this.keepSignalLog) {
-          this.signalLog.add({ eservice: row.id, signalId: s.signalId, epoch: ctx ? ctx.epoch.id : null, unmatched: ctx !== null && ctx !== undefined && !matched, signalType: s.signalType, objectType: s.objectType, objectId: s.objectId, receivedAt });
+          logged.push({ eservice: row.id, signalId: s.signalId, epoch: ctx ? ctx.epoch.id : null, unmatched: ctx !== null && ctx !== undefined && !matched, signalType: s.signalType, objectType: s.objectType, objectId: s.objectId, receivedAt });
         }
       }
+      this.signalLog.addMany(logged);
       for (const [epochId, t] of touched) {
         this.epochs.noteSignals(epochId, t.first, t.last, t.count);
         const epoch = this.epochs.get(epochId)!;
