@@ -1,4 +1,5 @@
 import fs from 'node:fs';
+import path from 'node:path';
 import Database from 'better-sqlite3';
 import { AppError } from '../errors.js';
 
@@ -17,9 +18,17 @@ export class WriterLock {
   static acquire(dbFile: string, purpose: string): WriterLock {
     const lockFile = `${dbFile}.lock`;
     const infoFile = `${lockFile}.json`;
-    // timeout 0 from the start: journal_mode below would otherwise wait out better-sqlite3's
-    // default 5 s busy timeout on a held lock before refusing.
-    const conn = new Database(lockFile, { timeout: 0 });
+    let conn: Database.Database;
+    try {
+      // The lock comes before openDatabase, which would create the folder: on a first run the
+      // folder may not exist yet (same mode as openDatabase gives it).
+      fs.mkdirSync(path.dirname(path.resolve(lockFile)), { recursive: true, mode: 0o700 });
+      // timeout 0 from the start: journal_mode below would otherwise wait out better-sqlite3's
+      // default 5 s busy timeout on a held lock before refusing.
+      conn = new Database(lockFile, { timeout: 0 });
+    } catch (err) {
+      throw new AppError('DB_ERROR', `cannot create the lock file ${lockFile}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, { cause: err });
+    }
     try {
       fs.chmodSync(lockFile, 0o600);
       conn.pragma('journal_mode = DELETE');
