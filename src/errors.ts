@@ -49,6 +49,7 @@ export type ErrorCode =
   | 'SINK_FAILED'
   | 'SINK_REJECTED'
   | 'SHUTTING_DOWN'
+  | 'QUEUED_NOT_APPLIED'
   | 'INTERNAL';
 
 export interface AppErrorOptions {
@@ -135,6 +136,7 @@ const EXIT_BY_CODE: Record<ErrorCode, ExitCode> = {
   SINK_FAILED: EXIT.UNAVAILABLE,
   SINK_REJECTED: EXIT.UNAVAILABLE,
   SHUTTING_DOWN: EXIT.OK,
+  QUEUED_NOT_APPLIED: EXIT.TEMPFAIL,
   INTERNAL: EXIT.SOFTWARE,
 };
 

@@ -3,7 +3,7 @@ import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { Command, Option } from 'commander';
 import { action, cliLogger, loadCliConfig } from './common.js';
-import { AppError, EXIT } from '../errors.js';
+import { AppError, EXIT, isAppError, type ErrorCode } from '../errors.js';
 import type { Config } from '../config/types.js';
 import { openDatabase, type Db } from '../store/db.js';
 import { WriterLock } from '../store/lock.js';
@@ -12,6 +12,7 @@ import { normalizeSubjectKey } from '../crypto/pseudonym.js';
 import { importSubjects, subjectIndexOptions, type ImportReport, type RejectedRow } from '../subjects/import.js';
 import { detectFormat, readSubjectFile, SUBJECT_FORMATS } from '../subjects/parse.js';
 import { SubjectWriter } from '../subjects/apply.js';
+import { SubjectInbox, type QueuedImport } from '../subjects/inbox.js';
 
 const formatOption = () => new Option('--format <format>', 'input format (default: from the extension; csv for stdin)').choices([...SUBJECT_FORMATS]);
 
@@ -26,6 +27,8 @@ export function registerSubjects(program: Command): void {
     .option('--strict', 'import nothing if any row is bad')
     .option('--replace', 'make the stored subjects exactly those of the file, in one transaction')
     .option('--dry-run', 'check and count, write nothing')
+    .option('--queue', 'if the daemon holds the database, queue the file for it to apply between sync runs, and wait for its report')
+    .option('--wait-timeout <seconds>', 'with --queue: how long to wait for the daemon', '600')
     .option('--json', 'print the report as JSON')
     .addHelpText(
       'after',
@@ -39,9 +42,14 @@ Bad rows are reported on stderr by the line where the record starts and its ref 
 key), and the good rows are imported. With --replace, a stored subject whose row in the file
 is bad is kept as it was; if the file cannot be read to its end, nothing changes.
 
+With --queue the import also works while the daemon runs (e.g. from cron): the file is copied
+beside the database (mode 0600), the daemon pauses pulling, applies it exactly as a direct
+import would, and this command prints its report.
+
 Exit status: 0 all rows imported; 65 some rows were rejected (with --strict: nothing was
 imported), or the file could not be read to its end; 66 the file does not exist; 75 the
-database is in use by the daemon; 78 invalid configuration.`,
+database is in use by the daemon (without --queue), or the daemon did not apply the queued file
+within --wait-timeout (it stays queued); 78 invalid configuration.`,
     )
     .action(action(importCommand));
 
@@ -67,6 +75,8 @@ interface ImportFlags {
   strict?: boolean;
   replace?: boolean;
   dryRun?: boolean;
+  queue?: boolean;
+  waitTimeout: string;
   json?: boolean;
 }
 
@@ -76,22 +86,45 @@ async function importCommand(file: string, flags: ImportFlags, cmd: Command): Pr
   const format = detectFormat(file, flags.format);
   const input = openInput(file);
   const source = file === '-' ? 'stdin' : file;
-  const report = await withWriter(config, 'subjects import', (db) =>
-    importSubjects(db, input, {
-      format,
-      source,
-      eservices: config.eservices.map((e) => ({ id: e.id, name: e.name })),
-      validate: config.subjects.validate,
-      index: subjectIndexOptions(config),
-      strict: flags.strict ?? false,
-      replace: flags.replace ?? false,
-      dryRun: flags.dryRun ?? false,
-      onReject: flags.json ? undefined : (row) => process.stderr.write(`${describeRejection(row)}\n`),
-    }),
-  );
+  const waitSeconds = Number(flags.waitTimeout);
+  if (!(waitSeconds > 0)) throw new AppError('USAGE', `--wait-timeout ${flags.waitTimeout}: expected a positive number of seconds`);
+  const direct = () =>
+    withWriter(config, 'subjects import', (db) =>
+      importSubjects(db, input, {
+        format,
+        source,
+        eservices: config.eservices.map((e) => ({ id: e.id, name: e.name })),
+        validate: config.subjects.validate,
+        index: subjectIndexOptions(config),
+        strict: flags.strict ?? false,
+        replace: flags.replace ?? false,
+        dryRun: flags.dryRun ?? false,
+        onReject: flags.json ? undefined : (row) => process.stderr.write(`${describeRejection(row)}\n`),
+      }),
+    );
+  let report: ImportReport;
+  try {
+    report = await direct();
+  } catch (err) {
+    // The lock is taken before the input is read: the whole file is still there to queue.
+    if (!(flags.queue && !flags.dryRun && isAppError(err) && err.code === 'DB_LOCKED')) throw err;
+    report = await queueForDaemon(config, input, { format, source, strict: flags.strict ?? false, replace: flags.replace ?? false }, waitSeconds * 1000, !flags.json);
+  }
   logger.info({ source, read: report.read, imported: report.imported, updated: report.updated, unchanged: report.unchanged, removed: report.removed, rejected: report.rejectedCount, committed: report.committed }, 'subjects import finished');
   process.stdout.write(flags.json ? `${JSON.stringify(report)}\n` : importSummary(report, flags));
   return report.rejectedCount > 0 || !report.complete ? EXIT.DATAERR : EXIT.OK;
+}
+
+async function queueForDaemon(config: Config, input: Readable, job: Omit<QueuedImport, 'id' | 'queuedAt'>, timeoutMs: number, printRejections: boolean): Promise<ImportReport> {
+  const inbox = new SubjectInbox(config.database);
+  const queued = await inbox.enqueueImport(input, job);
+  process.stderr.write(`the daemon holds the database: import queued as ${queued.id}, waiting for the daemon to apply it\n`);
+  const result = await inbox.waitForResult(queued.id, { timeoutMs });
+  if (result.error) throw new AppError(result.error.code as ErrorCode, `queued import: ${result.error.message}`);
+  const report = result.report!;
+  if (printRejections) for (const row of report.rejected) process.stderr.write(`${describeRejection(row)}\n`);
+  if (printRejections && report.rejectedCount > report.rejected.length) process.stderr.write(`... and ${report.rejectedCount - report.rejected.length} more rejected rows\n`);
+  return report;
 }
 
 export function describeRejection(row: RejectedRow): string {

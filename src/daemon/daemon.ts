@@ -6,6 +6,7 @@ import { errorLogFields, isAppError, ConfigError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { Metrics } from '../metrics.js';
 import { DeliveryService } from '../sinks/delivery.js';
+import { SubjectInbox } from '../subjects/inbox.js';
 import { backpressureFor, backpressuredEServices, pruneDelivered, sinkStatus } from '../sinks/status.js';
 import { openDatabase, type Db } from '../store/db.js';
 import { EServiceStore } from '../store/eservices.js';
@@ -35,6 +36,8 @@ export interface DaemonOptions {
   refreshIntervalMs?: number;
   /** How often delivered events past outbox.keep_days are pruned. Default 1 h. */
   housekeepingIntervalMs?: number;
+  /** How often the inbox of queued subject imports is looked at. */
+  inboxIntervalMs?: number;
 }
 
 export interface ReloadOutcome {
@@ -124,6 +127,9 @@ class DaemonRuntime implements Daemon {
   private lastStatusLine = '';
   private reloading: Promise<ReloadOutcome> | undefined;
   private stopping: Promise<void> | undefined;
+  private readonly inbox: SubjectInbox;
+  /** Set while queued subject changes are applied: pulling pauses meanwhile. */
+  private inboxRun: Promise<void> | undefined;
 
   constructor(options: DaemonRuntime['options'], db: Db, closeDb: () => void) {
     this.options = options;
@@ -134,6 +140,7 @@ class DaemonRuntime implements Daemon {
     this.db = db;
     this.closeDb = closeDb;
     this.remotes = createRemotes(this.config, { logger: this.logger, metrics: this.metrics });
+    this.inbox = new SubjectInbox(this.config.database);
     this.delivery = this.createDelivery(this.config);
     this.engine = this.createEngine(this.config);
     this.watchdog = new Watchdog({ notifier: this.notifier, logger: this.logger });
@@ -169,6 +176,7 @@ class DaemonRuntime implements Daemon {
       this.scheduleStatus();
     });
     this.every(this.options.housekeepingIntervalMs ?? 3_600_000, () => this.housekeeping());
+    this.every(this.options.inboxIntervalMs ?? 2_000, () => this.applyInbox());
     // Once soon after start too: a daemon restarted daily would otherwise never prune.
     this.timers.push(setTimeout(() => this.housekeeping(), 60_000).unref());
     this.notifier.ready();
@@ -284,6 +292,8 @@ class DaemonRuntime implements Daemon {
     this.watchdog.stop();
     await this.reloading?.catch(() => undefined);
     await this.scheduler.stop();
+    // A queued import finishes its transaction (it is applied at most once, never half).
+    await this.inboxRun;
     // Sinks may finish their in-flight batch with part of what is left of the budget; the rest
     // is kept for closing, so the process exits 0 before the signal handler's hard timeout.
     const left = budgetMs - (Date.now() - started);
@@ -305,8 +315,37 @@ class DaemonRuntime implements Daemon {
   }
 
   private pauseReason(eserviceId: string): string | undefined {
+    if (this.inboxRun) return 'applying queued subject changes (subjects import --queue)';
     const sink = backpressureFor(this.paused, eserviceId);
     return sink === undefined ? undefined : `sink ${sink} has more than ${this.config.outbox.maxPending} undelivered events (outbox.max_pending)`;
+  }
+
+  /**
+   * Applies subject imports queued by `subjects import --queue`, one at a time, with pulling
+   * paused and no sync run in progress: an import may hold one transaction for its whole file.
+   */
+  private applyInbox(): void {
+    if (this.inboxRun || this.stopping || this.inbox.pending().length === 0) return;
+    this.inboxRun = (async () => {
+      const waitUntil = Date.now() + 120_000;
+      while (this.scheduler.snapshot().some((s) => s.state === 'syncing') && Date.now() < waitUntil) await new Promise((r) => setTimeout(r, 100));
+      for (const id of this.inbox.pending()) {
+        if (this.stopping) break;
+        const result = await this.inbox.apply(id, this.db, this.config);
+        if (result.error) this.logger.error({ job: id, code: result.error.code, message: result.error.message }, 'queued subject import failed');
+        else {
+          const r = result.report!;
+          this.logger.info({ job: id, read: r.read, imported: r.imported, updated: r.updated, unchanged: r.unchanged, removed: r.removed, rejected: r.rejectedCount, committed: r.committed }, 'queued subject import applied');
+        }
+      }
+      this.inbox.pruneResults(7 * 86_400_000);
+      this.refreshGauges();
+    })()
+      .catch((err: unknown) => this.logger.error({ ...errorLogFields(err) }, 'applying queued subject changes failed'))
+      .finally(() => {
+        this.inboxRun = undefined;
+        this.scheduler.kick();
+      });
   }
 
   private refreshBackpressure(): void {
