@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -36,6 +37,29 @@ describe('pseudonym vectors', () => {
     expect(res.stderr).toBe('');
     expect(res.code).toBe(0);
     expect(res.stdout).toBe(v.pseudonym + '\n');
+  });
+});
+
+describe('PseudonymHasher template expansion', () => {
+  const SUBJECT = 'RSSMRA80A01H501Z';
+  /** The SPEC §7 definition, spelled out independently of the hasher's split-once shortcut. */
+  const reference = (text: string, nodeAlg: string, outputLength?: number): string =>
+    createHash(nodeAlg, outputLength === undefined ? undefined : { outputLength }).update(text, 'utf8').digest('base64');
+
+  it('uses a seed holding replacement patterns ($&, $$, $\', ${algorithm}) exactly as received', () => {
+    for (const seed of ['a$&b', 'x$$y', "p$'q$`r", 's${algorithm}t', 'u${seed}v${subject}w']) {
+      const hasher = new PseudonymHasher({ template: '${subject}${seed}', encoding: 'base64' }, seed, 'SHA-256');
+      expect(hasher.pseudonym(SUBJECT), seed).toBe(reference(SUBJECT + seed, 'sha256'));
+    }
+  });
+
+  it('expands every placeholder, also with ${subject} more than once and an XOF', () => {
+    const seed = 'Xzzh3pQqLp+VK7gG9NwR6w==';
+    const template = '${subject}|${algorithm}|${seed}|${subject}|${seed}';
+    for (const [name, nodeAlg, outputLength] of [['SHA-256', 'sha256', undefined], ['shake256', 'shake256', 64]] as const) {
+      const hasher = new PseudonymHasher({ template, encoding: 'base64' }, seed, name);
+      expect(hasher.pseudonym(SUBJECT)).toBe(reference(`${SUBJECT}|${name}|${seed}|${SUBJECT}|${seed}`, nodeAlg, outputLength));
+    }
   });
 });
 

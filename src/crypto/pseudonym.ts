@@ -1,9 +1,9 @@
 import crypto, { createHash } from 'node:crypto';
+import { AppError } from '../errors.js';
+import { resolveAlgorithm, type HashAlgorithm } from './algorithms.js';
 
 // crypto.hash (Node >= 20.12) is a one-shot digest without a Hash object: ~40% faster per subject.
 const oneShotHash = (crypto as { hash?: (alg: string, data: string, enc: 'buffer') => Buffer }).hash;
-import { AppError } from '../errors.js';
-import { resolveAlgorithm, type HashAlgorithm } from './algorithms.js';
 
 export const ENCODINGS = ['base64', 'base64url', 'hex', 'HEX'] as const;
 export type PseudonymEncoding = (typeof ENCODINGS)[number];
@@ -40,7 +40,11 @@ export class PseudonymHasher {
     if (!recipe.template.includes('${subject}')) {
       throw new AppError('CONFIG_INVALID', 'pseudonym template must contain ${subject}');
     }
-    this.textParts = recipe.template.split('${subject}').map((part) => part.replaceAll('${seed}', seed).replaceAll('${algorithm}', algorithmName));
+    // One pass with a replacer function: the seed is used exactly as received, so neither a `$&`
+    // or `$$` in it (special in replacement strings) nor a `${algorithm}` in it may be expanded.
+    this.textParts = recipe.template
+      .split('${subject}')
+      .map((part) => part.replace(/\$\{(seed|algorithm)\}/g, (_placeholder, name: string) => (name === 'seed' ? seed : algorithmName)));
     const expanded = this.textParts.map((part) => Buffer.from(part, 'utf8'));
     this.parts = expanded;
     this.subjectSlots = expanded.length - 1;
