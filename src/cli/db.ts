@@ -9,7 +9,7 @@ export interface WriterDb {
 }
 
 /** Takes the writer lock first (refusing while the daemon runs), then opens and migrates. */
-export function openWriter(config: Config, purpose: string): WriterDb {
+export function openWriter(config: Pick<Config, 'database'>, purpose: string): WriterDb {
   const lock = WriterLock.acquire(config.database, purpose);
   let db: Db;
   try {
@@ -31,6 +31,6 @@ export function openWriter(config: Config, purpose: string): WriterDb {
 }
 
 /** Read-only access works while the daemon runs (WAL readers never block the writer). */
-export function openReader(config: Config): Db {
+export function openReader(config: Pick<Config, 'database'>): Db {
   return openDatabase(config.database, { readonly: true });
 }

@@ -2,11 +2,11 @@ import type { Command } from 'commander';
 import fs from 'node:fs';
 import type { Config } from '../config/types.js';
 import { AppError, isAppError } from '../errors.js';
-import { openDatabase } from '../store/db.js';
-import { WriterLock } from '../store/lock.js';
 import { SinkPositionStore } from '../store/sink-positions.js';
 import { pendingExceeds, sinkStatus, type SinkStatus } from '../sinks/status.js';
 import { action, loadCliConfig } from './common.js';
+import { openReader, openWriter, type WriterDb } from './db.js';
+import { formatTable } from './status.js';
 
 export interface SinkListEntry extends SinkStatus {
   /** More than outbox.max_pending events wait: pulling pauses for the e-services it takes. */
@@ -53,7 +53,7 @@ export function registerSinks(program: Command): void {
 }
 
 export function listSinks(config: Pick<Config, 'database' | 'sinks' | 'outbox'>): SinkListEntry[] {
-  const db = openDatabase(config.database, { readonly: true });
+  const db = openReader(config);
   try {
     return sinkStatus(db, config.sinks).map((s) => ({
       ...s,
@@ -72,9 +72,9 @@ export function retrySink(config: Pick<Config, 'database' | 'sinks'>, name: stri
   if (!fs.existsSync(config.database)) {
     throw new AppError('DB_NOT_INITIALIZED', `database ${config.database} does not exist yet: no sink has run, nothing to retry`);
   }
-  let lock: WriterLock;
+  let store: WriterDb;
   try {
-    lock = WriterLock.acquire(config.database, `sinks retry ${name}`);
+    store = openWriter(config, `sinks retry ${name}`);
   } catch (err) {
     if (isAppError(err) && err.code === 'DB_LOCKED') {
       throw new AppError('DB_LOCKED', `${err.message}. To resume stopped sinks in the running daemon, send it SIGHUP ("systemctl reload signalhub-sync")`, { retryable: true, cause: err });
@@ -82,16 +82,11 @@ export function retrySink(config: Pick<Config, 'database' | 'sinks'>, name: stri
     throw err;
   }
   try {
-    const db = openDatabase(config.database);
-    try {
-      const resumed = new SinkPositionStore(db).resume(name);
-      const status = sinkStatus(db, [sink])[0]!;
-      return { resumed, position: status.position, pending: status.pending };
-    } finally {
-      db.close();
-    }
+    const resumed = new SinkPositionStore(store.db).resume(name);
+    const status = sinkStatus(store.db, [sink])[0]!;
+    return { resumed, position: status.position, pending: status.pending };
   } finally {
-    lock.release();
+    store.close();
   }
 }
 
@@ -107,7 +102,5 @@ export function formatSinkTable(entries: readonly SinkListEntry[]): string {
     String(e.delivered),
     e.lastError ? `${e.lastErrorAt ?? ''} ${e.lastError}` : '-',
   ]);
-  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
-  const line = (cells: string[]): string => cells.map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i]!))).join('  ');
-  return `${[line(header), ...rows.map(line)].join('\n')}\n`;
+  return `${formatTable(header, rows)}\n`;
 }
