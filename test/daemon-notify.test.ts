@@ -1,5 +1,4 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import fs from 'node:fs';
 import path from 'node:path';
 import { PassThrough } from 'node:stream';
 import { pathToFileURL } from 'node:url';
@@ -8,88 +7,15 @@ import { createLogger } from '../src/log.js';
 import { SystemdNotifier, Watchdog, watchdogIntervalMs } from '../src/daemon/notify.js';
 import { tempDir } from './helpers/fs.js';
 import { ROOT } from './helpers/cli.js';
+import { eventually, startNotifyListener } from './run-helpers.js';
 
 const NOTIFY_MODULE = pathToFileURL(path.join(ROOT, 'dist/daemon/notify.js')).href;
-
-/**
- * A stand-in for systemd's notify socket: binds a unix datagram socket and prints each datagram
- * as one JSON string per line. It closes the pipe fd that systemd-notify passes with BARRIER=1,
- * which is how the manager acknowledges it.
- */
-const LISTENER_PY = `
-import array, json, socket, sys, os
-s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-s.bind(sys.argv[1])
-print("LISTENING", flush=True)
-while True:
-    data, anc, flags, addr = s.recvmsg(65536, socket.CMSG_SPACE(16 * 4))
-    for level, kind, payload in anc:
-        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-            fds = array.array("i")
-            fds.frombytes(payload[: len(payload) - len(payload) % 4])
-            for fd in fds:
-                os.close(fd)
-    print(json.dumps(data.decode()), flush=True)
-`;
-
-interface Listener {
-  socketPath: string;
-  /** Every assignment received, in order, without systemd-notify's own BARRIER=1 datagrams. */
-  assignments(): string[];
-  /** Datagrams (each a list of assignments), without BARRIER=1 ones. */
-  datagrams(): string[][];
-  waitFor(predicate: (assignments: string[]) => boolean, what: string): Promise<void>;
-}
+const LOG_MODULE = pathToFileURL(path.join(ROOT, 'dist/log.js')).href;
 
 const children: ChildProcess[] = [];
 afterEach(() => {
   while (children.length > 0) children.pop()!.kill('SIGKILL');
 });
-
-async function startListener(): Promise<Listener> {
-  const dir = tempDir('shs-notify-');
-  const script = path.join(dir, 'listener.py');
-  fs.writeFileSync(script, LISTENER_PY);
-  const socketPath = path.join(dir, 'notify.sock');
-  const child = spawn('python3', [script, socketPath], { stdio: ['ignore', 'pipe', 'inherit'] });
-  children.push(child);
-  const received: string[][] = [];
-  const waiters: Array<() => void> = [];
-  let buffer = '';
-  await new Promise<void>((resolve, reject) => {
-    child.on('error', reject);
-    child.on('exit', (code) => reject(new Error(`listener exited with ${code}`)));
-    child.stdout!.setEncoding('utf8').on('data', (chunk: string) => {
-      buffer += chunk;
-      let nl: number;
-      while ((nl = buffer.indexOf('\n')) >= 0) {
-        const line = buffer.slice(0, nl);
-        buffer = buffer.slice(nl + 1);
-        if (line === 'LISTENING') resolve();
-        else received.push((JSON.parse(line) as string).split('\n').filter(Boolean));
-        for (const wake of waiters.splice(0)) wake();
-      }
-    });
-  });
-  const datagrams = (): string[][] => received.filter((d) => !d.includes('BARRIER=1'));
-  const assignments = (): string[] => datagrams().flat();
-  return {
-    socketPath,
-    assignments,
-    datagrams,
-    async waitFor(predicate, what) {
-      while (!predicate(assignments())) {
-        await new Promise<void>((resolve, reject) => {
-          const timer = setTimeout(() => reject(new Error(`timed out waiting for ${what}; got ${JSON.stringify(assignments())}`)), 20_000);
-          waiters.push(() => {
-            clearTimeout(timer);
-            resolve();
-          });
-        });
-      }
-    },
-  };
-}
 
 /** Runs an ES module body in a fresh node process, with the built notify module imported as `n`. */
 function runNode(body: string, env: NodeJS.ProcessEnv): ChildProcess {
@@ -107,7 +33,7 @@ function exitOf(child: ChildProcess): Promise<{ code: number | null; stderr: str
 
 describe('systemd notifications through systemd-notify', () => {
   it('sends READY=1, STATUS=, WATCHDOG=1 and STOPPING=1 to NOTIFY_SOCKET', async () => {
-    const listener = await startListener();
+    const listener = await startNotifyListener();
     const child = runNode(
       `
       n.notifyReady();
@@ -124,12 +50,12 @@ describe('systemd notifications through systemd-notify', () => {
     const { code, stderr } = await exitOf(child);
     expect(stderr).toBe('');
     expect(code).toBe(0);
-    await listener.waitFor((a) => a.includes('STOPPING=1'), 'STOPPING=1');
+    await eventually(() => listener.assignments().includes('STOPPING=1'), 'STOPPING=1');
     expect(listener.assignments()).toEqual(['READY=1', 'STATUS=2 e-services: 2 idle', 'WATCHDOG=1', 'STOPPING=1']);
   });
 
   it('coalesces a burst of STATUS updates instead of spawning one process each', async () => {
-    const listener = await startListener();
+    const listener = await startNotifyListener();
     const child = runNode(
       `
       for (let i = 0; i < 50; i++) n.notifyStatus('status ' + i + '\\nsecond line');
@@ -138,14 +64,14 @@ describe('systemd notifications through systemd-notify', () => {
       { NOTIFY_SOCKET: listener.socketPath },
     );
     expect((await exitOf(child)).code).toBe(0);
-    await listener.waitFor((a) => a.includes('STATUS=status 49 second line'), 'the last status');
+    await eventually(() => listener.assignments().includes('STATUS=status 49 second line'), 'the last status');
     const statuses = listener.assignments().filter((a) => a.startsWith('STATUS='));
     // The first update goes out at once; the other 49 wait for it and leave as one.
     expect(statuses).toEqual(['STATUS=status 0 second line', 'STATUS=status 49 second line']);
   });
 
   it('pings the watchdog only after the main loop has beaten since the last ping', async () => {
-    const listener = await startListener();
+    const listener = await startNotifyListener();
     const child = runNode(
       `
       const notifier = n.processNotifier();
@@ -164,12 +90,12 @@ describe('systemd notifications through systemd-notify', () => {
     );
     const done = exitOf(child);
     const pings = (): number => listener.assignments().filter((a) => a === 'WATCHDOG=1').length;
-    await listener.waitFor(() => pings() >= 1, 'the first ping');
+    await eventually(() => pings() >= 1, 'the first ping');
     // A stuck loop: many ping periods pass without a beat, and no ping may go out.
     await new Promise((resolve) => setTimeout(resolve, 500));
     expect(pings()).toBe(1);
     child.stdin!.write('beat\n');
-    await listener.waitFor(() => pings() >= 2, 'the ping after the second beat');
+    await eventually(() => pings() >= 2, 'the ping after the second beat');
     await new Promise((resolve) => setTimeout(resolve, 300));
     child.stdin!.write('exit\n');
     const { code, stderr } = await done;
@@ -208,17 +134,28 @@ describe('notifier failures', () => {
   }
 
   it('tolerates a missing systemd-notify binary and says so once', async () => {
-    const { logger, lines } = capture();
-    const notifier = new SystemdNotifier({ env: { NOTIFY_SOCKET: '/nonexistent/notify.sock' }, binary: '/nonexistent/systemd-notify', logger });
-    expect(notifier.enabled).toBe(true);
-    notifier.ready();
-    await notifier.flush();
-    notifier.status('a');
-    notifier.watchdog();
-    await notifier.flush();
-    const warnings = lines().filter((l) => l.level === 'warn');
-    expect(warnings).toHaveLength(1);
-    expect(String(warnings[0]!.msg)).toContain('systemd-notify was not found');
+    // In a child process: it ends only once every event of the failed spawns has been handled.
+    const child = runNode(
+      `
+      const { createLogger } = await import(${JSON.stringify(LOG_MODULE)});
+      const logger = createLogger({ level: 'debug', destination: 'stderr' });
+      const notifier = new n.SystemdNotifier({ env: { NOTIFY_SOCKET: '/nonexistent/notify.sock' }, binary: '/nonexistent/systemd-notify', logger });
+      if (!notifier.enabled) throw new Error('not enabled with NOTIFY_SOCKET');
+      notifier.ready();
+      await notifier.flush();
+      notifier.status('a');
+      notifier.watchdog();
+      await notifier.flush();
+      `,
+      {},
+    );
+    const { code, stderr } = await exitOf(child);
+    expect(code, stderr).toBe(0);
+    const logged = stderr
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => JSON.parse(l) as { level: string; msg: string });
+    expect(logged.map((l) => [l.level, l.msg])).toEqual([['warn', expect.stringContaining('systemd-notify was not found')]]);
   });
 
   it('logs a failing notify socket once at warn level, then at debug', async () => {

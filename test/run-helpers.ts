@@ -119,8 +119,9 @@ export function outboxEventIds(world: World): string[] {
 }
 
 /**
- * A stand-in for systemd's notify socket (as in daemon-notify.test.ts): a python3 unix datagram
- * socket printing each datagram as a JSON string per line, closing the BARRIER=1 pipe fds.
+ * A stand-in for systemd's notify socket: a python3 unix datagram socket printing each datagram
+ * as a JSON string per line. It closes the pipe fd that systemd-notify passes with BARRIER=1,
+ * which is how the manager acknowledges it.
  */
 const LISTENER_PY = `
 import array, json, socket, sys, os

@@ -87,7 +87,11 @@ export class SystemdNotifier {
       child.stderr.setEncoding('utf8').on('data', (chunk: string) => {
         if (stderr.length < 1000) stderr += chunk;
       });
+      // A spawn that fails emits 'error' and then 'close' with a negative errno as its code:
+      // report it once, here, not again as an exit status.
+      let spawnFailed = false;
       child.on('error', (err: NodeJS.ErrnoException) => {
+        spawnFailed = true;
         if (err.code === 'ENOENT') {
           this.binaryMissing = true;
           this.pending.clear();
@@ -98,7 +102,7 @@ export class SystemdNotifier {
         resolve();
       });
       child.on('close', (code) => {
-        if (code !== 0 && code !== null) this.logFailureOnce(`${this.binary} exited with ${code}: ${stderr.trim()}`);
+        if (!spawnFailed && code !== 0 && code !== null) this.logFailureOnce(`${this.binary} exited with ${code}: ${stderr.trim()}`);
         resolve();
       });
     });
