@@ -6,6 +6,7 @@ import type { ExecSinkConfig, FileSinkConfig } from '../src/config/types.js';
 import type { ResyncEvent } from '../src/events.js';
 import { Metrics } from '../src/metrics.js';
 import { DeliveryService } from '../src/sinks/delivery.js';
+import { FileSink } from '../src/sinks/file.js';
 import { StdoutSink } from '../src/sinks/stdout.js';
 import { OutboxStore } from '../src/store/outbox.js';
 import { SinkPositionStore } from '../src/store/sink-positions.js';
@@ -108,6 +109,25 @@ describe('file sink', () => {
     await service.stop(1000);
     expect(readLines(`${out}.1`).map((l) => (JSON.parse(l) as { id: string }).id)).toEqual(first);
     expect(readLines(out).map((l) => (JSON.parse(l) as { id: string }).id)).toEqual(second);
+    db.close();
+  });
+
+  it('a reopen() that arrives while a batch is being written applies to the next batch', async () => {
+    const dir = tempDir();
+    const db = openTestDb(dir);
+    const [one, two] = [appendSignals(db, ES_A, [1]), appendSignals(db, ES_A, [2])];
+    const rows = new OutboxStore(db).all();
+    const out = path.join(dir, 'events.ndjson');
+    const sink = new FileSink({ config: fileSink(out) });
+    const signal = new AbortController().signal;
+    const first = sink.deliver(rows.slice(0, 1), signal);
+    sink.reopen(); // SIGHUP while the first batch is opening and writing the file
+    await first;
+    fs.renameSync(out, `${out}.1`);
+    await sink.deliver(rows.slice(1), signal);
+    await sink.close();
+    expect(readLines(`${out}.1`).map((l) => (JSON.parse(l) as { id: string }).id)).toEqual(one);
+    expect(readLines(out).map((l) => (JSON.parse(l) as { id: string }).id)).toEqual(two);
     db.close();
   });
 });

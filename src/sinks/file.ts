@@ -78,8 +78,9 @@ export class FileSink implements Sink {
   private async open(): Promise<fs.FileHandle> {
     if (this.handle === undefined) {
       // 0600: events may carry subject keys (events.include_subject_key).
+      // reopenPending is not cleared here: a reopen() that arrives while this open is under way
+      // must still apply to the next batch (closeHandle clears it).
       this.handle = await fs.open(this.path, 'a', 0o600);
-      this.reopenPending = false;
       this.logger.debug({ path: this.path }, 'file sink opened');
     }
     return this.handle;
