@@ -170,6 +170,28 @@ describe('engine scenarios (exact outbox and resync reports)', () => {
     t.db.close();
   });
 
+  it('a retention gap is reported once even when the runs that find it fail afterwards', async () => {
+    const t = await setup([{ id: ES, name: 'residenze', includeSignalId: true }], '');
+    const key = fiscalCode(50);
+    t.writer.upsertBatch([{ key, ref: 'x', eservices: 'all' }]);
+    const engine = t.clockEngine(t.clock);
+    await engine.syncEService(ES);
+    const a = t.w.sim.depositForSubject(ES, key, 'CREATE');
+    await engine.syncEService(ES);
+    t.tick(31 * 86_400_000);
+    t.w.sim.purge(ES, t.w.sim.depositForSubject(ES, key, 'UPDATE')); // deleted by the hub's retention
+    const s = t.w.sim.rotateSeed(ES); // the first signal after the gap needs the producer
+    const b = t.w.sim.depositForSubject(ES, key, 'UPDATE');
+    t.w.sim.faults.inject('crypto', { kind: 'status', status: 403, times: 2 });
+    await expect(engine.syncEService(ES)).rejects.toMatchObject({ code: 'CRYPTO_UNAUTHORIZED' });
+    await expect(engine.syncEService(ES)).rejects.toMatchObject({ code: 'CRYPTO_UNAUTHORIZED' });
+    await engine.syncEService(ES);
+    expect(t.signalEvents().map((e) => e.signalId)).toEqual([a, b]);
+    expect(t.reports()).toEqual([{ from: a + 1, to: s - 1, reason: 'retention-gap' }]);
+    expect(t.outbox.all().filter((r) => r.kind === 'resync-required')).toHaveLength(1);
+    t.db.close();
+  });
+
   for (const overlap of [0, 10]) {
     it(`late lower ids with rescan overlap ${overlap}`, async () => {
       const t = await setup([{ id: ES, name: 'residenze' }], `[hub]\nrescan_overlap = ${overlap}`);

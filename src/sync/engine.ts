@@ -510,6 +510,9 @@ export class SyncEngine {
     let wrote = false;
     this.db.transaction(() => {
       wrote = this.recordClosedReport(es, cursor + 1, to, 'retention-gap', `last successful pull ${new Date(since).toISOString()} is older than the hub's retention (${this.config.hub.retentionDays} days): signals after ${cursor} may have been deleted unseen`);
+      // This pull succeeded: with the report it closes the gap, so a run failing later on this
+      // page (a producer down at a SEEDUPDATE, a crash) does not report the same gap again.
+      this.eservices.markPulled(row.id, this.now(), false);
     }).immediate();
     log.warn({ cursor, lastPullAt: new Date(since).toISOString() }, 'retention gap: signals may have been lost');
     if (wrote) this.onEvents();
