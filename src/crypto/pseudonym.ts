@@ -24,11 +24,9 @@ export const GOVWAY_RECIPE: PseudonymRecipe = { template: '${subject}${seed}', e
  */
 export class PseudonymHasher {
   readonly algorithm: HashAlgorithm;
-  private readonly prefix: Buffer;
-  private readonly suffix: Buffer;
-  private readonly parts: Buffer[];
+  /** The constant text between `${subject}` slots, expanded (string for the one-shot path). */
   private readonly textParts: string[];
-  private readonly subjectSlots: number;
+  private readonly parts: Buffer[];
 
   constructor(
     readonly recipe: PseudonymRecipe,
@@ -45,29 +43,20 @@ export class PseudonymHasher {
     this.textParts = recipe.template
       .split('${subject}')
       .map((part) => part.replace(/\$\{(seed|algorithm)\}/g, (_placeholder, name: string) => (name === 'seed' ? seed : algorithmName)));
-    const expanded = this.textParts.map((part) => Buffer.from(part, 'utf8'));
-    this.parts = expanded;
-    this.subjectSlots = expanded.length - 1;
-    this.prefix = expanded[0]!;
-    this.suffix = expanded[expanded.length - 1]!;
+    this.parts = this.textParts.map((part) => Buffer.from(part, 'utf8'));
   }
 
   /** Raw hash bytes for a normalized subject key. */
   digest(subjectKey: string): Buffer {
     const { node, outputLength } = this.algorithm;
-    if (outputLength === undefined && oneShotHash !== undefined && this.subjectSlots === 1) {
+    if (outputLength === undefined && oneShotHash !== undefined && this.parts.length === 2) {
       return oneShotHash(node, this.textParts[0]! + subjectKey + this.textParts[1]!, 'buffer');
     }
     const h = outputLength === undefined ? createHash(node) : createHash(node, { outputLength });
-    if (this.subjectSlots === 1) {
-      h.update(this.prefix);
+    h.update(this.parts[0]!);
+    for (let i = 1; i < this.parts.length; i++) {
       h.update(subjectKey, 'utf8');
-      h.update(this.suffix);
-    } else {
-      for (let i = 0; i < this.parts.length; i++) {
-        if (i > 0) h.update(subjectKey, 'utf8');
-        h.update(this.parts[i]!);
-      }
+      h.update(this.parts[i]!);
     }
     return h.digest();
   }
