@@ -49,9 +49,13 @@ export function registerSync(program: Command): void {
           let delivery;
           if (opts.deliver && config.sinks.length > 0 && !abort.signal.aborted) {
             const service = new DeliveryService({ db: store.db, sinks: config.sinks, batchSize: config.outbox.deliveryBatchSize, metrics, logger });
-            delivery = await service.drain({ signal: abort.signal });
+            try {
+              delivery = await service.drain({ signal: abort.signal });
+            } finally {
+              // Closes the sinks (webhook connections) even when the drain throws.
+              await service.stop(1000);
+            }
             deliveryComplete = delivery.complete;
-            await service.stop(1000);
           }
           const summary = results.map((r) => ({
             eserviceId: r.eserviceId,
