@@ -4,7 +4,7 @@ import type { EServiceConfig } from '../config/types.js';
 import { AppError, isAppError } from '../errors.js';
 import { silentLogger, type Logger } from '../log.js';
 import { TRACKING_EVIDENCE_HEADER } from '../pdnd/audit.js';
-import { DEFAULT_RETRY, NetworkFailure, httpRequest, isTransient, parseProblem, pRetryOptions, transient, type RetryPolicy } from '../pdnd/http.js';
+import { DEFAULT_RETRY, NetworkFailure, httpRequest, isTransient, parseJsonObject, parseProblem, pRetryOptions, transient, type RetryPolicy } from '../pdnd/http.js';
 import { withVoucher, type Voucher, type VoucherProvider } from '../pdnd/vouchers.js';
 import { resolveAlgorithm } from './algorithms.js';
 import { seedFingerprint } from './pseudonym.js';
@@ -121,14 +121,7 @@ export class CryptoInfoClient {
  */
 export function parseCryptoInfo(text: string, where: string, status = 200): CryptoInfo {
   const bad = (what: string): AppError => new AppError('CRYPTO_BAD_RESPONSE', `${where}: answered ${status} with an invalid body: ${what}`, { status, retryable: true });
-  let body: unknown;
-  try {
-    body = JSON.parse(text);
-  } catch {
-    throw bad('not JSON');
-  }
-  if (typeof body !== 'object' || body === null || Array.isArray(body)) throw bad('not a JSON object');
-  const { seed, cryptoHashFunction, signalId } = body as Record<string, unknown>;
+  const { seed, cryptoHashFunction, signalId } = parseJsonObject(text, bad);
   if (seed === undefined) throw bad('"seed" is missing');
   if (typeof seed !== 'string') throw bad(`"seed" is a ${jsonType(seed)}, expected a string`);
   if (seed.length === 0) throw bad('"seed" is empty');

@@ -94,6 +94,21 @@ export async function httpRequest(url: string, options: HttpRequestOptions): Pro
   }
 }
 
+/**
+ * A response body that must be a JSON object. `bad` names what is wrong; the parser's own
+ * message is dropped because it quotes the body (which may hold a seed or a token).
+ */
+export function parseJsonObject(text: string, bad: (what: string) => Error): Record<string, unknown> {
+  let body: unknown;
+  try {
+    body = JSON.parse(text);
+  } catch {
+    throw bad('not JSON');
+  }
+  if (typeof body !== 'object' || body === null || Array.isArray(body)) throw bad('not a JSON object');
+  return body as Record<string, unknown>;
+}
+
 export interface Problem {
   correlationId: string | undefined;
   codes: string[] | undefined;
@@ -127,8 +142,4 @@ export function parseProblem(text: string): Problem {
 /** Identifies a secret (voucher, JWS) in logs without revealing it: first 8 hex of SHA-256. */
 export function fingerprint(secret: string): string {
   return createHash('sha256').update(secret, 'utf8').digest('hex').slice(0, 8);
-}
-
-export function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
 }

@@ -34,8 +34,3 @@ export function loadPrivateKey(file: string): KeyObject {
   cache.set(file, key);
   return key;
 }
-
-/** Forgets cached keys, e.g. after credentials were rotated on disk (SIGHUP). */
-export function clearPrivateKeyCache(): void {
-  cache.clear();
-}

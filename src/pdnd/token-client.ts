@@ -3,7 +3,7 @@ import type { Dispatcher } from 'undici';
 import { AppError, isAppError } from '../errors.js';
 import { silentLogger, type Logger } from '../log.js';
 import { CLIENT_ASSERTION_TYPE } from './assertion.js';
-import { DEFAULT_RETRY, NetworkFailure, httpRequest, isTransient, parseProblem, pRetryOptions, transient, type RetryPolicy } from './http.js';
+import { DEFAULT_RETRY, NetworkFailure, httpRequest, isTransient, parseJsonObject, parseProblem, pRetryOptions, transient, type RetryPolicy } from './http.js';
 
 export const TOKEN_REJECTED_HINT =
   'check client_id, kid, private key, audience and purposeId; the PDND back office has a client-assertion debugging tool';
@@ -94,14 +94,7 @@ async function attempt(options: TokenRequestOptions): Promise<TokenResponse> {
 function parseTokenResponse(text: string, where: string, clientId: string): TokenResponse {
   const bad = (what: string): AppError =>
     new AppError('TOKEN_UNAVAILABLE', `${where} answered 200 with an unusable body: ${what}`, { status: 200, retryable: true, details: { clientId } });
-  let body: unknown;
-  try {
-    body = JSON.parse(text);
-  } catch {
-    throw bad('not JSON');
-  }
-  if (typeof body !== 'object' || body === null || Array.isArray(body)) throw bad('not a JSON object');
-  const { access_token, token_type, expires_in } = body as Record<string, unknown>;
+  const { access_token, token_type, expires_in } = parseJsonObject(text, bad);
   if (typeof access_token !== 'string' || access_token.length === 0) throw bad('access_token is missing or not a non-empty string');
   if (/\s/.test(access_token)) throw bad('access_token contains whitespace');
   if (typeof token_type !== 'string' || token_type.toLowerCase() !== 'bearer') throw bad('token_type is not "Bearer"');
