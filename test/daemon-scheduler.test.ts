@@ -236,6 +236,23 @@ describe('scheduler', () => {
     expect(statusOf(scheduler, 'kept')).toMatchObject({ name: 'Kept', lastSuccessAt: keptSuccess });
   });
 
+  it('applies a shorter poll interval from a reload at once, not after the run already scheduled', async () => {
+    const engine = new FakeEngine({});
+    const scheduler = schedule(engine, { eservices: [{ id: 'e1', pollIntervalSeconds: 3600 }] });
+    await until(() => engine.count('e1') === 1 && statusOf(scheduler, 'e1').state === 'idle', 'the first run');
+    scheduler.setEServices([{ id: 'e1', pollIntervalSeconds: 0.01 }]);
+    await until(() => engine.count('e1') >= 3, 'runs on the new interval');
+    // A longer one applies from the next run on (the run already due still happens).
+    scheduler.setEServices([{ id: 'e1', pollIntervalSeconds: 3600 }]);
+    await until(() => {
+      const s = statusOf(scheduler, 'e1');
+      return s.nextRunAt !== undefined && s.nextRunAt.getTime() - s.lastSuccessAt!.getTime() === 3600_000;
+    }, 'a run scheduled on the longer interval');
+    const calls = engine.count('e1');
+    await someTicks();
+    expect(engine.count('e1')).toBe(calls);
+  });
+
   it('beats on every tick and records health metrics per e-service', async () => {
     let ticks = 0;
     const metrics = new Metrics();

@@ -150,10 +150,12 @@ export class Scheduler {
     for (const config of eservices) {
       const existing = this.entries.get(config.id);
       if (existing) {
+        const intervalChanged = existing.config.pollIntervalSeconds !== config.pollIntervalSeconds;
         existing.config = config;
         existing.removed = false;
         existing.status.name = config.name ?? config.id;
         existing.status.pollIntervalSeconds = config.pollIntervalSeconds;
+        if (intervalChanged) this.bringForward(existing);
         continue;
       }
       this.entries.set(config.id, {
@@ -323,6 +325,18 @@ export class Scheduler {
     );
     this.options.metrics?.eserviceUp.set({ eservice: status.id }, 0);
     this.changed(entry);
+  }
+
+  /**
+   * A shorter interval applies at once: the waiting run moves to last success + new interval
+   * when that is sooner. Never later (a longer one applies from the next run), and never for a
+   * run that is in progress or backing off after a failure.
+   */
+  private bringForward(entry: Entry): void {
+    const { lastSuccessAt, nextRunAt, consecutiveFailures } = entry.status;
+    if (entry.running || consecutiveFailures > 0 || !lastSuccessAt || !nextRunAt) return;
+    const sooner = lastSuccessAt.getTime() + this.pollDelayMs(entry);
+    if (sooner < nextRunAt.getTime()) entry.status.nextRunAt = new Date(sooner);
   }
 
   private pollDelayMs(entry: Entry): number {
