@@ -38,6 +38,8 @@ export class OutboxStore {
   private readonly after;
   private readonly afterFiltered;
   private readonly maxSeqStmt;
+  private readonly countAfterStmt;
+  private readonly countAfterFilteredStmt;
 
   constructor(private readonly db: Db) {
     this.insert = db.prepare(
@@ -48,6 +50,8 @@ export class OutboxStore {
       'SELECT * FROM outbox WHERE seq > ? AND eservice_id IN (SELECT value FROM json_each(?)) ORDER BY seq LIMIT ?',
     );
     this.maxSeqStmt = db.prepare('SELECT COALESCE(MAX(seq), 0) AS m FROM outbox');
+    this.countAfterStmt = db.prepare('SELECT COUNT(*) AS n FROM outbox WHERE seq > ?');
+    this.countAfterFilteredStmt = db.prepare('SELECT COUNT(*) AS n FROM outbox WHERE seq > ? AND eservice_id IN (SELECT value FROM json_each(?))');
   }
 
   /** Returns false when an event with this id already exists (a rescan or a replayed page). */
@@ -69,10 +73,8 @@ export class OutboxStore {
   }
 
   countAfter(seq: number, eserviceIds?: string[]): number {
-    if (eserviceIds && eserviceIds.length > 0) {
-      return (this.db.prepare('SELECT COUNT(*) AS n FROM outbox WHERE seq > ? AND eservice_id IN (SELECT value FROM json_each(?))').get(seq, JSON.stringify(eserviceIds)) as { n: number }).n;
-    }
-    return (this.db.prepare('SELECT COUNT(*) AS n FROM outbox WHERE seq > ?').get(seq) as { n: number }).n;
+    const row = eserviceIds && eserviceIds.length > 0 ? this.countAfterFilteredStmt.get(seq, JSON.stringify(eserviceIds)) : this.countAfterStmt.get(seq);
+    return (row as { n: number }).n;
   }
 
   /** Deletes events older than `before` (ms) that every sink has confirmed (seq <= minPosition). */

@@ -52,10 +52,26 @@ export const initialPosition = (sink: string): SinkPosition => ({
  * need the writer (WriterLock holder).
  */
 export class SinkPositionStore {
-  constructor(private readonly db: Db) {}
+  // The delivery loop reads and advances a position once per batch (one event per batch for a
+  // default webhook): those statements are prepared once.
+  private readonly getStmt;
+  private readonly insertStmt;
+  private readonly advanceStmt;
+
+  constructor(private readonly db: Db) {
+    this.getStmt = db.prepare('SELECT * FROM sink_positions WHERE sink = ?');
+    this.insertStmt = db.prepare('INSERT OR IGNORE INTO sink_positions (sink, updated_at) VALUES (?, ?)');
+    this.advanceStmt = db.prepare(
+      `UPDATE sink_positions
+          SET position = MAX(position, ?),
+              delivered = delivered + (CASE WHEN ? > position THEN ? ELSE 0 END),
+              last_error = NULL, last_error_at = NULL, updated_at = ?
+        WHERE sink = ?`,
+    );
+  }
 
   get(sink: string): SinkPosition {
-    const row = this.db.prepare('SELECT * FROM sink_positions WHERE sink = ?').get(sink) as RawRow | undefined;
+    const row = this.getStmt.get(sink) as RawRow | undefined;
     return row ? toPosition(row) : initialPosition(sink);
   }
 
@@ -65,7 +81,7 @@ export class SinkPositionStore {
 
   /** Creates the row if missing, so later updates have something to update. */
   ensure(sink: string, now = Date.now()): SinkPosition {
-    this.db.prepare('INSERT OR IGNORE INTO sink_positions (sink, updated_at) VALUES (?, ?)').run(sink, now);
+    this.insertStmt.run(sink, now);
     return this.get(sink);
   }
 
@@ -75,27 +91,19 @@ export class SinkPositionStore {
    * last error, since the sink evidently works again.
    */
   advance(sink: string, seq: number, count: number, now = Date.now()): void {
-    this.ensure(sink, now);
-    this.db
-      .prepare(
-        `UPDATE sink_positions
-            SET position = MAX(position, ?),
-                delivered = delivered + (CASE WHEN ? > position THEN ? ELSE 0 END),
-                last_error = NULL, last_error_at = NULL, updated_at = ?
-          WHERE sink = ?`,
-      )
-      .run(seq, seq, count, now, sink);
+    this.insertStmt.run(sink, now);
+    this.advanceStmt.run(seq, seq, count, now, sink);
   }
 
   /** A transient failure: remembered for `status`, the sink stays active. */
   recordError(sink: string, message: string, now = Date.now()): void {
-    this.ensure(sink, now);
+    this.insertStmt.run(sink, now);
     this.db.prepare('UPDATE sink_positions SET last_error = ?, last_error_at = ?, updated_at = ? WHERE sink = ?').run(message, now, now, sink);
   }
 
   /** A permanent failure: the sink delivers nothing until `resume`. */
   stop(sink: string, message: string, now = Date.now()): void {
-    this.ensure(sink, now);
+    this.insertStmt.run(sink, now);
     this.db
       .prepare("UPDATE sink_positions SET state = 'stopped', last_error = ?, last_error_at = ?, updated_at = ? WHERE sink = ?")
       .run(message, now, now, sink);
@@ -103,7 +111,7 @@ export class SinkPositionStore {
 
   /** Clears the stopped state; returns whether the sink was stopped. The last error stays visible until the next success. */
   resume(sink: string, now = Date.now()): boolean {
-    this.ensure(sink, now);
+    this.insertStmt.run(sink, now);
     return this.db.prepare("UPDATE sink_positions SET state = 'active', updated_at = ? WHERE sink = ? AND state = 'stopped'").run(now, sink).changes === 1;
   }
 }
