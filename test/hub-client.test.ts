@@ -1,53 +1,33 @@
 import { randomUUID } from 'node:crypto';
-import fs from 'node:fs';
 import { createServer, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import os from 'node:os';
-import path from 'node:path';
 import { Writable } from 'node:stream';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { isAppError, type AppError } from '../src/errors.js';
 import { createLogger } from '../src/log.js';
 import { Metrics } from '../src/metrics.js';
-import { VoucherProvider } from '../src/pdnd/vouchers.js';
+import type { VoucherProvider } from '../src/pdnd/vouchers.js';
 import { HubClient, type HubClientOptions } from '../src/hub/client.js';
 import { RateLimiter } from '../src/hub/rate-limiter.js';
 import type { VoucherSource } from '../src/hub/types.js';
 import { m2mVoucherSource } from '../src/hub/vouchers.js';
-import { startSimulator, type Simulator } from '../src/simulator/index.js';
-import { testKey, writeKeyFile } from './helpers/keys.js';
+import type { Simulator } from '../src/simulator/index.js';
+import { simulatorWithM2m } from './pdnd-fixtures.js';
 
 /**
  * The hub client through real HTTP against the simulator, with real vouchers from its token
  * endpoint: every row of SPEC §3's status table, and every malformed answer.
  */
 
-const ORG = 'org-hub-client';
-const CLIENT_ID = 'm2m-hub-client';
 let sim: Simulator;
-let keyDir: string;
 let provider: VoucherProvider;
+let closeSimulator: () => Promise<void>;
 
 beforeAll(async () => {
-  sim = await startSimulator();
-  keyDir = fs.mkdtempSync(path.join(os.tmpdir(), 'shs-hub-'));
-  sim.registerClient({ clientId: CLIENT_ID, kind: 'm2m', keyId: 'kid-hub', publicKey: testKey().publicKey, organizationId: ORG });
-  provider = new VoucherProvider({
-    pdnd: {
-      tokenUrl: sim.tokenUrl,
-      assertionAudience: sim.assertionAudience,
-      assertionTtlSeconds: 60,
-      voucherRefreshMarginSeconds: 30,
-      requestTimeoutMs: 5000,
-      m2m: { clientId: CLIENT_ID, keyId: 'kid-hub', privateKeyFile: writeKeyFile(keyDir) },
-    },
-  });
+  ({ sim, provider, close: closeSimulator } = await simulatorWithM2m('m2m-hub-client'));
 });
 
-afterAll(async () => {
-  await sim.close();
-  fs.rmSync(keyDir, { recursive: true, force: true });
-});
+afterAll(() => closeSimulator());
 
 afterEach(() => sim.faults.clear());
 

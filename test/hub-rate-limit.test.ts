@@ -1,45 +1,25 @@
 import { randomUUID } from 'node:crypto';
-import fs from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
 import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { isAppError } from '../src/errors.js';
 import { Metrics } from '../src/metrics.js';
-import { VoucherProvider } from '../src/pdnd/vouchers.js';
+import type { VoucherProvider } from '../src/pdnd/vouchers.js';
 import { HubClient } from '../src/hub/client.js';
 import { RateLimiter, parseRateLimitHeaders, parseRetryAfter } from '../src/hub/rate-limiter.js';
 import type { Signal } from '../src/hub/types.js';
 import { m2mVoucherSource } from '../src/hub/vouchers.js';
-import { startSimulator, type Simulator } from '../src/simulator/index.js';
-import { testKey, writeKeyFile } from './helpers/keys.js';
+import type { Simulator } from '../src/simulator/index.js';
+import { simulatorWithM2m } from './pdnd-fixtures.js';
 
-const ORG = 'org-rate';
-const CLIENT_ID = 'm2m-rate';
 let sim: Simulator;
-let keyDir: string;
 let provider: VoucherProvider;
+let closeSimulator: () => Promise<void>;
 
 beforeAll(async () => {
-  sim = await startSimulator();
-  keyDir = fs.mkdtempSync(path.join(os.tmpdir(), 'shs-hubrl-'));
-  sim.registerClient({ clientId: CLIENT_ID, kind: 'm2m', keyId: 'kid-rate', publicKey: testKey().publicKey, organizationId: ORG });
-  provider = new VoucherProvider({
-    pdnd: {
-      tokenUrl: sim.tokenUrl,
-      assertionAudience: sim.assertionAudience,
-      assertionTtlSeconds: 60,
-      voucherRefreshMarginSeconds: 30,
-      requestTimeoutMs: 5000,
-      m2m: { clientId: CLIENT_ID, keyId: 'kid-rate', privateKeyFile: writeKeyFile(keyDir) },
-    },
-  });
+  ({ sim, provider, close: closeSimulator } = await simulatorWithM2m('m2m-rate'));
 });
 
-afterAll(async () => {
-  await sim.close();
-  fs.rmSync(keyDir, { recursive: true, force: true });
-});
+afterAll(() => closeSimulator());
 
 function client(rateLimiter: RateLimiter, metrics?: Metrics): HubClient {
   return new HubClient({

@@ -1,12 +1,14 @@
 import { generateKeyPairSync } from 'node:crypto';
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { Writable } from 'node:stream';
 import type { AuditConfig, ClientConfig, EServiceConfig, PdndConfig } from '../src/config/types.js';
 import { createLogger, type Logger } from '../src/log.js';
 import { GOVWAY_RECIPE } from '../src/crypto/pseudonym.js';
 import type { RetryPolicy } from '../src/pdnd/http.js';
-import type { Simulator } from '../src/simulator/index.js';
+import { VoucherProvider } from '../src/pdnd/vouchers.js';
+import { startSimulator, type Simulator } from '../src/simulator/index.js';
 import { testKey, writeKeyFile } from './helpers/keys.js';
 
 /** Shared setup of the pdnd/crypto test files (not a test file itself). */
@@ -51,6 +53,27 @@ export function eservice(sim: Simulator, id: string, c: ClientConfig, purposeId:
     recipe: GOVWAY_RECIPE,
     pollIntervalSeconds: 60,
     audit,
+  };
+}
+
+/**
+ * For a whole test file: a simulator with one registered M2M client and a voucher provider for
+ * it. The key lives in its own directory until `close()` (tempDir() would remove it after the
+ * first test).
+ */
+export async function simulatorWithM2m(clientId: string): Promise<{ sim: Simulator; provider: VoucherProvider; close: () => Promise<void> }> {
+  const sim = await startSimulator();
+  const keyDir = fs.mkdtempSync(path.join(os.tmpdir(), 'shs-m2m-'));
+  const m2m = client(keyDir, clientId);
+  registerM2m(sim, m2m);
+  const provider = new VoucherProvider({ pdnd: pdndConfig(sim, m2m, { assertionTtlSeconds: 60 }) });
+  return {
+    sim,
+    provider,
+    close: async () => {
+      await sim.close();
+      fs.rmSync(keyDir, { recursive: true, force: true });
+    },
   };
 }
 
