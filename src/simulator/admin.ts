@@ -3,7 +3,6 @@ import { ENCODINGS } from '../crypto/pseudonym.js';
 import { json, problem, type SimResponse } from './http.js';
 import { ROUTES, faultSchema } from './faults.js';
 import type { SimState } from './state.js';
-import type { DepositInput } from './model.js';
 import { depositForSubject, generateSignals } from './deposits.js';
 
 /**
@@ -49,7 +48,7 @@ const settingsSchema = z.object({
 });
 
 export async function handleAdmin(state: SimState, method: string, path: string, query: URLSearchParams, rawBody: string): Promise<SimResponse> {
-  const body = (schema: z.ZodType) => {
+  const body = <T>(schema: z.ZodType<T>): T => {
     let value: unknown;
     try {
       value = rawBody === '' ? {} : JSON.parse(rawBody);
@@ -65,7 +64,7 @@ export async function handleAdmin(state: SimState, method: string, path: string,
       case 'GET /_sim/stats':
         return json(200, state.stats());
       case 'POST /_sim/faults': {
-        const { route, fault } = body(z.object({ route: z.enum(ROUTES), fault: faultSchema })) as { route: (typeof ROUTES)[number]; fault: z.infer<typeof faultSchema> };
+        const { route, fault } = body(z.object({ route: z.enum(ROUTES), fault: faultSchema }));
         state.faults.inject(route, fault);
         return json(200, { ok: true });
       }
@@ -76,19 +75,19 @@ export async function handleAdmin(state: SimState, method: string, path: string,
         return json(200, { ok: true });
       }
       case 'POST /_sim/clients':
-        state.registerClient(body(clientSchema) as z.infer<typeof clientSchema>);
+        state.registerClient(body(clientSchema));
         return json(200, { ok: true });
       case 'POST /_sim/eservices':
-        state.addEService(body(eserviceSchema) as z.infer<typeof eserviceSchema>);
+        state.addEService(body(eserviceSchema));
         return json(200, { ok: true });
       case 'POST /_sim/rotate': {
-        const { eserviceId, seed } = body(z.object({ eserviceId: z.string().min(1), seed: z.string().min(1).optional() })) as { eserviceId: string; seed?: string };
+        const { eserviceId, seed } = body(z.object({ eserviceId: z.string().min(1), seed: z.string().min(1).optional() }));
         return json(200, { signalId: state.rotateSeed(eserviceId, seed) });
       }
       case 'POST /_sim/deposit': {
-        const d = body(depositSchema) as z.infer<typeof depositSchema>;
+        const d = body(depositSchema);
         const ids: number[] = [];
-        for (const s of d.signals ?? []) ids.push(state.deposit(d.eserviceId, s as DepositInput));
+        for (const s of d.signals ?? []) ids.push(state.deposit(d.eserviceId, s));
         for (const s of d.subjects ?? []) ids.push(depositForSubject(state, d.eserviceId, s.subjectKey, s.signalType, s.objectType));
         let count = ids.length;
         let first = ids[0] ?? null;
@@ -102,11 +101,11 @@ export async function handleAdmin(state: SimState, method: string, path: string,
         return json(200, { count, firstSignalId: first, lastSignalId: last });
       }
       case 'POST /_sim/purge': {
-        const { eserviceId, upToSignalId } = body(z.object({ eserviceId: z.string().min(1), upToSignalId: z.number().int().min(0) })) as { eserviceId: string; upToSignalId: number };
+        const { eserviceId, upToSignalId } = body(z.object({ eserviceId: z.string().min(1), upToSignalId: z.number().int().min(0) }));
         return json(200, { purged: state.eservice(eserviceId).signals.purgeUpTo(upToSignalId) });
       }
       case 'POST /_sim/settings': {
-        const s = body(settingsSchema) as z.infer<typeof settingsSchema>;
+        const s = body(settingsSchema);
         if (s.timeWindowMs !== undefined) state.settings.timeWindowMs = s.timeWindowMs;
         if (s.rateLimit !== undefined) state.limiter.settings = s.rateLimit;
         if (s.voucherTtlSeconds !== undefined) state.settings.voucherTtlSeconds = s.voucherTtlSeconds;

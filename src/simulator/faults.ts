@@ -69,10 +69,6 @@ export class FaultBoard {
     return armed.fault;
   }
 
-  pending(route: SimRoute): number {
-    return this.queues.get(route)?.length ?? 0;
-  }
-
   firedCounts(): Partial<Record<SimRoute, number>> {
     return Object.fromEntries(this.fired);
   }

@@ -75,9 +75,3 @@ export async function readBody(req: IncomingMessage, limitBytes: number): Promis
   }
   return Buffer.concat(chunks).toString('utf8');
 }
-
-export class HttpProblem extends Error {
-  constructor(readonly response: SimResponse) {
-    super(`simulated HTTP ${response.status}`);
-  }
-}

@@ -42,10 +42,6 @@ export class RateLimiter {
     };
     return { allowed, headers, retryAfterSeconds: Math.max(0.001, (reset - now) / 1000) };
   }
-
-  reset(): void {
-    this.windows.clear();
-  }
 }
 
 /** `Retry-After` as Signal Hub sends it: seconds, fractional (e.g. `0.412`). */

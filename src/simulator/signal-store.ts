@@ -12,7 +12,7 @@ export interface PageResult {
   body: string;
   count: number;
   lastSignalId: number | null;
-  /** Some signal, visible or not, has an id above the page's last (or above the cursor when empty). */
+  /** Some signal, visible or not, has an id above the page's last; false on an empty page (a 200). */
   more: boolean;
 }
 
@@ -27,9 +27,8 @@ export class SignalStore {
   private readonly signalTypes: number[] = [];
   private readonly objectTypes: number[] = [];
   private readonly objectIds: string[] = [];
-  /** Interned strings and their JSON, indexed by the numbers in signalTypes/objectTypes. */
+  /** Interned strings' JSON, indexed by the numbers in signalTypes/objectTypes. */
   private readonly internIndex = new Map<string, number>();
-  private readonly interned: string[] = [];
   private readonly internedJson: string[] = [];
   private readonly eserviceJson: string;
   /** Highest id ever deposited (survives purges), for choosing the next id. */
@@ -39,17 +38,8 @@ export class SignalStore {
     this.eserviceJson = JSON.stringify(eserviceId);
   }
 
-  get size(): number {
-    return this.ids.length;
-  }
-
   get lastId(): number {
     return this.highest;
-  }
-
-  has(signalId: number): boolean {
-    const i = lowerBound(this.ids, signalId);
-    return this.ids[i] === signalId;
   }
 
   /**
@@ -100,21 +90,6 @@ export class SignalStore {
     return { body, count, lastSignalId, more };
   }
 
-  /** All signals with ids in (from, to]: for tests and the admin API, not the hot path. */
-  list(from = 0, to = Number.MAX_SAFE_INTEGER): HubSignal[] {
-    const out: HubSignal[] = [];
-    for (let i = upperBound(this.ids, from); i < this.ids.length && this.ids[i]! <= to; i++) {
-      out.push({
-        signalId: this.ids[i]!,
-        signalType: this.interned[this.signalTypes[i]!]!,
-        objectId: this.objectIds[i]!,
-        objectType: this.interned[this.objectTypes[i]!]!,
-        eserviceId: this.eserviceId,
-      });
-    }
-    return out;
-  }
-
   /** Retention: drops signals with id <= `upTo`; returns how many were dropped. */
   purgeUpTo(upTo: number): number {
     const cut = upperBound(this.ids, upTo);
@@ -130,9 +105,8 @@ export class SignalStore {
   private intern(text: string): number {
     let index = this.internIndex.get(text);
     if (index === undefined) {
-      index = this.interned.length;
+      index = this.internedJson.length;
       this.internIndex.set(text, index);
-      this.interned.push(text);
       this.internedJson.push(JSON.stringify(text));
     }
     return index;
