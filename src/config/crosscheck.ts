@@ -57,7 +57,7 @@ export function crossCheck(document: Record<string, unknown>): ConfigProblem[] {
     if (!Array.isArray(sink.eservices)) return;
     sink.eservices.forEach((ref, j) => {
       if (typeof ref !== 'string' || ref === '') return;
-      const known = eservices.some((e) => isPlainObject(e) && (e.name === ref || (typeof e.id === 'string' && e.id.toLowerCase() === ref.toLowerCase())));
+      const known = eservices.some((e) => isPlainObject(e) && refersToEService(ref, e));
       if (!known) problems.push({ path: `sinks[${i}].eservices[${j}]`, message: `no e-service with id or name "${ref.slice(0, 80)}"` });
     });
   });
@@ -69,6 +69,11 @@ function noteDuplicate(value: unknown, index: number, first: Map<string, number>
   const seen = first.get(normalize(value));
   if (seen === undefined) first.set(normalize(value), index);
   else problems.push({ path: `eservices[${index}].${key}`, message: `duplicate of eservices[${seen}].${key}` });
+}
+
+/** Whether a sink's e-service reference names this e-service: its name, or its id in any case. */
+export function refersToEService(ref: string, eservice: { id?: unknown; name?: unknown }): boolean {
+  return eservice.name === ref || (typeof eservice.id === 'string' && eservice.id.toLowerCase() === ref.toLowerCase());
 }
 
 /** The preset named in the document, if it is a valid one (an invalid one is the schema's problem). */

@@ -53,18 +53,7 @@ function issueMessage(issue: z.core.$ZodIssue, value: unknown): string {
 }
 
 function tomlTypeName(zodType: string): string {
-  switch (zodType) {
-    case 'object':
-      return 'table';
-    case 'record':
-      return 'table';
-    case 'array':
-      return 'array';
-    case 'number':
-      return 'number';
-    default:
-      return zodType;
-  }
+  return zodType === 'object' || zodType === 'record' ? 'table' : zodType;
 }
 
 function describeValue(value: unknown): string {

@@ -7,7 +7,7 @@ import { expandEnvironment } from './env.js';
 import { buildFileSchema, parseListen, type FileConfig } from './schema.js';
 import { problemsFromIssues } from './issues.js';
 import { knownKeysAt } from './schema-json.js';
-import { crossCheck, presetOf } from './crosscheck.js';
+import { crossCheck, presetOf, refersToEService } from './crosscheck.js';
 import { uniqueProblems } from './problems.js';
 import { DEFAULT_INITIAL_RATE_LIMIT, DEFAULT_SIMULATOR_URL, presetValues, stripTrailingSlashes, type PresetValues } from './presets.js';
 import { defaultDatabasePath, type PathContext } from './paths.js';
@@ -118,7 +118,7 @@ function toConfig(data: FileConfig, { file, env }: { file: string; env: NodeJS.P
     audit: e.audit ? { audience: e.audit.audience, claims: e.audit.claims, ttlSeconds: e.audit.ttl_seconds } : undefined,
   }));
 
-  const idOf = (ref: string): string => data.eservices.find((e) => e.name === ref || e.id.toLowerCase() === ref.toLowerCase())?.id ?? ref;
+  const idOf = (ref: string): string => data.eservices.find((e) => refersToEService(ref, e))?.id ?? ref;
   const sinks: SinkConfig[] = data.sinks.map((s): SinkConfig => {
     const base = { name: s.name, eservices: [...new Set(s.eservices.map(idOf))] };
     switch (s.type) {
