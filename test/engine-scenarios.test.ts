@@ -3,7 +3,8 @@ import { openDatabase } from '../src/store/db.js';
 import { OutboxStore } from '../src/store/outbox.js';
 import { ResyncStore } from '../src/store/resync.js';
 import { SubjectWriter } from '../src/subjects/apply.js';
-import { subjectIndexOptions } from '../src/subjects/import.js';
+import { importSubjects, subjectIndexOptions } from '../src/subjects/import.js';
+import { Readable } from 'node:stream';
 import { createEngine, createRemotes } from '../src/sync/runtime.js';
 import { SyncEngine } from '../src/sync/engine.js';
 import { silentLogger } from '../src/log.js';
@@ -235,6 +236,36 @@ describe('engine scenarios (exact outbox and resync reports)', () => {
     expect(got.sort()).toEqual([`ES:${a1}:anna`, `ES:${c1}:carla:backfilled`, `ES2:${b1}:bruno`, `ES:${c2}:carla`].sort());
     // anna's ES2 signal (she does not follow ES2) and bruno's after his removal: no events
     expect(got.filter((g) => g.startsWith(`ES2:${a2}:`) || g.startsWith(`ES2:${b2}:`))).toEqual([]);
+    t.db.close();
+  });
+
+  it('back-matching still finds kept signals after an import on the same connection was rolled back', async () => {
+    const t = await setup([{ id: ES, name: 'residenze' }], '');
+    const carla = fiscalCode(61);
+    await t.engine.syncEService(ES);
+    const c1 = t.w.sim.depositForSubject(ES, carla, 'CREATE'); // carla is not a subject yet
+    await t.engine.syncEService(ES);
+    const importCarla = (extraRows: string) =>
+      importSubjects(t.db, Readable.from([`key,ref\n${carla},carla\n${extraRows}`]), {
+        format: 'csv',
+        source: 'test',
+        eservices: [{ id: ES, name: 'residenze' }],
+        validate: true,
+        index: subjectIndexOptions(t.w.config),
+        strict: true,
+        batchSize: 1,
+      });
+    // carla's batch is indexed and back-matched, then a bad row rolls the whole file back
+    expect(await importCarla('not-a-fiscal-code,x\n')).toMatchObject({ committed: false, rejectedCount: 1 });
+    expect(t.signalEvents()).toEqual([]);
+    expect(await importCarla('')).toMatchObject({ committed: true, imported: 1 });
+    expect(t.signalEvents().map((e) => `${e.signalId}:${e.subjectRef}:${e.backfilled === true}`)).toEqual([`${c1}:carla:true`]);
+    // the lookup built for carla is rebuilt once the engine has processed more signals
+    const dora = fiscalCode(62);
+    const d1 = t.w.sim.depositForSubject(ES, dora, 'CREATE');
+    await t.engine.syncEService(ES);
+    t.writer.upsertBatch([{ key: dora, ref: 'dora', eservices: 'all' }]);
+    expect(t.signalEvents().map((e) => `${e.signalId}:${e.subjectRef}:${e.backfilled === true}`)).toEqual([`${c1}:carla:true`, `${d1}:dora:true`]);
     t.db.close();
   });
 });

@@ -15,9 +15,6 @@ export interface LoggedSignal {
   receivedAt: number;
 }
 
-/** Per connection (TEMP tables are): what its lookup was built from, as signals_seen of every e-service. */
-const lookupBuiltFor = new WeakMap<Db, string>();
-
 /**
  * Signals processed within the retention period: no personal data (objectIds are pseudonyms).
  * Serves the de-duplication of rescanned late lower ids and back-matching of new subjects.
@@ -27,6 +24,8 @@ export class SignalLogStore {
   private readonly existsStmt;
   private readonly markMatchedStmt;
   private readonly markLookupStmt;
+  private readonly unmatchedStmt;
+  private readonly lookupStateStmt;
   private readonly multiInserts = new Map<number, Statement>();
 
   constructor(private readonly db: Db) {
@@ -35,10 +34,24 @@ export class SignalLogStore {
     );
     this.existsStmt = db.prepare('SELECT 1 FROM signal_log WHERE eservice = ? AND signal_id = ?').pluck();
     this.markMatchedStmt = db.prepare('UPDATE signal_log SET unmatched = 0 WHERE eservice = ? AND signal_id = ?');
+    // What the lookup was built from lives beside it in TEMP (per connection, as TEMP tables
+    // are), so a rolled-back transaction takes back both the rebuild and the mark together.
     db.exec(
-      'CREATE TEMP TABLE IF NOT EXISTS unmatched_lookup (epoch INTEGER NOT NULL, object_id TEXT NOT NULL, eservice INTEGER NOT NULL, signal_id INTEGER NOT NULL, PRIMARY KEY (epoch, object_id, eservice, signal_id)) WITHOUT ROWID',
+      `CREATE TEMP TABLE IF NOT EXISTS unmatched_lookup (epoch INTEGER NOT NULL, object_id TEXT NOT NULL, eservice INTEGER NOT NULL, signal_id INTEGER NOT NULL, PRIMARY KEY (epoch, object_id, eservice, signal_id)) WITHOUT ROWID;
+       CREATE TEMP TABLE IF NOT EXISTS unmatched_lookup_source (built_from TEXT NOT NULL);`,
     );
     this.markLookupStmt = db.prepare('DELETE FROM temp.unmatched_lookup WHERE eservice = ? AND signal_id = ?');
+    this.unmatchedStmt = db.prepare(
+      `SELECT l.signal_id AS signalId, l.signal_type AS signalType, l.object_type AS objectType, l.object_id AS objectId, l.received_at AS receivedAt
+       FROM temp.unmatched_lookup u JOIN signal_log l ON l.eservice = u.eservice AND l.signal_id = u.signal_id
+       WHERE u.epoch = ? AND u.object_id = ? AND l.unmatched = 1 ORDER BY l.signal_id`,
+    );
+    // The log changes when this connection's engine processes signals (signals_seen) or another
+    // connection commits (data_version).
+    this.lookupStateStmt = db.prepare(
+      `SELECT (SELECT COALESCE(group_concat(id || ':' || signals_seen), '') FROM eservices) || '/' || (SELECT data_version FROM pragma_data_version()) AS current,
+              (SELECT built_from FROM temp.unmatched_lookup_source) AS built`,
+    );
   }
 
   add(s: LoggedSignal): void {
@@ -77,13 +90,7 @@ export class SignalLogStore {
    */
   unmatched(epoch: number, objectId: string): { signalId: number; signalType: string; objectType: string; objectId: string; receivedAt: number }[] {
     this.refreshLookup();
-    return this.db
-      .prepare(
-        `SELECT l.signal_id AS signalId, l.signal_type AS signalType, l.object_type AS objectType, l.object_id AS objectId, l.received_at AS receivedAt
-         FROM temp.unmatched_lookup u JOIN signal_log l ON l.eservice = u.eservice AND l.signal_id = u.signal_id
-         WHERE u.epoch = ? AND u.object_id = ? AND l.unmatched = 1 ORDER BY l.signal_id`,
-      )
-      .all(epoch, objectId) as { signalId: number; signalType: string; objectType: string; objectId: string; receivedAt: number }[];
+    return this.unmatchedStmt.all(epoch, objectId) as { signalId: number; signalType: string; objectType: string; objectId: string; receivedAt: number }[];
   }
 
   markMatched(eservice: number, signalId: number): void {
@@ -92,12 +99,13 @@ export class SignalLogStore {
   }
 
   private refreshLookup(): void {
-    const seen = (this.db.prepare("SELECT COALESCE(group_concat(id || ':' || signals_seen), '') FROM eservices").pluck().get() as string) + `/${this.db.pragma('data_version', { simple: true }) as number}`;
-    if (seen === lookupBuiltFor.get(this.db)) return;
+    const { current, built } = this.lookupStateStmt.get() as { current: string; built: string | null };
+    if (current === built) return;
     this.db.exec(`DELETE FROM temp.unmatched_lookup;
       INSERT INTO temp.unmatched_lookup (epoch, object_id, eservice, signal_id)
-        SELECT epoch, object_id, eservice, signal_id FROM signal_log WHERE unmatched = 1 AND epoch IS NOT NULL ORDER BY epoch, object_id, eservice, signal_id;`);
-    lookupBuiltFor.set(this.db, seen);
+        SELECT epoch, object_id, eservice, signal_id FROM signal_log WHERE unmatched = 1 AND epoch IS NOT NULL ORDER BY epoch, object_id, eservice, signal_id;
+      DELETE FROM temp.unmatched_lookup_source;`);
+    this.db.prepare('INSERT INTO temp.unmatched_lookup_source (built_from) VALUES (?)').run(current);
   }
 
   prune(before: number): number {
