@@ -1,6 +1,8 @@
+import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { PassThrough } from 'node:stream';
+import { pathToFileURL } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import type { ExecSinkConfig, FileSinkConfig } from '../src/config/types.js';
 import type { ResyncEvent } from '../src/events.js';
@@ -238,6 +240,39 @@ describe('stdout sink', () => {
     await delivery;
     expect(text).toBe(rows.map((r) => `${r.payload}\n`).join(''));
     db.close();
+  });
+
+  it('a reader that goes away (EPIPE) fails the stdout sink; the process lives on', async () => {
+    const dir = tempDir();
+    const script = path.join(dir, 'writer.mjs');
+    // Delivers 1 KiB batches to the real process.stdout until one fails, then reports it.
+    fs.writeFileSync(
+      script,
+      `import { StdoutSink } from ${JSON.stringify(pathToFileURL(path.join(import.meta.dirname, '..', 'dist', 'sinks', 'stdout.js')).href)};
+const sink = new StdoutSink({ config: { type: 'stdout', name: 'out', eservices: [], format: 'ndjson' } });
+const signal = new AbortController().signal;
+for (let i = 1; i <= 100_000; i++) {
+  const row = { seq: i, eventId: 'e' + i, eserviceId: 'x', signalId: i, kind: 'signal', payload: JSON.stringify({ i, pad: 'x'.repeat(1000) }), createdAt: 0 };
+  try {
+    await sink.deliver([row], signal);
+  } catch (err) {
+    process.stderr.write('FAILED ' + err.code + ': ' + err.message + '\\n');
+    await sink.close();
+    process.exit(0);
+  }
+  await new Promise((r) => setTimeout(r, 2));
+}
+process.exit(2);
+`,
+    );
+    const child = spawn(process.execPath, [script], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stderr = '';
+    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+    // The reader takes the first chunk, then closes its end of the pipe.
+    child.stdout.once('data', () => child.stdout.destroy());
+    const code = await new Promise<number | null>((resolve) => child.on('exit', (c) => resolve(c)));
+    expect(stderr).toContain('FAILED SINK_FAILED: sink "out": cannot write to stdout: EPIPE');
+    expect(code).toBe(0);
   });
 
   it('pretty: one short human line per event; resync events stand out; never the subject key', async () => {

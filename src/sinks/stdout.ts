@@ -13,7 +13,9 @@ export interface StdoutSinkOptions {
 
 /**
  * Writes NDJSON (for piping) or one short human line per event (`pretty`, the demo) to stdout.
- * A batch is confirmed once the stream took it, waiting for 'drain' when the reader is slow.
+ * A batch is confirmed once the stream took it (its write callback), which waits for a slow
+ * reader. A reader that goes away (EPIPE) fails this sink only: the stream's 'error' event is
+ * always listened to, since unheard it would end the whole process.
  */
 export class StdoutSink implements Sink {
   readonly type = 'stdout';
@@ -21,58 +23,45 @@ export class StdoutSink implements Sink {
   readonly maxBatchSize: number;
   private readonly stream: Writable;
   private readonly format: StdoutSinkConfig['format'];
+  private streamError: NodeJS.ErrnoException | undefined;
+  private readonly onStreamError = (err: NodeJS.ErrnoException): void => {
+    this.streamError ??= err;
+  };
 
   constructor(options: StdoutSinkOptions) {
     this.name = options.config.name;
     this.format = options.config.format;
     this.stream = options.stream ?? process.stdout;
     this.maxBatchSize = options.maxBatchSize ?? 500;
+    this.stream.on('error', this.onStreamError);
   }
 
   async deliver(batch: readonly OutboxRow[], signal: AbortSignal): Promise<void> {
     if (batch.length === 0) return;
     const text = this.format === 'pretty' ? batch.map((r) => `${prettyLine(r)}\n`).join('') : ndjson(batch);
-    await writeWithBackpressure(this.stream, text, signal).catch((err: unknown) => {
-      throw sinkFailed(this.name, `cannot write to stdout: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, { cause: err });
+    await writeAccepted(this.stream, text, signal).catch((err: unknown) => {
+      const reason = this.streamError ?? (err as NodeJS.ErrnoException);
+      throw sinkFailed(this.name, `cannot write to stdout: ${reason.code ?? reason.message}`, { cause: err });
     });
   }
 
   async close(): Promise<void> {
     // stdout belongs to the process: never closed here.
+    this.stream.off('error', this.onStreamError);
   }
 }
 
-function writeWithBackpressure(stream: Writable, text: string, signal: AbortSignal): Promise<void> {
+/** Resolves once the stream has taken `text` (for a slow reader, once it read on); rejects on a write error or abort. */
+function writeAccepted(stream: Writable, text: string, signal: AbortSignal): Promise<void> {
   return new Promise((resolve, reject) => {
     if (stream.destroyed || stream.writableEnded) return reject(new Error('stream closed'));
-    const cleanup = (): void => {
-      stream.off('drain', onDrain);
-      stream.off('error', onError);
-      signal.removeEventListener('abort', onAbort);
-    };
-    const onDrain = (): void => {
-      cleanup();
-      resolve();
-    };
-    const onError = (err: Error): void => {
-      cleanup();
-      reject(err);
-    };
-    const onAbort = (): void => {
-      cleanup();
-      reject(new Error('abandoned on shutdown'));
-    };
-    stream.on('error', onError);
+    const onAbort = (): void => reject(new Error('abandoned on shutdown'));
     signal.addEventListener('abort', onAbort, { once: true });
-    const flowing = stream.write(text, (err) => {
-      if (err) onError(err);
+    stream.write(text, (err) => {
+      signal.removeEventListener('abort', onAbort);
+      if (err) reject(err);
+      else resolve();
     });
-    if (flowing) {
-      cleanup();
-      resolve();
-    } else {
-      stream.once('drain', onDrain);
-    }
   });
 }
 
