@@ -135,6 +135,20 @@ describe('pacing on X-Rate-Limit-* with one budget per organization', () => {
   });
 });
 
+describe('RateLimiter on odd headers', () => {
+  it('a stated limit of 0 without Remaining (a proxy placeholder) does not stall the budget', async () => {
+    const limiter = new RateLimiter({ initialRatePerSecond: 1000 });
+    await limiter.acquire();
+    limiter.settle({ limit: 0 });
+    // The timeout turns a stalled budget into a failure instead of a hung test.
+    for (let i = 0; i < 3; i++) {
+      await expect(limiter.acquire(AbortSignal.timeout(5000))).resolves.toBeUndefined();
+      limiter.settle(parseRateLimitHeaders({ 'x-rate-limit-limit': '0.5' }));
+    }
+    expect(limiter.snapshot()).toMatchObject({ limit: undefined, inFlight: 0, waiting: 0 });
+  });
+});
+
 describe('header parsing', () => {
   it('Retry-After: fractional seconds, integers, HTTP dates; absent or garbage is undefined', () => {
     expect(parseRetryAfter('0.412')).toBe(412);

@@ -105,12 +105,11 @@ export class RateLimiter {
   /** The request of an `acquire()` is over; `info` holds its answer's rate-limit headers, if any. */
   settle(info?: RateLimitInfo): void {
     this.inFlight = Math.max(0, this.inFlight - 1);
-    if (info && info.remaining !== undefined) this.observe(info);
-    else {
-      if (info?.limit !== undefined) this.limit = info.limit;
-      // No word from the hub (network error, or no headers): assume the request counted.
-      if (this.remaining !== undefined) this.remaining = Math.max(0, this.remaining - 1);
-    }
+    // A stated limit of 0 (a proxy's placeholder) would make the spacing infinite and stall the budget for good.
+    if (info?.limit !== undefined && info.limit > 0) this.limit = info.limit;
+    if (info?.remaining !== undefined) this.observe(info);
+    // No word from the hub (network error, or no headers): assume the request counted.
+    else if (this.remaining !== undefined) this.remaining = Math.max(0, this.remaining - 1);
     this.schedule();
   }
 
@@ -128,7 +127,6 @@ export class RateLimiter {
 
   private observe(info: RateLimitInfo): void {
     const now = this.now();
-    if (info.limit !== undefined && info.limit > 0) this.limit = info.limit;
     if (info.intervalMs !== undefined && info.intervalMs > 0) this.intervalMs = info.intervalMs;
     const remaining = info.remaining!;
     this.metrics?.rateLimitRemaining.set(remaining);
