@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { PseudonymHasher, normalizeSubjectKey, type PseudonymEncoding } from '../src/crypto/pseudonym.js';
+import { PseudonymHasher, digestLength, normalizeSubjectKey, type PseudonymEncoding } from '../src/crypto/pseudonym.js';
 import { runCli } from './helpers/cli.js';
 import { tempDir } from './helpers/fs.js';
 
@@ -51,6 +51,23 @@ describe('PseudonymHasher template expansion', () => {
       const hasher = new PseudonymHasher({ template: '${subject}${seed}', encoding: 'base64' }, seed, 'SHA-256');
       expect(hasher.pseudonym(SUBJECT), seed).toBe(reference(SUBJECT + seed, 'sha256'));
     }
+  });
+
+  it.each([
+    ['SHA-256', 'sha256', undefined],
+    ['SHA-384', 'sha384', undefined],
+    ['SHA-512', 'sha512', undefined],
+    ['SHA-512/256', 'sha512-256', undefined],
+    ['SHA3-256', 'sha3-256', undefined],
+    ['SHA3-384', 'sha3-384', undefined],
+    ['SHA3-512', 'sha3-512', undefined],
+    ['SHAKE128', 'shake128', 32],
+    ['SHAKE256', 'shake256', 64],
+  ] as const)('%s hashes with %s (XOF output %s bytes, SPEC §6) and digestLength agrees', (name, nodeAlg, outputLength) => {
+    const hasher = new PseudonymHasher({ template: '${subject}${seed}', encoding: 'base64' }, 'seed', name);
+    const expected = reference(`${SUBJECT}seed`, nodeAlg, outputLength);
+    expect(hasher.pseudonym(SUBJECT)).toBe(expected);
+    expect(digestLength(name)).toBe(Buffer.from(expected, 'base64').length);
   });
 
   it('expands every placeholder, also with ${subject} more than once and an XOF', () => {
