@@ -1,6 +1,8 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { openDatabase } from '../src/store/db.js';
 import { OutboxStore } from '../src/store/outbox.js';
+import { EServiceStore } from '../src/store/eservices.js';
+import { AppError } from '../src/errors.js';
 import { ResyncStore } from '../src/store/resync.js';
 import { SubjectWriter } from '../src/subjects/apply.js';
 import { importSubjects, subjectIndexOptions } from '../src/subjects/import.js';
@@ -268,4 +270,21 @@ describe('engine scenarios (exact outbox and resync reports)', () => {
     expect(t.signalEvents().map((e) => `${e.signalId}:${e.subjectRef}:${e.backfilled === true}`)).toEqual([`${c1}:carla:true`, `${d1}:dora:true`]);
     t.db.close();
   });
+
+  for (const reason of ['scheduler', 'default'] as const) {
+    it(`a run aborted by shutdown (${reason} abort reason) leaves the e-service idle, not failing`, async () => {
+      const t = await setup([{ id: ES, name: 'residenze' }], '');
+      await t.engine.syncEService(ES);
+      t.w.sim.generateSignals(ES, 5);
+      const ac = new AbortController();
+      const abort = () => (reason === 'scheduler' ? ac.abort(new AppError('SHUTTING_DOWN', 'signalhub-sync is shutting down')) : ac.abort());
+      t.w.sim.faults.inject('pull', { kind: 'delay', ms: 60_000, times: 1 });
+      const run = t.engine.syncEService(ES, { signal: ac.signal });
+      setTimeout(abort, 100); // before or during the (delayed) pull: either way mid-run
+      await expect(run).rejects.toThrow();
+      const row = new EServiceStore(t.db).get(ES)!;
+      expect({ state: row.state, lastError: row.lastError, lastErrorCode: row.lastErrorCode }).toEqual({ state: 'idle', lastError: null, lastErrorCode: null });
+      t.db.close();
+    });
+  }
 });

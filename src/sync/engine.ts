@@ -164,12 +164,14 @@ export class SyncEngine {
       log.debug({ pages: outcome.pages, signals: outcome.signals, matches: outcome.matches, cursor: outcome.cursor, caughtUp: outcome.caughtUp }, 'sync run finished');
       return outcome;
     } catch (err) {
-      if (isAppError(err) || !(err instanceof Error && err.name === 'AbortError')) {
+      // An abort surfaces in many shapes (its reason, the hub client's SHUTTING_DOWN, an
+      // AbortError): ask the signal, not the error, or every shutdown leaves 'failing' behind.
+      if (opts.signal?.aborted) {
+        this.eservices.markState(row.id, 'idle');
+      } else {
         const code = isAppError(err) ? err.code : 'INTERNAL';
         this.eservices.markError(row.id, code, err instanceof Error ? err.message : String(err), this.now());
         log.warn(errorLogFields(err), 'sync run failed');
-      } else {
-        this.eservices.markState(row.id, 'idle');
       }
       throw err;
     } finally {
