@@ -32,7 +32,7 @@ export async function catchUpAll(engine: SyncEngine, eserviceIds: string[], opts
 
 /**
  * Exit code of a catch-up run: 0 when all succeeded; PARTIAL (3) when some did; otherwise
- * the most telling failure: configuration (78) > authorization (77) > unavailable (69).
+ * the most telling failure: configuration (78) > authorization (77) > software (70) > unavailable (69).
  */
 export function catchUpExitCode(results: CatchUpResult[]): ExitCode {
   const failed = results.filter((r) => r.error !== undefined);
