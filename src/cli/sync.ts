@@ -3,7 +3,7 @@ import { EXIT, AppError } from '../errors.js';
 import { Metrics } from '../metrics.js';
 import { DeliveryService } from '../sinks/delivery.js';
 import { catchUpAll, catchUpExitCode, describeFailure } from '../sync/catchup.js';
-import { createEngine, createRemotes } from '../sync/runtime.js';
+import { closeRemotes, createEngine, createRemotes } from '../sync/runtime.js';
 import { action, cliLogger, loadCliConfig } from './common.js';
 import { openWriter } from './db.js';
 
@@ -40,9 +40,9 @@ export function registerSync(program: Command): void {
           abort.abort();
         };
         process.on('SIGTERM', onSignal).on('SIGINT', onSignal);
+        const metrics = new Metrics();
+        const remotes = createRemotes(config, { logger, metrics });
         try {
-          const metrics = new Metrics();
-          const remotes = createRemotes(config, { logger, metrics });
           const engine = createEngine(config, store.db, remotes, { logger, metrics });
           const results = await catchUpAll(engine, ids, { concurrency: config.daemon.concurrency, signal: abort.signal });
           let deliveryComplete = true;
@@ -76,6 +76,7 @@ export function registerSync(program: Command): void {
           return code === EXIT.OK && !deliveryComplete ? EXIT.PARTIAL : code;
         } finally {
           process.off('SIGTERM', onSignal).off('SIGINT', onSignal);
+          await closeRemotes(remotes);
           store.close();
         }
       }),

@@ -13,7 +13,7 @@ import { EServiceStore } from '../store/eservices.js';
 import { WriterLock } from '../store/lock.js';
 import { ResyncStore } from '../store/resync.js';
 import type { SyncEngine } from '../sync/engine.js';
-import { createEngine, createRemotes, type Remotes } from '../sync/runtime.js';
+import { closeRemotes, createEngine, createRemotes, type Remotes } from '../sync/runtime.js';
 import { HealthServer, type Readiness } from './http.js';
 import { processNotifier, Watchdog, type SystemdNotifier } from './notify.js';
 import { Scheduler, staleEServices, summarize, type EServiceStatus, type EServiceSyncer, type ScheduledEService } from './scheduler.js';
@@ -299,6 +299,7 @@ class DaemonRuntime implements Daemon {
     const left = budgetMs - (Date.now() - started);
     await this.delivery.stop(Math.max(0, Math.min(10_000, left / 2)));
     await this.http?.close();
+    await closeRemotes(this.remotes);
     this.closeDb();
     this.logger.info({ ms: Date.now() - started }, 'daemon stopped');
     await this.notifier.flush();

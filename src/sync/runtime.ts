@@ -25,6 +25,11 @@ export function createRemotes(config: Config, deps: { logger: Logger; metrics?: 
   return { vouchers, rateLimiter, hub, crypto };
 }
 
+/** Closes the keep-alive connections of the remotes (the hub client owns a pool). */
+export async function closeRemotes(remotes: Remotes): Promise<void> {
+  await remotes.hub.close();
+}
+
 export function createEngine(config: Config, db: Db, remotes: Remotes, deps: { logger: Logger; metrics?: Metrics; onEvents?: () => void }): SyncEngine {
   return new SyncEngine({
     db,
