@@ -32,7 +32,8 @@ export type ResyncReason =
   | 'seed-unchanged'
   | 'seed-history-missing'
   | 'seed-from-later-epoch'
-  | 'backlog-predates-seed';
+  | 'backlog-predates-seed'
+  | 'late-seedupdate';
 
 export interface ResyncEvent {
   /** `eserviceId:resync:<reportId>` */

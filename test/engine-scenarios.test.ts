@@ -216,6 +216,25 @@ describe('engine scenarios (exact outbox and resync reports)', () => {
     });
   }
 
+  it('a SEEDUPDATE that becomes visible late is applied and the signals matched with the old seed are reported', async () => {
+    const t = await setup([{ id: ES, name: 'residenze' }], `[hub]\nrescan_overlap = 20`);
+    const key = fiscalCode(50);
+    t.writer.upsertBatch([{ key, ref: 'x', eservices: 'all' }]);
+    await t.engine.syncEService(ES);
+    const p = (k: string) => t.w.sim.pseudonymFor(ES, k);
+    t.w.sim.deposit(ES, { signalType: 'CREATE', objectId: p(key), objectType: 'r', signalId: 10 });
+    t.w.sim.deposit(ES, { signalType: 'UPDATE', objectId: p(key), objectType: 'r', signalId: 20 });
+    await t.engine.syncEService(ES);
+    // The producer rotated at 15, but that SEEDUPDATE only becomes visible now.
+    t.w.sim.addEService({ id: ES, seed: 'rotated-seed-after-15' });
+    t.w.sim.deposit(ES, { signalType: 'SEEDUPDATE', objectId: '-', objectType: '-', signalId: 15 });
+    t.w.sim.deposit(ES, { signalType: 'DELETE', objectId: p(key), objectType: 'r', signalId: 30 }); // under the new seed
+    await t.engine.syncEService(ES);
+    expect(t.signalEvents().map((e) => e.signalId)).toEqual([10, 20, 30]);
+    expect(t.reports()).toEqual([{ from: 16, to: 20, reason: 'late-seedupdate' }]);
+    t.db.close();
+  });
+
   it('subjects added and removed mid-stream: back-matching and no events after removal', async () => {
     const t = await setup([{ id: ES, name: 'residenze' }, { id: ES2, name: 'documenti' }], '');
     const [anna, bruno, carla] = keys(60, 3) as [string, string, string];

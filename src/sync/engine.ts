@@ -285,8 +285,15 @@ export class SyncEngine {
     const previous = this.epochFor(row.id, S);
     const outcome = alreadyOpen ? undefined : await this.resolveRotation(es, S, previous, log, signal);
     const started = this.now();
+    // A SEEDUPDATE that became visible after later signals (SPEC §3 late lower ids): those
+    // were matched with the previous seed. The new epoch still starts at S for what follows.
+    const cursorBefore = this.cursorOf(row);
     let wrote = false;
     this.db.transaction(() => {
+      if (outcome && S < cursorBefore) {
+        log.warn({ seedupdate: S, cursor: cursorBefore }, 'SEEDUPDATE arrived behind the cursor (late lower id)');
+        wrote = this.recordClosedReport(es, S + 1, cursorBefore, 'late-seedupdate', `SEEDUPDATE ${S} became visible after signals up to ${cursorBefore} were matched with the previous seed`) || wrote;
+      }
       if (outcome) {
         if (outcome.invalidatePrevious && previous && previous.firstSignalId !== null) {
           wrote = this.recordClosedReport(es, previous.firstSignalId, previous.lastSignalId!, outcome.invalidatePrevious, `signals before SEEDUPDATE ${S} were matched with a seed that was not theirs (seed ${previous.seedFingerprint}); their real seed cannot be obtained`) || wrote;
@@ -344,10 +351,7 @@ export class SyncEngine {
         continue;
       }
       flush(); // commit what precedes the SEEDUPDATE before anything is fetched
-      if (s.signalId <= this.cursorOf(row)) {
-        if (!this.signalLog.has(row.id, s.signalId)) log.error({ signalId: s.signalId, cursor: this.cursorOf(row) }, 'SEEDUPDATE arrived behind the cursor (late lower id): ignored');
-        continue;
-      }
+      if (s.signalId <= this.cursorOf(row) && this.signalLog.has(row.id, s.signalId)) continue; // a re-read
       await this.rotate(es, row, s, log, signal);
       signals++;
     }
