@@ -8,7 +8,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import type { WebhookSinkConfig } from '../src/config/types.js';
 import { Metrics } from '../src/metrics.js';
 import { DeliveryService } from '../src/sinks/delivery.js';
-import { parseRetryAfter } from '../src/sinks/backoff.js';
+import { parseRetryAfter } from '../src/retry-after.js';
 import { OutboxStore } from '../src/store/outbox.js';
 import { SinkPositionStore } from '../src/store/sink-positions.js';
 import { retrySink } from '../src/cli/sinks.js';

@@ -5,7 +5,8 @@ import { silentLogger, type Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import type { HubConfig } from '../config/types.js';
 import { classifyStatus, correlationIdOf, httpError, isTimeout, networkFailureDescription, parseProblem, type HttpFailure } from './errors.js';
-import { parseRateLimitHeaders, parseRetryAfter, type RateLimiter, type RateLimitInfo } from './rate-limiter.js';
+import { parseRateLimitHeaders, type RateLimiter, type RateLimitInfo } from './rate-limiter.js';
+import { parseRetryAfter } from '../retry-after.js';
 import { MAX_PULL_BODY_BYTES, parsePullBody } from './validate.js';
 import { MAX_PAGE_SIZE, MIN_PAGE_SIZE, type Page, type VoucherSource } from './types.js';
 

@@ -7,7 +7,8 @@ import { AppError, isAppError } from '../errors.js';
 import { silentLogger, type Logger } from '../log.js';
 import type { WebhookSinkConfig } from '../config/types.js';
 import type { OutboxRow } from '../store/outbox.js';
-import { parseRetryAfter, sleep } from './backoff.js';
+import { sleep } from './backoff.js';
+import { parseRetryAfter } from '../retry-after.js';
 import { sinkFailed, sinkRejected, type Sink } from './sink.js';
 
 export interface WebhookSinkOptions {
