@@ -1,3 +1,4 @@
+import { setTimeout as delay } from 'node:timers/promises';
 import type { Config, EServiceConfig } from '../config/types.js';
 import type { CryptoInfo } from '../crypto/crypto-info-client.js';
 import { decodeObjectId, digestLength, type PseudonymEncoding } from '../crypto/pseudonym.js';
@@ -242,7 +243,7 @@ export class SyncEngine {
    */
   private async resolveRotation(es: EServiceConfig, S: number, previous: Epoch | undefined, log: Logger, signal?: AbortSignal): Promise<RotationOutcome> {
     const deadline = this.now() + this.config.crypto.rotationWaitSeconds * 1000;
-    let delay = 250;
+    let backoff = 250;
     let attempts = 0;
     for (;;) {
       signal?.throwIfAborted();
@@ -273,8 +274,8 @@ export class SyncEngine {
         const first = this.epochs.forEService(previous.eservice)[0];
         return { status: 'assumed', info, note: undefined, later: undefined, invalidatePrevious: first?.id === previous.id ? 'backlog-predates-seed' : 'seed-unchanged' };
       }
-      await sleep(Math.min(delay, left), signal);
-      delay = Math.min(delay * 2, 10_000);
+      await delay(Math.min(backoff, left), undefined, signal ? { signal } : {});
+      backoff = Math.min(backoff * 2, 10_000);
     }
   }
 
@@ -528,19 +529,4 @@ export class SyncEngine {
     if (!this.keepSignalLog) return;
     this.signalLog.prune(this.now() - this.config.hub.retentionDays * DAY_MS);
   }
-}
-
-function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal?.aborted) return reject(signal.reason);
-    const timer = setTimeout(() => {
-      signal?.removeEventListener('abort', onAbort);
-      resolve();
-    }, ms);
-    const onAbort = () => {
-      clearTimeout(timer);
-      reject(signal!.reason);
-    };
-    signal?.addEventListener('abort', onAbort, { once: true });
-  });
 }
