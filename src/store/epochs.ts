@@ -83,6 +83,13 @@ export interface NewEpoch {
   note?: string;
 }
 
+/** The epoch whose seed pseudonymized signal `signalId`: the last one starting below it (`epochs` ordered by start). */
+export function epochForSignal(epochs: readonly Epoch[], signalId: number): Epoch | undefined {
+  let found: Epoch | undefined;
+  for (const e of epochs) if (e.startSignalId < signalId) found = e;
+  return found;
+}
+
 /** Seed epochs and their pseudonyms. */
 export class EpochStore {
   private readonly noteStmt;

@@ -8,7 +8,7 @@ import type { Page, Signal } from '../hub/types.js';
 import { silentLogger, type Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import type { Db } from '../store/db.js';
-import { EpochStore, type Epoch, type EpochStatus } from '../store/epochs.js';
+import { EpochStore, epochForSignal, type Epoch, type EpochStatus } from '../store/epochs.js';
 import { EServiceStore, type EServiceRow } from '../store/eservices.js';
 import { OutboxStore } from '../store/outbox.js';
 import { ResyncStore, type ResyncReport } from '../store/resync.js';
@@ -188,9 +188,7 @@ export class SyncEngine {
   // ---- epochs ------------------------------------------------------------------------------
 
   private epochFor(eservice: number, signalId: number, list = this.epochs.forEService(eservice)): Epoch | undefined {
-    let found: Epoch | undefined;
-    for (const e of list) if (e.startSignalId < signalId) found = e;
-    return found;
+    return epochForSignal(list, signalId);
   }
 
   /**

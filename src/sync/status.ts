@@ -1,6 +1,6 @@
 import type { Config } from '../config/types.js';
 import type { Db } from '../store/db.js';
-import { EpochStore, type Epoch, type EpochStatus } from '../store/epochs.js';
+import { EpochStore, epochForSignal, type Epoch, type EpochStatus } from '../store/epochs.js';
 import { EServiceStore, type EServiceRow, type EServiceState } from '../store/eservices.js';
 import { ResyncStore } from '../store/resync.js';
 import { backpressureFor, backpressuredEServices, sinkStatus, type SinkStatus } from '../sinks/status.js';
@@ -84,7 +84,7 @@ export function collectStatus(db: Db, config: Pick<Config, 'database' | 'eservic
     ms === null ? null : { at: new Date(ms).toISOString(), ageSeconds: Math.max(0, Math.round((now - ms) / 1000)) };
 
   const describe = (id: string, name: string, configured: boolean, row: EServiceRow | undefined): EServiceStatus => {
-    const epoch = row ? epochInForce(epochs.forEService(row.id), row.cursor) : undefined;
+    const epoch = row ? epochForSignal(epochs.forEService(row.id), row.cursor + 1) : undefined;
     return {
       id,
       name,
@@ -141,9 +141,3 @@ export function collectStatus(db: Db, config: Pick<Config, 'database' | 'eservic
   };
 }
 
-/** The epoch covering signal `cursor + 1`: the last one opened at or before the cursor. */
-export function epochInForce(epochs: readonly Epoch[], cursor: number): Epoch | undefined {
-  let found: Epoch | undefined;
-  for (const e of epochs) if (e.startSignalId <= cursor && (found === undefined || e.startSignalId >= found.startSignalId)) found = e;
-  return found;
-}
