@@ -588,6 +588,18 @@ describe('fault injection', () => {
     expect(sim.stats().faultsFired.pull).toBe(6);
   });
 
+  it('a fault with `after` lets that many requests through first, so it strikes mid-run', async () => {
+    const { sim, clock } = await setup();
+    sim.generateSignals(ES, 30);
+    const v = await m2mVoucher(sim, clock.now);
+    sim.faults.inject('pull', { kind: 'status', status: 503, after: 2, times: 1 });
+    expect((await pull(sim, v)).status).toBe(206);
+    expect((await pull(sim, v)).status).toBe(206);
+    expect((await pull(sim, v)).status).toBe(503);
+    expect((await pull(sim, v)).status).toBe(206);
+    expect(sim.stats().faultsFired.pull).toBe(1);
+  });
+
   it('a fault without times lasts until cleared; eserviceId narrows it; a status fault may have no problem body', async () => {
     const { sim, clock } = await setup();
     sim.addEService({ id: 'es-2' });

@@ -5,7 +5,8 @@ export type SimRoute = (typeof ROUTES)[number];
 
 /**
  * What can go wrong on a route. `times` = how many requests it hits (default: until cleared);
- * `eserviceId` limits it to one e-service (pull and crypto routes).
+ * `after` = how many matching requests it lets through first (default 0), so that a fault can
+ * strike mid-run; `eserviceId` limits it to one e-service (pull and crypto routes).
  */
 export type Fault = (
   | /** Answer this status instead of serving; with a problem body unless `problem: false`. */
@@ -20,7 +21,7 @@ export type Fault = (
     { kind: 'malformed' }
   | /** Answer 200 with well-formed JSON of the wrong shape (default `{"unexpected":true}`). */
     { kind: 'wrongShape'; body?: unknown; status?: number }
-) & { times?: number; eserviceId?: string };
+) & { times?: number; after?: number; eserviceId?: string };
 
 export const faultSchema: z.ZodType<Fault> = z.intersection(
   z.discriminatedUnion('kind', [
@@ -31,11 +32,13 @@ export const faultSchema: z.ZodType<Fault> = z.intersection(
     z.object({ kind: z.literal('malformed') }),
     z.object({ kind: z.literal('wrongShape'), body: z.unknown().optional(), status: z.number().int().min(200).max(299).optional() }),
   ]),
-  z.object({ times: z.number().int().positive().optional(), eserviceId: z.string().optional() }),
+  z.object({ times: z.number().int().positive().optional(), after: z.number().int().nonnegative().optional(), eserviceId: z.string().optional() }),
 ) as z.ZodType<Fault>;
 
 interface Armed {
   fault: Fault;
+  /** Matching requests still to let through before the fault strikes. */
+  skip: number;
   remaining: number;
 }
 
@@ -46,7 +49,7 @@ export class FaultBoard {
 
   inject(route: SimRoute, fault: Fault): void {
     const queue = this.queues.get(route) ?? [];
-    queue.push({ fault, remaining: fault.times ?? Number.POSITIVE_INFINITY });
+    queue.push({ fault, skip: fault.after ?? 0, remaining: fault.times ?? Number.POSITIVE_INFINITY });
     this.queues.set(route, queue);
   }
 
@@ -63,6 +66,10 @@ export class FaultBoard {
     const index = queue.findIndex((a) => a.fault.eserviceId === undefined || a.fault.eserviceId === eserviceId);
     if (index < 0) return undefined;
     const armed = queue[index]!;
+    if (armed.skip > 0) {
+      armed.skip--;
+      return undefined;
+    }
     armed.remaining--;
     if (armed.remaining <= 0) queue.splice(index, 1);
     this.fired.set(route, (this.fired.get(route) ?? 0) + 1);
