@@ -74,6 +74,12 @@ export interface Simulator {
   pseudonymFor(eserviceId: string, subjectKey: string, seed?: string): string;
   /** The producer's current seed (test data; never log it). */
   currentSeed(eserviceId: string): { seed: string; signalId: number } | undefined;
+  /** Every voucher the token endpoint issued, oldest first (test data for log scanners; never log them). */
+  issuedVouchers(): string[];
+  /** Every client assertion the token endpoint received, accepted or not, oldest first. */
+  receivedAssertions(): string[];
+  /** Every seed the e-service ever had (given, generated or rotated in), oldest first. */
+  seedHistory(eserviceId: string): string[];
   /** Highest signalId deposited for the e-service (0 if none). */
   lastSignalId(eserviceId: string): number;
   /** Retention: deletes signals with id <= upTo. Returns how many. */
@@ -126,6 +132,9 @@ export async function startSimulator(options: SimulatorOptions = {}): Promise<Si
       const entry = state.currentSeed(state.eservice(eserviceId));
       return entry ? { ...entry } : undefined;
     },
+    issuedVouchers: () => [...state.secretsSeen.vouchers],
+    receivedAssertions: () => [...state.secretsSeen.assertions],
+    seedHistory: (eserviceId) => [...(state.secretsSeen.seeds.get(eserviceId) ?? [])],
     lastSignalId: (eserviceId) => state.eservice(eserviceId).signals.lastId,
     purge: (eserviceId, upTo) => state.eservice(eserviceId).signals.purgeUpTo(upTo),
     setTimeWindow: (ms) => {

@@ -70,6 +70,11 @@ export class SimState {
     tokenRejections: [] as string[],
     signalsServed: 0,
   };
+  /**
+   * Every secret the simulated parties handed out, received or served, so that tests can scan
+   * logs for them (never logged; bounded like tokenRejections, generously).
+   */
+  readonly secretsSeen = { vouchers: [] as string[], assertions: [] as string[], seeds: new Map<string, string[]>() };
 
   constructor(
     readonly settings: SimSettings,
@@ -111,6 +116,7 @@ export class SimState {
     const seeds: SeedEntry[] =
       reg.seed === undefined ? (previous?.seeds ?? [{ seed: randomSeed(), signalId: 0 }]) : reg.seed === null ? [] : [{ seed: reg.seed, signalId: previous?.seeds.at(-1)?.signalId ?? 0 }];
     while (seeds.length > historyDepth) seeds.shift();
+    for (const entry of seeds) this.noteSecret('seed', entry.seed, reg.id);
     this.eservices.set(reg.id, {
       id: reg.id,
       producerAudience: reg.producerAudience ?? this.settings.defaultProducerAudience,
@@ -175,6 +181,7 @@ export class SimState {
     es.previous = this.currentSeed(es);
     es.staleRemaining = es.previous ? es.staleReads : 0;
     es.seeds.push({ seed: newSeed ?? randomSeed(), signalId });
+    this.noteSecret('seed', es.seeds.at(-1)!.seed, eserviceId);
     while (es.seeds.length > es.historyDepth) es.seeds.shift();
     return signalId;
   }
@@ -187,6 +194,19 @@ export class SimState {
     let byStatus = this.counters.responses.get(route);
     if (!byStatus) this.counters.responses.set(route, (byStatus = new Map()));
     byStatus.set(status, (byStatus.get(status) ?? 0) + 1);
+  }
+
+  noteSecret(kind: 'voucher' | 'assertion' | 'seed', value: string, eserviceId = ''): void {
+    let list: string[];
+    if (kind === 'seed') {
+      list = this.secretsSeen.seeds.get(eserviceId) ?? [];
+      this.secretsSeen.seeds.set(eserviceId, list);
+      if (list.includes(value)) return;
+    } else {
+      list = kind === 'voucher' ? this.secretsSeen.vouchers : this.secretsSeen.assertions;
+    }
+    list.push(value);
+    if (list.length > 10_000) list.splice(0, list.length - 10_000);
   }
 
   rejectToken(reason: string): void {

@@ -17,7 +17,11 @@ class Rejected extends Error {}
  */
 export async function handleToken(state: SimState, rawBody: string): Promise<SimResponse> {
   try {
-    const voucher = await issueFor(state, new URLSearchParams(rawBody));
+    const form = new URLSearchParams(rawBody);
+    const assertion = form.get('client_assertion');
+    if (assertion) state.noteSecret('assertion', assertion);
+    const voucher = await issueFor(state, form);
+    state.noteSecret('voucher', voucher);
     state.counters.tokensIssued++;
     return json(200, { access_token: voucher, token_type: 'Bearer', expires_in: state.settings.voucherTtlSeconds });
   } catch (err) {
