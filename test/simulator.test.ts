@@ -600,6 +600,46 @@ describe('fault injection', () => {
     expect(sim.stats().faultsFired.pull).toBe(1);
   });
 
+  it('expireVouchers expires every voucher issued so far (401 9001 on that very request) while vouchers issued afterwards work', async () => {
+    const { sim, clock } = await setup();
+    sim.generateSignals(ES, 30);
+    const early = await m2mVoucher(sim, clock.now);
+    const alsoEarly = await m2mVoucher(sim, clock.now);
+    sim.faults.inject('pull', { kind: 'expireVouchers', after: 1, times: 1 });
+    expect((await pull(sim, early)).status).toBe(206);
+    expectProblem(await pull(sim, early), 401, '9001');
+    expectProblem(await pull(sim, alsoEarly), 401, '9001');
+    const fresh = await m2mVoucher(sim, clock.now);
+    expect((await pull(sim, fresh)).status).toBe(206);
+    expect(sim.stats().faultsFired.pull).toBe(1);
+  });
+
+  it('malformed takes a 2xx status (a 206 whose body is not JSON)', async () => {
+    const { sim, clock } = await setup();
+    sim.generateSignals(ES, 30);
+    const v = await m2mVoucher(sim, clock.now);
+    sim.faults.inject('pull', { kind: 'malformed', status: 206, times: 1 });
+    const r = await pull(sim, v);
+    expect(r.status).toBe(206);
+    expect(() => JSON.parse(r.text)).toThrow();
+  });
+
+  it('drip serves the real answer with its full Content-Length, a few bytes at a time', async () => {
+    const { sim, clock } = await setup();
+    sim.generateSignals(ES, 3);
+    const v = await m2mVoucher(sim, clock.now);
+    const expected = await pull(sim, v);
+    sim.faults.inject('pull', { kind: 'drip', intervalMs: 5, chunkBytes: 64, times: 1 });
+    const res = await fetch(`${sim.pullBaseUrl}/signals/${ES}`, { headers: { authorization: `Bearer ${v}` } });
+    expect(res.status).toBe(200);
+    expect(res.headers.get('content-length')).toBe(String(Buffer.byteLength(expected.text)));
+    const chunks: number[] = [];
+    for await (const chunk of res.body!) chunks.push((chunk as Uint8Array).length);
+    expect(chunks.length).toBeGreaterThan(1);
+    expect(Math.max(...chunks)).toBeLessThanOrEqual(64);
+    expect(chunks.reduce((a, b) => a + b, 0)).toBe(Buffer.byteLength(expected.text));
+  });
+
   it('a fault without times lasts until cleared; eserviceId narrows it; a status fault may have no problem body', async () => {
     const { sim, clock } = await setup();
     sim.addEService({ id: 'es-2' });

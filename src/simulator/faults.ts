@@ -17,10 +17,21 @@ export type Fault = (
     { kind: 'drop' }
   | /** Serve the real answer's headers (with its full Content-Length) and half its body, then close. */
     { kind: 'truncate' }
-  | /** Answer 200 with a body that is not JSON. */
-    { kind: 'malformed' }
+  | /** Answer 200 (or `status`, e.g. 206) with a body that is not JSON. */
+    { kind: 'malformed'; status?: number }
   | /** Answer 200 with well-formed JSON of the wrong shape (default `{"unexpected":true}`). */
     { kind: 'wrongShape'; body?: unknown; status?: number }
+  | /**
+     * Serve the real answer's headers (full Content-Length), then its body `chunkBytes` (default 16)
+     * at a time, one chunk every `intervalMs`: a peer never silent long enough to trip a read
+     * timeout, yet never done in time.
+     */
+    { kind: 'drip'; intervalMs: number; chunkBytes?: number }
+  | /**
+     * Expire every voucher issued so far (as when they run out, or PDND's clock runs ahead), then
+     * serve normally: this request's own voucher is then refused (401 `9001`), new ones are good.
+     */
+    { kind: 'expireVouchers' }
 ) & { times?: number; after?: number; eserviceId?: string };
 
 export const faultSchema: z.ZodType<Fault> = z.intersection(
@@ -29,8 +40,10 @@ export const faultSchema: z.ZodType<Fault> = z.intersection(
     z.object({ kind: z.literal('delay'), ms: z.number().int().min(0).max(600_000) }),
     z.object({ kind: z.literal('drop') }),
     z.object({ kind: z.literal('truncate') }),
-    z.object({ kind: z.literal('malformed') }),
+    z.object({ kind: z.literal('malformed'), status: z.number().int().min(200).max(299).optional() }),
     z.object({ kind: z.literal('wrongShape'), body: z.unknown().optional(), status: z.number().int().min(200).max(299).optional() }),
+    z.object({ kind: z.literal('drip'), intervalMs: z.number().int().min(1).max(600_000), chunkBytes: z.number().int().positive().optional() }),
+    z.object({ kind: z.literal('expireVouchers') }),
   ]),
   z.object({ times: z.number().int().positive().optional(), after: z.number().int().nonnegative().optional(), eserviceId: z.string().optional() }),
 ) as z.ZodType<Fault>;

@@ -91,6 +91,10 @@ async function serve(state: SimState, req: IncomingMessage, res: ServerResponse)
     await sleep(fault.ms, undefined, { ref: false });
     if (res.destroyed) return;
     fault = undefined;
+  } else if (fault?.kind === 'expireVouchers') {
+    state.authority.expireAllIssued();
+    state.logger.debug({ route, fault: fault.kind }, 'simulator: fault injected');
+    fault = undefined;
   }
   if (fault) {
     const faulted = await applyFault(fault, res, () => routed.handle(body));
@@ -105,7 +109,7 @@ async function serve(state: SimState, req: IncomingMessage, res: ServerResponse)
 }
 
 /** Sends the faulty answer; returns the status sent, or null when nothing was. */
-async function applyFault(fault: Exclude<Fault, { kind: 'delay' }>, res: ServerResponse, real: () => Promise<SimResponse>): Promise<number | null> {
+async function applyFault(fault: Exclude<Fault, { kind: 'delay' | 'expireVouchers' }>, res: ServerResponse, real: () => Promise<SimResponse>): Promise<number | null> {
   switch (fault.kind) {
     case 'status': {
       const headers = fault.headers ?? {};
@@ -128,11 +132,25 @@ async function applyFault(fault: Exclude<Fault, { kind: 'delay' }>, res: ServerR
       return response.status;
     }
     case 'malformed':
-      send(res, { status: 200, headers: { 'content-type': 'application/json' }, body: '<html><body>Service temporarily unavailable</body></html>' });
-      return 200;
+      send(res, { status: fault.status ?? 200, headers: { 'content-type': 'application/json' }, body: '<html><body>Service temporarily unavailable</body></html>' });
+      return fault.status ?? 200;
     case 'wrongShape':
       send(res, json(fault.status ?? 200, fault.body ?? { unexpected: true }));
       return fault.status ?? 200;
+    case 'drip': {
+      const response = await real();
+      const full = Buffer.from(response.body, 'utf8');
+      res.writeHead(response.status, { ...response.headers, 'content-length': String(full.length) });
+      res.flushHeaders();
+      const step = fault.chunkBytes ?? 16;
+      for (let offset = 0; offset < full.length && !res.destroyed; offset += step) {
+        await sleep(fault.intervalMs, undefined, { ref: false });
+        if (res.destroyed) break;
+        res.write(full.subarray(offset, offset + step));
+      }
+      if (!res.destroyed) res.end();
+      return response.status;
+    }
   }
 }
 

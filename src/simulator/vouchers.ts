@@ -39,6 +39,10 @@ export class VoucherAuthority {
 
   private readonly kid = `simulator-${randomUUID()}`;
 
+  /** jti of every voucher issued since the last `expireAllIssued`, and of those it expired. */
+  private issuedJtis = new Set<string>();
+  private readonly expiredJtis = new Set<string>();
+
   private constructor(
     private readonly privateKey: CryptoKey,
     private readonly publicKey: CryptoKey,
@@ -54,6 +58,8 @@ export class VoucherAuthority {
   async issue(claims: Omit<VoucherClaims, 'iss' | 'jti' | 'iat' | 'nbf' | 'exp'>, ttlSeconds: number): Promise<string> {
     const iat = Math.floor(this.now() / 1000);
     const full: VoucherClaims = { ...claims, iss: ISSUER, jti: randomUUID(), iat, nbf: iat, exp: iat + ttlSeconds };
+    if (this.issuedJtis.size >= 10_000) this.issuedJtis.clear();
+    this.issuedJtis.add(full.jti);
     return new SignJWT({ ...full }).setProtectedHeader({ alg: 'RS256', kid: this.kid, typ: 'at+jwt' }).sign(this.privateKey);
   }
 
@@ -75,7 +81,13 @@ export class VoucherAuthority {
       if (this.verified.size >= 10_000) this.verified.clear();
       this.verified.set(token, claims);
     }
-    if (typeof claims.exp !== 'number' || claims.exp * 1000 <= this.now()) return { ok: false, reason: 'expired' };
+    if (typeof claims.exp !== 'number' || claims.exp * 1000 <= this.now() || this.expiredJtis.has(claims.jti)) return { ok: false, reason: 'expired' };
     return { ok: true, claims };
+  }
+
+  /** Every voucher issued so far is expired from now on; vouchers issued later are not affected. */
+  expireAllIssued(): void {
+    for (const jti of this.issuedJtis) this.expiredJtis.add(jti);
+    this.issuedJtis = new Set();
   }
 }
