@@ -41,7 +41,7 @@ describe('signalhub-sync config check', () => {
   it('lists every problem with its key path on stderr and exits 78, without key content', async () => {
     const dir = configDir(tempDir());
     const keyLike = 'MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQDsecretish';
-    fs.writeFileSync(path.join(dir, 'eservice.pem'), `-----BEGIN PRIVATE KEY-----\n${keyLike}\n-----END PRIVATE KEY-----\n`);
+    fs.writeFileSync(path.join(dir, 'eservice.pem'), `-----BEGIN PRIVATE KEY-----\n${keyLike}\n-----END PRIVATE KEY-----\n`, { mode: 0o600 });
     const text = productionToml('[hub]\npage_size = 1000\n[outbx]\nkeep_days = 1\n')
       .replace(`purpose_id = "${PURPOSE1}"\n`, '')
       .replace('database = "state/shs.db"', 'database = "${SHS_TEST_UNSET_VAR}/db"');

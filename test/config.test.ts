@@ -246,7 +246,7 @@ describe('config: paths', () => {
 
   it('PKCS#1 ("BEGIN RSA PRIVATE KEY") keys are accepted as well as PKCS#8', () => {
     const dir = configDir(tempDir());
-    fs.writeFileSync(path.join(dir, 'm2m.pem'), testKey().privateKey.export({ type: 'pkcs1', format: 'pem' }));
+    fs.writeFileSync(path.join(dir, 'm2m.pem'), testKey().privateKey.export({ type: 'pkcs1', format: 'pem' }), { mode: 0o600 });
     expect(parseIn(dir, productionToml()).pdnd.m2m.privateKeyFile).toBe(path.join(dir, 'm2m.pem'));
   });
 });
@@ -408,12 +408,12 @@ type = "stdout"
   it('key files: missing, a directory, not a key, an encrypted key, a non-RSA key, a secret file that is missing', () => {
     const dir = configDir(tempDir());
     const secretContent = 'NOT-A-KEY-but-very-secret-4f9a1c';
-    fs.writeFileSync(path.join(dir, 'eservice.pem'), `-----BEGIN PRIVATE KEY-----\n${secretContent}\n-----END PRIVATE KEY-----\n`);
+    fs.writeFileSync(path.join(dir, 'eservice.pem'), `-----BEGIN PRIVATE KEY-----\n${secretContent}\n-----END PRIVATE KEY-----\n`, { mode: 0o600 });
     fs.mkdirSync(path.join(dir, 'dir.pem'));
     const ec = generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey.export({ type: 'pkcs8', format: 'pem' });
-    fs.writeFileSync(path.join(dir, 'ec.pem'), ec);
+    fs.writeFileSync(path.join(dir, 'ec.pem'), ec, { mode: 0o600 });
     const encrypted = testKey().privateKey.export({ type: 'pkcs8', format: 'pem', cipher: 'aes-256-cbc', passphrase: 'pw' });
-    fs.writeFileSync(path.join(dir, 'enc.pem'), encrypted);
+    fs.writeFileSync(path.join(dir, 'enc.pem'), encrypted, { mode: 0o600 });
     const own = (file: string) => `client_id = "${ES_CLIENT}"\nkey_id = "k"\nprivate_key_file = "${file}"`;
     const text = productionToml('[[sinks]]\nname = "w"\ntype = "webhook"\nurl = "https://crm.example.it/"\nsecret_file = "no-such-secret"\n')
       .replace('private_key_file = "m2m.pem"', 'private_key_file = "absent.pem"')
@@ -494,7 +494,7 @@ describe('config: shipped files', () => {
     const credentials = tempDir();
     writeKeyFile(credentials, 'm2m.pem');
     writeKeyFile(credentials, 'eservice.pem');
-    fs.writeFileSync(path.join(credentials, 'webhook-secret'), 'hmac\n');
+    fs.writeFileSync(path.join(credentials, 'webhook-secret'), 'hmac\n', { mode: 0o600 });
     const config = await loadConfig(path.join(ROOT, 'config/signalhub-sync.example.toml'), { env: { CREDENTIALS_DIRECTORY: credentials } });
     expect(config.preset).toBe('production');
     expect(config.hub.baseUrl).toBe('https://api.signalhub.interop.pagopa.it/1.0/pull');
@@ -564,10 +564,12 @@ describe('config: summary', () => {
     expect(summary).not.toContain(body);
   });
 
-  it('warns about key files readable by others', () => {
+  it('warns about key files readable by others when [security] allow_readable_secrets lets them through', () => {
     const dir = configDir(tempDir());
     fs.chmodSync(path.join(dir, 'm2m.pem'), 0o644);
-    expect(configWarnings(parseIn(dir, productionToml())).join('\n')).toContain(`${path.join(dir, 'm2m.pem')}: private key readable by group or others (mode 0644)`);
+    expect(configWarnings(parseIn(dir, productionToml('[security]\nallow_readable_secrets = true\n'))).join('\n')).toContain(
+      `${path.join(dir, 'm2m.pem')}: readable by group or others (mode 0644), accepted because [security] allow_readable_secrets = true`,
+    );
   });
 });
 

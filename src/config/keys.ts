@@ -1,5 +1,6 @@
 import { createHash, createPrivateKey, createPublicKey, type KeyObject } from 'node:crypto';
 import fs from 'node:fs';
+import path from 'node:path';
 import { AppError } from '../errors.js';
 
 /**
@@ -44,6 +45,35 @@ export function readableFileProblem(file: string): string | null {
   } catch (err) {
     return fileErrorMessage(err, file);
   }
+}
+
+/**
+ * Why a secret file (private key, HMAC secret) may be read by users other than its owner, or
+ * null. Any group or other bit counts (a group-writable key can be swapped as well as read),
+ * with one exception: systemd writes a LoadCredential= file 0400 owned by root and grants the
+ * service user read access with a POSIX ACL, and `stat` shows the ACL mask in the group bits,
+ * so a credential directly in $CREDENTIALS_DIRECTORY reads 0440 although no group can read it.
+ * A file that cannot be stat'ed, or is not a file, is not judged here: the readability check reports it.
+ */
+export function secretFileModeProblem(file: string, credentialsDirectory: string | undefined): string | null {
+  let stat: fs.Stats;
+  try {
+    stat = fs.statSync(file);
+  } catch {
+    return null;
+  }
+  if (!stat.isFile()) return null;
+  const mode = stat.mode & 0o777;
+  const isCredential = credentialsDirectory !== undefined && credentialsDirectory !== '' && path.dirname(file) === path.resolve(credentialsDirectory);
+  if ((mode & (isCredential ? 0o037 : 0o077)) === 0) return null;
+  return (
+    `${file} is readable by group or others (mode ${formatMode(mode)}): run "chmod 600 ${file}" ` +
+    `(and "chown" it to the user the daemon runs as), or, if access by a group is intended, set [security] allow_readable_secrets = true`
+  );
+}
+
+export function formatMode(mode: number): string {
+  return (mode & 0o777).toString(8).padStart(4, '0');
 }
 
 /** Identifies a client key without revealing it: first 16 hex of SHA-256 of the DER SPKI public key. */

@@ -58,7 +58,7 @@ export function parseConfigText(text: string, options: { file: string; env?: Nod
   const document = expanded.value as Record<string, unknown>;
   const paths: PathContext = { configDir: path.dirname(file), env };
   const preset = presetOf(document);
-  const result = buildFileSchema({ paths, preset }).safeParse(document);
+  const result = buildFileSchema({ paths, preset, allowReadableSecrets: allowsReadableSecrets(document) }).safeParse(document);
   const problems = [
     ...expanded.problems,
     ...(result.success ? [] : problemsFromIssues(result.error.issues, document, knownKeysAt)),
@@ -66,6 +66,15 @@ export function parseConfigText(text: string, options: { file: string; env?: Nod
   ];
   if (problems.length > 0 || !result.success) return fail(inDocumentOrder(problems, document));
   return toConfig(result.data, { file, env });
+}
+
+/**
+ * The [security] override, read before the schema because the key checks inside it depend on
+ * it. Only a literal `true` counts: a mistyped value is the schema's problem and refuses.
+ */
+function allowsReadableSecrets(document: Record<string, unknown>): boolean {
+  const security = document.security;
+  return typeof security === 'object' && security !== null && (security as Record<string, unknown>).allow_readable_secrets === true;
 }
 
 /**
@@ -166,6 +175,7 @@ function toConfig(data: FileConfig, { file, env }: { file: string; env: NodeJS.P
     outbox: { keepDays: data.outbox.keep_days, maxPending: data.outbox.max_pending, deliveryBatchSize: data.outbox.delivery_batch_size },
     http: { enabled: data.http.enabled, host: listen.host, port: listen.port },
     daemon: { shutdownTimeoutSeconds: data.daemon.shutdown_timeout_seconds, concurrency: data.daemon.concurrency },
+    security: { allowReadableSecrets: data.security.allow_readable_secrets },
     eservices,
     sinks,
   };

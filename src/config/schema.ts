@@ -3,7 +3,7 @@ import { ENCODINGS } from '../crypto/pseudonym.js';
 import type { PresetName } from './types.js';
 import { PRESET_NAMES } from './presets.js';
 import { resolveDataPath, resolveSecretPath, type PathContext } from './paths.js';
-import { readableFileProblem, rsaPrivateKeyProblem } from './keys.js';
+import { readableFileProblem, rsaPrivateKeyProblem, secretFileModeProblem } from './keys.js';
 
 /**
  * The TOML file as written (snake_case, unknown keys rejected everywhere). Built per load
@@ -14,6 +14,8 @@ import { readableFileProblem, rsaPrivateKeyProblem } from './keys.js';
 export interface SchemaContext {
   paths: PathContext;
   preset: PresetName | undefined;
+  /** [security] allow_readable_secrets, read from the raw document: key and secret files may have group/other bits. */
+  allowReadableSecrets: boolean;
 }
 
 export const RECIPE_PLACEHOLDERS = ['${subject}', '${seed}', '${algorithm}'] as const;
@@ -31,6 +33,10 @@ export function buildFileSchema(ctx: SchemaContext | null) {
       if (problem) issues.addIssue({ code: 'custom', message: problem, input: value });
     });
 
+  /** Group/other access to a secret file refuses the config unless [security] allows it. */
+  const modeProblem = (file: string): string | null =>
+    ctx && !ctx.allowReadableSecrets ? secretFileModeProblem(file, ctx.paths.env.CREDENTIALS_DIRECTORY) : null;
+
   const keyFile = () =>
     nonEmpty()
       .describe('Path of the PEM RSA private key (PKCS#8 or PKCS#1). Relative: to this file\'s folder; a bare name: in $CREDENTIALS_DIRECTORY when set.')
@@ -39,10 +45,13 @@ export function buildFileSchema(ctx: SchemaContext | null) {
         const file = resolveSecretPath(value, ctx.paths);
         const problem = rsaPrivateKeyProblem(file);
         if (typeof problem === 'string') issues.issues.push({ code: 'custom', message: problem, input: value });
+        const exposed = modeProblem(file);
+        if (exposed) issues.issues.push({ code: 'custom', message: exposed, input: value });
         return file;
       });
 
-  const secretFile = (what: string) =>
+  /** `secret`: only its owner may read it (an HMAC secret); a CA bundle is public. */
+  const secretFile = (what: string, { secret }: { secret: boolean }) =>
     nonEmpty()
       .describe(`Path of the ${what}. Relative: to this file's folder; a bare name: in $CREDENTIALS_DIRECTORY when set.`)
       .transform((value, issues) => {
@@ -50,6 +59,8 @@ export function buildFileSchema(ctx: SchemaContext | null) {
         const file = resolveSecretPath(value, ctx.paths);
         const problem = readableFileProblem(file);
         if (problem) issues.issues.push({ code: 'custom', message: problem, input: value });
+        const exposed = secret ? modeProblem(file) : null;
+        if (exposed) issues.issues.push({ code: 'custom', message: exposed, input: value });
         return file;
       });
 
@@ -112,8 +123,8 @@ export function buildFileSchema(ctx: SchemaContext | null) {
       name: nonEmpty(),
       eservices: sinkFilter,
       url: url(),
-      secret_file: secretFile('HMAC-SHA256 signing secret').optional(),
-      ca_file: secretFile('PEM CA bundle trusted for this webhook').optional(),
+      secret_file: secretFile('HMAC-SHA256 signing secret', { secret: true }).optional(),
+      ca_file: secretFile('PEM CA bundle trusted for this webhook', { secret: false }).optional(),
       batch_size: z.number().int().min(1).max(1000).default(1).describe('1 = one JSON event per request; more = JSON arrays.'),
       timeout_ms: positiveInt().default(10_000),
       max_retries: nonNegativeInt().default(8),
@@ -204,6 +215,14 @@ export function buildFileSchema(ctx: SchemaContext | null) {
           .superRefine((value, issues) => {
             if (!parseListen(value)) issues.addIssue({ code: 'custom', message: 'must be host:port (e.g. 127.0.0.1:9464 or [::1]:9464)', input: value });
           }),
+      })
+      .prefault({}),
+    security: z
+      .strictObject({
+        allow_readable_secrets: z
+          .boolean()
+          .default(false)
+          .describe('Accept private key and HMAC secret files readable by group or others (e.g. shared through a group); default: refuse to start.'),
       })
       .prefault({}),
     daemon: z

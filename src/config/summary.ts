@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import type { ClientConfig, Config, SinkConfig } from './types.js';
 import { presetValues } from './presets.js';
 import { isLoopbackHost } from './schema.js';
-import { publicKeyFingerprint, rsaPrivateKeyProblem } from './keys.js';
+import { formatMode, publicKeyFingerprint, rsaPrivateKeyProblem, secretFileModeProblem } from './keys.js';
 
 /**
  * The human summary `config check` prints: what the daemon will talk to and with which
@@ -67,12 +67,24 @@ export function configWarnings(config: Config): string[] {
   if (config.eservices.length === 0) warnings.push('eservices: none configured, nothing will be synced');
   if (config.sinks.length === 0) warnings.push('sinks: none configured, events stay in the outbox');
   if (config.events.includeSubjectKey) warnings.push('events.include_subject_key: events carry subject keys (personal data) to every sink');
-  const keyFiles = new Set([config.pdnd.m2m.privateKeyFile, ...config.eservices.map((e) => e.client.privateKeyFile)]);
-  for (const file of keyFiles) {
+  // Without the override such files refuse the config at load: only the override lets them here.
+  if (config.security.allowReadableSecrets) warnings.push(...readableSecretWarnings(config));
+  return warnings;
+}
+
+function readableSecretWarnings(config: Config): string[] {
+  const secretFiles = new Set([
+    config.pdnd.m2m.privateKeyFile,
+    ...config.eservices.map((e) => e.client.privateKeyFile),
+    ...config.sinks.flatMap((s) => (s.type === 'webhook' && s.secretFile !== undefined ? [s.secretFile] : [])),
+  ]);
+  const warnings: string[] = [];
+  for (const file of secretFiles) {
+    if (secretFileModeProblem(file, process.env.CREDENTIALS_DIRECTORY) === null) continue;
     const mode = fileMode(file);
-    if (mode !== undefined && (mode & 0o077) !== 0) {
-      warnings.push(`${file}: private key readable by group or others (mode ${(mode & 0o777).toString(8).padStart(4, '0')}); use 0600`);
-    }
+    warnings.push(
+      `${file}: readable by group or others (mode ${mode === undefined ? '?' : formatMode(mode)}), accepted because [security] allow_readable_secrets = true; use chmod 600 unless a group must read it`,
+    );
   }
   return warnings;
 }

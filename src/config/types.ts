@@ -23,6 +23,8 @@ export interface Config {
   outbox: { keepDays: number; maxPending: number; deliveryBatchSize: number };
   http: { enabled: boolean; host: string; port: number };
   daemon: { shutdownTimeoutSeconds: number; concurrency: number };
+  /** allowReadableSecrets: key and secret files readable by group or others are accepted (with a warning) instead of refused. */
+  security: { allowReadableSecrets: boolean };
   eservices: EServiceConfig[];
   sinks: SinkConfig[];
 }
