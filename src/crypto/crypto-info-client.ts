@@ -1,6 +1,7 @@
 import pRetry from 'p-retry';
 import type { Dispatcher } from 'undici';
 import type { EServiceConfig } from '../config/types.js';
+import { setTimeout as delay } from 'node:timers/promises';
 import { AppError, isAppError } from '../errors.js';
 import { silentLogger, type Logger } from '../log.js';
 import { TRACKING_EVIDENCE_HEADER } from '../pdnd/audit.js';
@@ -8,6 +9,7 @@ import { DEFAULT_RETRY, NetworkFailure, httpRequest, isTransient, parseJsonObjec
 import { withVoucher, type Voucher, type VoucherProvider } from '../pdnd/vouchers.js';
 import { resolveAlgorithm } from './algorithms.js';
 import { seedFingerprint } from './pseudonym.js';
+import { parseRetryAfter } from '../retry-after.js';
 
 /** A producer's crypto info (SPEC §6). `seed` is a secret: log `fingerprint` instead. */
 export interface CryptoInfo {
@@ -31,11 +33,25 @@ export interface CryptoInfoClientOptions {
 
 /** Crypto-info bodies are a few hundred bytes; anything far larger is not one. */
 const MAX_BODY_BYTES = 64 * 1024;
+/**
+ * A 429 with Retry-After is the producer asking for a pause, not a failure: its waits do not use
+ * up the retries, but one fetch accepts at most this much waiting (and this many 429s) in all.
+ */
+export const MAX_RATE_LIMIT_WAIT_MS = 60_000;
+const MAX_RATE_LIMIT_ANSWERS = 20;
+
+/** Per fetch: the 429 waits so far. */
+interface RateLimitWaits {
+  waitedMs: number;
+  answers: number;
+}
 
 /**
  * GETs a producer's "pseudonymization" operation with an e-service voucher (plus the audit
  * header when the e-service requires it), optionally `?signalId=S` for a past seed.
- * 5xx, 429, timeouts and network errors are retried; a 401 refreshes the voucher once.
+ * 5xx, 429, timeouts and network errors are retried; a 429's Retry-After is waited out before
+ * the next request (within MAX_RATE_LIMIT_WAIT_MS); a 401 refreshes the voucher once. `signal`
+ * (shutdown) ends a request, a retry wait or a Retry-After wait at once with SHUTTING_DOWN.
  * Response bodies hold the seed, so no error ever quotes one.
  */
 export class CryptoInfoClient {
@@ -53,7 +69,8 @@ export class CryptoInfoClient {
     this.dispatcher = options.dispatcher;
   }
 
-  async fetch(eservice: EServiceConfig, opts: { signalId?: number } = {}): Promise<CryptoInfo> {
+  async fetch(eservice: EServiceConfig, opts: { signalId?: number; signal?: AbortSignal } = {}): Promise<CryptoInfo> {
+    const { signal } = opts;
     const url = new URL(eservice.cryptoInfoUrl);
     if (opts.signalId !== undefined) {
       if (!Number.isSafeInteger(opts.signalId) || opts.signalId < 0) {
@@ -62,21 +79,30 @@ export class CryptoInfoClient {
       url.searchParams.set('signalId', String(opts.signalId));
     }
     const where = `crypto info of e-service ${eservice.name} (${eservice.id}) at ${url.origin}${url.pathname}${opts.signalId !== undefined ? `?signalId=${opts.signalId}` : ''}`;
-    const info = await withVoucher(
-      () => this.vouchers.eservice(eservice),
-      (rejected) => this.vouchers.invalidate(rejected),
-      (voucher) =>
-        pRetry(() => this.attempt(url, voucher, where), {
-          ...pRetryOptions(this.retry),
-          shouldRetry: (err) => isTransient(err),
-          onFailedAttempt: (err) => {
-            if (err.retriesLeft > 0 && isTransient(err) && isAppError(err)) {
-              this.logger.warn({ eservice: eservice.id, status: err.status, correlationId: err.correlationId, attempt: err.attemptNumber }, 'crypto info request failed, retrying');
-            }
-          },
-        }),
-      (err) => isAppError(err) && err.code === 'CRYPTO_UNAUTHORIZED' && err.status === 401,
-    );
+    signal?.throwIfAborted();
+    const waits: RateLimitWaits = { waitedMs: 0, answers: 0 };
+    let info: CryptoInfo;
+    try {
+      info = await withVoucher(
+        () => this.vouchers.eservice(eservice),
+        (rejected) => this.vouchers.invalidate(rejected),
+        (voucher) =>
+          pRetry(() => this.attemptPacing(url, voucher, where, eservice, waits, signal), {
+            ...pRetryOptions(this.retry),
+            ...(signal ? { signal } : {}),
+            shouldRetry: (err) => isTransient(err) && !signal?.aborted,
+            onFailedAttempt: (err) => {
+              if (err.retriesLeft > 0 && isTransient(err) && isAppError(err)) {
+                this.logger.warn({ eservice: eservice.id, status: err.status, correlationId: err.correlationId, attempt: err.attemptNumber }, 'crypto info request failed, retrying');
+              }
+            },
+          }),
+        (err) => isAppError(err) && err.code === 'CRYPTO_UNAUTHORIZED' && err.status === 401,
+      );
+    } catch (err) {
+      if (signal?.aborted) throw new AppError('SHUTTING_DOWN', `${where}: aborted`, { cause: err, details: { eserviceId: eservice.id } });
+      throw err;
+    }
     this.logger.info(
       { eservice: eservice.id, seedFingerprint: info.fingerprint, cryptoHashFunction: info.cryptoHashFunction, ...(info.signalId !== undefined ? { seedSignalId: info.signalId } : {}), ...(opts.signalId !== undefined ? { requestedSignalId: opts.signalId } : {}) },
       'crypto info fetched',
@@ -84,12 +110,37 @@ export class CryptoInfoClient {
     return info;
   }
 
-  private async attempt(url: URL, voucher: Voucher, where: string): Promise<CryptoInfo> {
+  /** One p-retry attempt: loops only over 429 answers that say how long to wait. */
+  private async attemptPacing(url: URL, voucher: Voucher, where: string, eservice: EServiceConfig, waits: RateLimitWaits, signal: AbortSignal | undefined): Promise<CryptoInfo> {
+    for (;;) {
+      try {
+        return await this.attempt(url, voucher, where, signal);
+      } catch (err) {
+        if (!isAppError(err) || err.status !== 429 || typeof err.details?.retryAfterMs !== 'number') throw err;
+        const waitMs = err.details.retryAfterMs;
+        waits.answers++;
+        if (waits.waitedMs + waitMs > MAX_RATE_LIMIT_WAIT_MS || waits.answers > MAX_RATE_LIMIT_ANSWERS) {
+          throw new AppError('CRYPTO_UNAVAILABLE', `${err.message}; gave up after ${waits.answers} rate-limited answer(s): waiting ${waitMs} ms more would exceed ${MAX_RATE_LIMIT_WAIT_MS} ms (${waits.waitedMs} ms already waited)`, {
+            cause: err,
+            status: 429,
+            correlationId: err.correlationId,
+            problemCodes: err.problemCodes,
+            retryable: true,
+          });
+        }
+        waits.waitedMs += waitMs;
+        this.logger.warn({ eservice: eservice.id, status: 429, correlationId: err.correlationId, waitMs }, 'crypto info rate limited, waiting as Retry-After says');
+        await delay(waitMs, undefined, signal ? { signal } : {});
+      }
+    }
+  }
+
+  private async attempt(url: URL, voucher: Voucher, where: string, signal: AbortSignal | undefined): Promise<CryptoInfo> {
     const headers: Record<string, string> = { authorization: `Bearer ${voucher.token}`, accept: 'application/json' };
     if (voucher.trackingEvidence !== undefined) headers[TRACKING_EVIDENCE_HEADER] = voucher.trackingEvidence;
     let answer;
     try {
-      answer = await httpRequest(url.toString(), { method: 'GET', headers, timeoutMs: this.timeoutMs, maxBodyBytes: MAX_BODY_BYTES, dispatcher: this.dispatcher });
+      answer = await httpRequest(url.toString(), { method: 'GET', headers, timeoutMs: this.timeoutMs, maxBodyBytes: MAX_BODY_BYTES, dispatcher: this.dispatcher, ...(signal ? { signal } : {}) });
     } catch (err) {
       if (err instanceof NetworkFailure) throw transient(new AppError('CRYPTO_UNAVAILABLE', `${where}: ${err.message}`, { retryable: true }));
       throw err;
@@ -109,7 +160,8 @@ export class CryptoInfoClient {
       throw new AppError('CRYPTO_UNAUTHORIZED', `${where}: the producer refused the e-service voucher (${ref}); check the purpose, its agreement and the audit settings`, { ...common, retryable: false });
     }
     if (status === 429 || status >= 500) {
-      throw transient(new AppError('CRYPTO_UNAVAILABLE', `${where}: ${ref}`, { ...common, retryable: true }));
+      const retryAfterMs = status === 429 ? parseRetryAfter(answer.headers['retry-after']) : undefined;
+      throw transient(new AppError('CRYPTO_UNAVAILABLE', `${where}: ${ref}`, { ...common, retryable: true, ...(retryAfterMs !== undefined ? { details: { retryAfterMs } } : {}) }));
     }
     throw new AppError('CRYPTO_UNAVAILABLE', `${where}: unexpected ${ref}`, { ...common, retryable: false });
   }

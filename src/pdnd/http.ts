@@ -55,6 +55,8 @@ export interface HttpRequestOptions {
   timeoutMs: number;
   maxBodyBytes?: number;
   dispatcher?: Dispatcher;
+  /** Ends the exchange early (shutdown); the failure then says "aborted", not "timed out". */
+  signal?: AbortSignal;
 }
 
 /**
@@ -62,7 +64,8 @@ export interface HttpRequestOptions {
  * The URL is not put in NetworkFailure messages by this function: callers say what they called.
  */
 export async function httpRequest(url: string, options: HttpRequestOptions): Promise<HttpAnswer> {
-  const signal = AbortSignal.timeout(options.timeoutMs);
+  const timeout = AbortSignal.timeout(options.timeoutMs);
+  const signal = options.signal ? AbortSignal.any([timeout, options.signal]) : timeout;
   const maxBodyBytes = options.maxBodyBytes ?? 1024 * 1024;
   try {
     const res = await request(url, {
@@ -88,7 +91,8 @@ export async function httpRequest(url: string, options: HttpRequestOptions): Pro
     }
     return { status: res.statusCode, headers: res.headers, text: Buffer.concat(chunks).toString('utf8'), truncated };
   } catch (err) {
-    if (signal.aborted) throw new NetworkFailure(`timed out after ${options.timeoutMs} ms`, true, { cause: err });
+    if (options.signal?.aborted) throw new NetworkFailure('aborted', false, { cause: err });
+    if (timeout.aborted) throw new NetworkFailure(`timed out after ${options.timeoutMs} ms`, true, { cause: err });
     const code = (err as { code?: string }).code;
     throw new NetworkFailure(`network error ${code ?? (err as Error).name ?? 'unknown'}`, false, { cause: err });
   }

@@ -13,6 +13,7 @@ import { EServiceStore, type EServiceRow } from '../store/eservices.js';
 import { OutboxStore } from '../store/outbox.js';
 import { ResyncStore, type ResyncReport } from '../store/resync.js';
 import { SignalLogStore, type LoggedSignal } from '../store/signal-log.js';
+import { storeError } from '../store/sqlite-errors.js';
 import { fillEpochPseudonyms } from './reseed.js';
 
 /** What the engine needs of the Signal Hub pull client (src/hub/client.ts). */
@@ -22,7 +23,8 @@ export interface PageSource {
 
 /** What the engine needs of the crypto-info client (src/crypto/crypto-info-client.ts). */
 export interface CryptoSource {
-  fetch(eservice: EServiceConfig, opts?: { signalId?: number }): Promise<CryptoInfo>;
+  /** `signal` (shutdown) must end a slow or retrying fetch at once. */
+  fetch(eservice: EServiceConfig, opts?: { signalId?: number; signal?: AbortSignal }): Promise<CryptoInfo>;
 }
 
 export interface SyncEngineOptions {
@@ -120,6 +122,15 @@ export class SyncEngine {
    * `signal` aborts (between transactions: a started page always commits or rolls back whole).
    */
   async syncEService(eserviceId: string, opts: { signal?: AbortSignal; maxPages?: number } = {}): Promise<SyncOutcome> {
+    try {
+      return await this.runEService(eserviceId, opts);
+    } catch (err) {
+      // A raw SQLite failure (busy, disk full) becomes the AppError naming the database file.
+      throw storeError(err, this.db.name);
+    }
+  }
+
+  private async runEService(eserviceId: string, opts: { signal?: AbortSignal; maxPages?: number }): Promise<SyncOutcome> {
     const es = this.eserviceConfig(eserviceId);
     const row = this.eservices.ensure(es.id, es.name, this.now());
     const log = this.logger.child({ eservice: es.id, eserviceName: es.name });
@@ -167,14 +178,21 @@ export class SyncEngine {
     } catch (err) {
       // An abort surfaces in many shapes (its reason, the hub client's SHUTTING_DOWN, an
       // AbortError): ask the signal, not the error, or every shutdown leaves 'failing' behind.
-      if (opts.signal?.aborted) {
-        this.eservices.markState(row.id, 'idle');
-      } else {
-        const code = isAppError(err) ? err.code : 'INTERNAL';
-        this.eservices.markError(row.id, code, err instanceof Error ? err.message : String(err), this.now());
-        log.warn(errorLogFields(err), 'sync run failed');
+      const failure = storeError(err, this.db.name);
+      try {
+        if (opts.signal?.aborted) {
+          this.eservices.markState(row.id, 'idle');
+        } else {
+          const code = isAppError(failure) ? failure.code : 'INTERNAL';
+          this.eservices.markError(row.id, code, failure instanceof Error ? failure.message : String(failure), this.now());
+        }
+      } catch (recordErr) {
+        // The database that just failed (busy, full) may refuse this small write too: the
+        // failure itself is what must reach the caller and the log.
+        log.warn(errorLogFields(storeError(recordErr, this.db.name)), 'cannot record the e-service state');
       }
-      throw err;
+      if (!opts.signal?.aborted) log.warn(errorLogFields(failure), 'sync run failed');
+      throw failure;
     } finally {
       this.metrics?.cursor.set({ eservice: es.id }, this.cursorOf(row));
       this.metrics?.resyncOpen.set({ eservice: es.id }, this.resync.list({ eserviceId: es.id }).length);
@@ -200,7 +218,7 @@ export class SyncEngine {
   private async ensureInitialEpoch(es: EServiceConfig, row: EServiceRow, log: Logger, signal?: AbortSignal): Promise<void> {
     if (this.epochs.forEService(row.id).length > 0) return;
     signal?.throwIfAborted();
-    const info = await this.crypto.fetch(es);
+    const info = await this.crypto.fetch(es, signal ? { signal } : {});
     const cursor = this.cursorOf(row);
     const started = this.now();
     this.db.transaction(() => {
@@ -248,7 +266,7 @@ export class SyncEngine {
       attempts++;
       let info: CryptoInfo | undefined;
       try {
-        info = await this.crypto.fetch(es, es.cryptoHistory ? { signalId: S } : {});
+        info = await this.crypto.fetch(es, { ...(es.cryptoHistory ? { signalId: S } : {}), ...(signal ? { signal } : {}) });
       } catch (err) {
         if (!(isAppError(err) && err.code === 'CRYPTO_NOT_FOUND' && es.cryptoHistory)) throw err;
       }
