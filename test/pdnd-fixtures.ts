@@ -99,13 +99,13 @@ export function privateKeyFragments(): string[] {
 
 export function pkcs1KeyFile(dir: string): string {
   const file = path.join(dir, 'pkcs1.pem');
-  fs.writeFileSync(file, testKey().privateKey.export({ type: 'pkcs1', format: 'pem' }));
+  fs.writeFileSync(file, testKey().privateKey.export({ type: 'pkcs1', format: 'pem' }), { mode: 0o600 });
   return file;
 }
 
 export function ecKeyFile(dir: string): string {
   const file = path.join(dir, 'ec.pem');
   const { privateKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
-  fs.writeFileSync(file, privateKey.export({ type: 'pkcs8', format: 'pem' }));
+  fs.writeFileSync(file, privateKey.export({ type: 'pkcs8', format: 'pem' }), { mode: 0o600 });
   return file;
 }

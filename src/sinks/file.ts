@@ -82,8 +82,23 @@ export class FileSink implements Sink {
       // must still apply to the next batch (closeHandle clears it).
       this.handle = await fs.open(this.path, 'a', 0o600);
       this.logger.debug({ path: this.path }, 'file sink opened');
+      await this.warnIfExposed(this.handle);
     }
     return this.handle;
+  }
+
+  /**
+   * A file created here is 0600 whatever the umask; one that already existed keeps its mode,
+   * which is warned about but not changed: a reader such as a log shipper may have been given
+   * access on purpose (e.g. logrotate's "create 0640 user group").
+   */
+  private async warnIfExposed(handle: fs.FileHandle): Promise<void> {
+    const mode = (await handle.stat()).mode & 0o777;
+    if ((mode & 0o077) === 0) return;
+    this.logger.warn(
+      { path: this.path, mode: mode.toString(8).padStart(4, '0') },
+      'file sink output is readable by group or others and events may carry personal data: chmod 600 it unless a reader needs access',
+    );
   }
 
   private async closeHandle(): Promise<void> {

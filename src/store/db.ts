@@ -23,7 +23,12 @@ export function openDatabase(file: string, options: OpenOptions = {}): Db {
   if (readonly && !fs.existsSync(file)) {
     throw new AppError('DB_NOT_INITIALIZED', `database ${file} does not exist yet: run "signalhub-sync sync --once" or "subjects import" first`);
   }
-  if (!readonly) ensureFile(file);
+  if (!readonly) {
+    ensureFile(file);
+    // SQLite gives new -wal and -shm files the database file's mode, so tightening the
+    // database first covers them; ones left from an earlier run are tightened as well.
+    for (const own of [file, `${file}-wal`, `${file}-shm`]) tightenMode(own);
+  }
   let db: Db;
   try {
     db = new Database(file, { readonly, fileMustExist: readonly });
@@ -57,6 +62,20 @@ function ensureFile(file: string): void {
     if ((err as NodeJS.ErrnoException).code !== 'EEXIST') {
       throw new AppError('DB_ERROR', `cannot create database ${file}: ${(err as Error).message}`, { cause: err });
     }
+  }
+}
+
+/**
+ * Removes group and other permissions from a file that has them: a database created by an
+ * older version or by hand with a wide umask holds seeds and subject keys. A file that does
+ * not exist, or that this user cannot chmod (owned by someone else), is left as it is.
+ */
+function tightenMode(file: string): void {
+  try {
+    const mode = fs.statSync(file).mode & 0o777;
+    if ((mode & 0o077) !== 0) fs.chmodSync(file, mode & 0o700);
+  } catch {
+    // Not there (-wal/-shm before the first write) or not ours: nothing to tighten.
   }
 }
 

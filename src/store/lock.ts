@@ -23,6 +23,8 @@ export class WriterLock {
       // The lock comes before openDatabase, which would create the folder: on a first run the
       // folder may not exist yet (same mode as openDatabase gives it).
       fs.mkdirSync(path.dirname(path.resolve(lockFile)), { recursive: true, mode: 0o700 });
+      // Created 0600 before SQLite opens it, which would apply the umask (0644 typically).
+      fs.closeSync(fs.openSync(lockFile, 'a', 0o600));
       // timeout 0 from the start: journal_mode below would otherwise wait out better-sqlite3's
       // default 5 s busy timeout on a held lock before refusing.
       conn = new Database(lockFile, { timeout: 0 });
