@@ -86,6 +86,11 @@ async function serve(state: SimState, req: IncomingMessage, res: ServerResponse)
   }
   const route = routed.route;
   state.countRequest(route);
+  // Before any fault: an assertion sent to a failing token endpoint was still sent (and could leak).
+  if (route === 'token') {
+    const assertion = new URLSearchParams(body).get('client_assertion');
+    if (assertion) state.noteSecret('assertion', assertion);
+  }
   let fault = state.faults.take(route, routed.eserviceId);
   if (fault?.kind === 'delay') {
     await sleep(fault.ms, undefined, { ref: false });

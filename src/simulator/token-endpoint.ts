@@ -17,10 +17,7 @@ class Rejected extends Error {}
  */
 export async function handleToken(state: SimState, rawBody: string): Promise<SimResponse> {
   try {
-    const form = new URLSearchParams(rawBody);
-    const assertion = form.get('client_assertion');
-    if (assertion) state.noteSecret('assertion', assertion);
-    const voucher = await issueFor(state, form);
+    const voucher = await issueFor(state, new URLSearchParams(rawBody));
     state.noteSecret('voucher', voucher);
     state.counters.tokensIssued++;
     return json(200, { access_token: voucher, token_type: 'Bearer', expires_in: state.settings.voucherTtlSeconds });
