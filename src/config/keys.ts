@@ -34,6 +34,18 @@ export function rsaPrivateKeyProblem(file: string): KeyObject | string {
   return key;
 }
 
+/**
+ * Why a configured secret *path* is in fact the secret itself (a PEM pasted into
+ * `private_key_file`), or null. Checked before the path is resolved: every file message
+ * quotes the path, and this one must not be quoted.
+ */
+export function inlineSecretProblem(value: string): string | null {
+  if (value.includes('-----BEGIN') || /[\r\n]/.test(value)) {
+    return 'holds what looks like the secret itself, not a file path (value not shown): put it in a file readable only by the service (mode 0600) and give that file\'s path';
+  }
+  return null;
+}
+
 /** Why a secret file that is used as-is (HMAC secret, CA bundle) cannot be read, or null. */
 export function readableFileProblem(file: string): string | null {
   try {

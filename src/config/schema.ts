@@ -3,7 +3,7 @@ import { ENCODINGS } from '../crypto/pseudonym.js';
 import type { PresetName } from './types.js';
 import { PRESET_NAMES } from './presets.js';
 import { resolveDataPath, resolveSecretPath, type PathContext } from './paths.js';
-import { readableFileProblem, rsaPrivateKeyProblem, secretFileModeProblem } from './keys.js';
+import { inlineSecretProblem, readableFileProblem, rsaPrivateKeyProblem, secretFileModeProblem } from './keys.js';
 
 /**
  * The TOML file as written (snake_case, unknown keys rejected everywhere). Built per load
@@ -42,6 +42,12 @@ export function buildFileSchema(ctx: SchemaContext | null) {
       .describe('Path of the PEM RSA private key (PKCS#8 or PKCS#1). Relative: to this file\'s folder; a bare name: in $CREDENTIALS_DIRECTORY when set.')
       .transform((value, issues) => {
         if (!ctx) return value;
+        const inline = inlineSecretProblem(value);
+        if (inline) {
+          // The value is not echoed anywhere, not even as the issue's input.
+          issues.issues.push({ code: 'custom', message: inline, input: '' });
+          return value;
+        }
         const file = resolveSecretPath(value, ctx.paths);
         const problem = rsaPrivateKeyProblem(file);
         if (typeof problem === 'string') issues.issues.push({ code: 'custom', message: problem, input: value });
@@ -56,6 +62,12 @@ export function buildFileSchema(ctx: SchemaContext | null) {
       .describe(`Path of the ${what}. Relative: to this file's folder; a bare name: in $CREDENTIALS_DIRECTORY when set.`)
       .transform((value, issues) => {
         if (!ctx) return value;
+        const inline = inlineSecretProblem(value);
+        if (inline) {
+          // The value is not echoed anywhere, not even as the issue's input.
+          issues.issues.push({ code: 'custom', message: inline, input: '' });
+          return value;
+        }
         const file = resolveSecretPath(value, ctx.paths);
         const problem = readableFileProblem(file);
         if (problem) issues.issues.push({ code: 'custom', message: problem, input: value });
