@@ -15,9 +15,9 @@ export function summarizeConfig(config: Config): string {
   row('preset', config.preset ?? '(none)');
   row('database', config.database);
   row('log', `${config.log.level} to ${config.log.destination}`);
-  row('token endpoint', config.pdnd.tokenUrl);
+  row('token endpoint', redactedUrl(config.pdnd.tokenUrl));
   row('assertion audience', config.pdnd.assertionAudience);
-  row('signal hub', `${config.hub.baseUrl} (page ${config.hub.pageSize}, every ${config.hub.pollIntervalSeconds} s, start at ${config.hub.initialRateLimit} req/s)`);
+  row('signal hub', `${redactedUrl(config.hub.baseUrl)} (page ${config.hub.pageSize}, every ${config.hub.pollIntervalSeconds} s, start at ${config.hub.initialRateLimit} req/s)`);
   row('http', config.http.enabled ? `http://${hostForUrl(config.http.host)}:${config.http.port} (/metrics, /healthz)` : 'disabled');
 
   lines.push('', 'clients');
@@ -40,7 +40,7 @@ export function summarizeConfig(config: Config): string {
   for (const e of config.eservices) {
     lines.push(`  ${e.name} ${e.id}`);
     lines.push(`    purpose ${e.purposeId}, client ${e.client.clientId}`);
-    lines.push(`    crypto info ${e.cryptoInfoUrl}${e.cryptoHistory ? ' (with seed history)' : ''}`);
+    lines.push(`    crypto info ${redactedUrl(e.cryptoInfoUrl)}${e.cryptoHistory ? ' (with seed history)' : ''}`);
     lines.push(`    recipe ${e.recipe.template} as ${e.recipe.encoding}, audit ${e.audit ? `on (aud ${e.audit.audience})` : 'off'}, every ${e.pollIntervalSeconds} s`);
   }
 

@@ -47,7 +47,7 @@ export async function requestToken(options: TokenRequestOptions): Promise<TokenR
 }
 
 async function attempt(options: TokenRequestOptions): Promise<TokenResponse> {
-  const where = `PDND token endpoint ${options.tokenUrl}`;
+  const where = `PDND token endpoint ${withoutQuery(options.tokenUrl)}`;
   const form = new URLSearchParams({
     client_id: options.clientId,
     client_assertion: await options.assertion(),
@@ -100,4 +100,14 @@ function parseTokenResponse(text: string, where: string, clientId: string): Toke
   if (typeof token_type !== 'string' || token_type.toLowerCase() !== 'bearer') throw bad('token_type is not "Bearer"');
   if (typeof expires_in !== 'number' || !Number.isSafeInteger(expires_in) || expires_in <= 0) throw bad('expires_in is not a positive integer');
   return { accessToken: access_token, tokenType: 'Bearer', expiresIn: expires_in };
+}
+
+/** Origin and path: a query string may carry a token, and messages end up in logs. */
+function withoutQuery(url: string): string {
+  try {
+    const parsed = new URL(url);
+    return `${parsed.origin}${parsed.pathname}${parsed.search ? '?…' : ''}`;
+  } catch {
+    return '(invalid url)';
+  }
 }
