@@ -28,9 +28,16 @@ export function resolveAlgorithm(name: string): HashAlgorithm {
   const key = name.trim().toUpperCase().replace(/[-_/ ]/g, '');
   const found = CANONICAL[key];
   if (!found) {
-    throw new AppError('UNSUPPORTED_ALGORITHM', `unsupported cryptoHashFunction "${name.slice(0, 40)}": expected one of ${Object.values(CANONICAL).map((a) => a.canonical).join(', ')}`);
+    throw new AppError('UNSUPPORTED_ALGORITHM', `unsupported cryptoHashFunction ${quoteAlgorithmName(name)}: expected one of ${Object.values(CANONICAL).map((a) => a.canonical).join(', ')}`);
   }
   return found;
+}
+
+/** Short word-like names (`MD5`, `SHA-1`, `sha3_224`) only: a producer that swaps fields sends its seed here. */
+const ALGORITHM_LIKE = /^[A-Za-z][A-Za-z0-9]{0,9}(?:[-_/ ][A-Za-z0-9]{1,6}){0,2}$/;
+
+function quoteAlgorithmName(name: string): string {
+  return ALGORITHM_LIKE.test(name.trim()) ? `"${name.trim()}"` : `(a ${name.length}-character value, not shown: it does not look like an algorithm name)`;
 }
 
 export function supportedAlgorithms(): string[] {
