@@ -85,6 +85,8 @@ interface CallState {
   voucherRefreshed: boolean;
   rateLimitWaitedMs: number;
   rateLimitAnswers: number;
+  /** When the call's first 429 arrived: waits in the budget (Remaining 0 until a reset) count too, not only Retry-After. */
+  rateLimitedSince?: number;
 }
 
 export class HubClient {
@@ -225,8 +227,11 @@ export class HubClient {
           continue;
         case 'rate-limited': {
           const waitMs = this.rateLimitWait(answer);
-          this.options.rateLimiter.pause(waitMs);
+          // Capped: a Retry-After of days (a date far ahead) must not stall every e-service's pulls for days.
+          this.options.rateLimiter.pause(Math.min(waitMs, this.options.maxRateLimitWaitMs));
           state.rateLimitAnswers += 1;
+          state.rateLimitedSince ??= Date.now();
+          state.rateLimitWaitedMs = Math.max(state.rateLimitWaitedMs, Date.now() - state.rateLimitedSince);
           if (state.rateLimitWaitedMs + waitMs > this.options.maxRateLimitWaitMs || state.rateLimitAnswers > MAX_RATE_LIMIT_RETRIES) {
             throw httpError('HUB_RATE_LIMITED', failure, {
               retryable: true,

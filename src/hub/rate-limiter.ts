@@ -42,6 +42,7 @@ export interface RateLimitInfo {
 type HeaderBag = Record<string, string | string[] | undefined>;
 
 const DEFAULT_INTERVAL_MS = 1000;
+const MAX_STATED_INTERVAL_MS = 60_000;
 /** Fire this long after the announced reset, not at it: timers and clocks are not exact. */
 const RESET_MARGIN_MS = 15;
 
@@ -233,7 +234,9 @@ export function parseRateLimitHeaders(headers: HeaderBag): RateLimitInfo | undef
   const info: RateLimitInfo = {};
   if (limit !== undefined) info.limit = Math.floor(limit);
   if (remaining !== undefined) info.remaining = Math.floor(remaining);
-  if (intervalMs !== undefined && intervalMs > 0) info.intervalMs = intervalMs;
+  // A window longer than a minute is not a rate limit the hub states (1 s in production): a
+  // garbage interval would stretch the reset cap in observe() and stall every pull for days.
+  if (intervalMs !== undefined && intervalMs > 0 && intervalMs <= MAX_STATED_INTERVAL_MS) info.intervalMs = intervalMs;
   // SPEC: absolute epoch ms. Epoch seconds (a common variant) would otherwise read as 1970.
   if (resetRaw !== undefined) info.resetAt = resetRaw < 1e11 && resetRaw > 1e9 ? resetRaw * 1000 : resetRaw;
   return info;
