@@ -285,7 +285,7 @@ describe('secrets: read-only commands and config check show fingerprints only', 
 });
 
 describe('secrets: error paths that might echo their input', () => {
-  function baseConfig(dir: string, overrides: { m2mKey?: string; tokenUrl?: string; sink?: string } = {}): string {
+  function baseConfig(dir: string, overrides: { m2mKey?: string; tokenUrl?: string; cryptoInfoUrl?: string; sink?: string } = {}): string {
     const file = path.join(dir, 'config.toml');
     fs.writeFileSync(
       file,
@@ -309,7 +309,7 @@ private_key_file = "client.pem"
 id = "${ES1}"
 name = "residences"
 purpose_id = "00000000-0000-4000-8000-0000000000f1"
-${overrides.sink ?? ''}
+${overrides.cryptoInfoUrl !== undefined ? `crypto_info_url = ${JSON.stringify(overrides.cryptoInfoUrl)}\n` : ''}${overrides.sink ?? ''}
 `,
     );
     return file;
@@ -341,7 +341,7 @@ ${overrides.sink ?? ''}
     set.assertClean({ ...streams('truncated key', truncatedRun), ...streams('pasted key', pastedRun), ...streams('pasted key sync', pastedSync) });
   });
 
-  it('a webhook URL with credentials and a token in a query string: refused or redacted, never echoed', async () => {
+  it('a webhook URL with credentials, and a token in the query string of a webhook, token endpoint or crypto-info URL: refused or shown without the query, never echoed', async () => {
     const dir = tempDir('shs-secrets-urls-');
     writeKeyFile(dir, 'client.pem');
     const password = 'hunter2-webhook-password-7f3a';
@@ -359,8 +359,9 @@ ${overrides.sink ?? ''}
 
     // A token endpoint with a token in its query: config check and a failing token request name it without the query.
     const tokenUrl = `http://127.0.0.1:9/token.oauth2?access_token=${queryToken}`;
-    const check = await runCli(['--config', baseConfig(dir, { tokenUrl }), 'config', 'check']);
+    const check = await runCli(['--config', baseConfig(dir, { tokenUrl, cryptoInfoUrl: `https://producer.example.it/pseudonymization?access_token=${queryToken}` }), 'config', 'check']);
     expect(check.code, check.stderr).toBe(0);
+    expect(check.stdout).toContain('crypto info https://producer.example.it/pseudonymization?…');
     const sync = await runCli(['--config', baseConfig(dir, { tokenUrl }), 'sync', '--once']);
     expect(sync.code).not.toBe(0);
     expect(sync.stderr).toContain('127.0.0.1:9/token.oauth2');
