@@ -63,9 +63,27 @@ export function parseConfigText(text: string, options: { file: string; env?: Nod
     ...expanded.problems,
     ...(result.success ? [] : problemsFromIssues(result.error.issues, document, knownKeysAt)),
     ...crossCheck(document),
+    ...tlsEnvironmentProblems(env),
   ];
   if (problems.length > 0 || !result.success) return fail(inDocumentOrder(problems, document));
   return toConfig(result.data, { file, env });
+}
+
+/**
+ * Node reads NODE_TLS_REJECT_UNAUTHORIZED=0 as "accept any certificate" for every connection
+ * (vouchers, signals, seeds, events): a debugging leftover that must not run in production,
+ * so it refuses the configuration rather than only the warning Node prints.
+ */
+function tlsEnvironmentProblems(env: NodeJS.ProcessEnv): ConfigProblem[] {
+  if (env.NODE_TLS_REJECT_UNAUTHORIZED !== '0') return [];
+  return [
+    {
+      path: '',
+      message:
+        'the environment sets NODE_TLS_REJECT_UNAUTHORIZED=0, which switches off TLS certificate verification: unset it; ' +
+        'to trust a private CA set NODE_EXTRA_CA_CERTS=/path/to/ca.pem (or ca_file on a webhook sink)',
+    },
+  ];
 }
 
 /**

@@ -269,12 +269,25 @@ export class HubClient {
     const voucher = await this.options.vouchers.get();
     await this.options.rateLimiter.acquire(signal);
     let rateLimit: RateLimitInfo | undefined;
+    // headersTimeout/bodyTimeout bound silences only: a hub dripping a byte now and then would hold
+    // the call (and its e-service) forever. The deadline bounds the whole exchange. A controller
+    // of our own rather than AbortSignal.any, which on Node 20 keeps composites alive on the
+    // long-lived shutdown signal.
+    const exchange = new AbortController();
+    let deadlineHit = false;
+    const deadline = setTimeout(() => {
+      deadlineHit = true;
+      exchange.abort();
+    }, this.options.requestTimeoutMs);
+    const onShutdown = () => exchange.abort();
+    signal?.addEventListener('abort', onShutdown, { once: true });
+    if (signal?.aborted) exchange.abort();
     try {
       const response = await request(`${this.baseUrl}${target.path}`, {
         method: 'GET',
         headers: { authorization: `Bearer ${voucher}`, accept: 'application/json' },
         dispatcher: this.dispatcher,
-        signal,
+        signal: exchange.signal,
         headersTimeout: this.options.requestTimeoutMs,
         bodyTimeout: this.options.requestTimeoutMs,
       });
@@ -284,13 +297,21 @@ export class HubClient {
     } catch (err) {
       if (signal?.aborted || isAppError(err)) throw err;
       this.options.metrics?.pulls.inc({ eservice: target.eservice, status: 'error' });
-      const what = isTimeout(err) ? `no answer within ${this.options.requestTimeoutMs} ms` : 'network error';
+      // The host, because a TLS refusal (untrusted CA, wrong name) is about that server's certificate.
+      const failure = deadlineHit
+        ? `no complete answer within ${this.options.requestTimeoutMs} ms (hub.request_timeout_ms)`
+        : isTimeout(err)
+          ? `no answer within ${this.options.requestTimeoutMs} ms`
+          : 'network error';
+      const what = `${failure} from ${new URL(this.baseUrl).host}`;
       throw new AppError('HUB_UNAVAILABLE', `Signal Hub ${target.operation}: ${what} (${networkFailureDescription(err)})`, {
         cause: err,
         retryable: true,
         details: target.eserviceId ? { eserviceId: target.eserviceId } : undefined,
       });
     } finally {
+      clearTimeout(deadline);
+      signal?.removeEventListener('abort', onShutdown);
       this.options.rateLimiter.settle(rateLimit);
     }
   }
