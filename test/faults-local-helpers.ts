@@ -36,6 +36,8 @@ export interface LocalScenarioOptions {
   subjects?: number;
   /** Extra simulator settings of every e-service (staleReads, ...). */
   registration?: Partial<EServiceRegistration>;
+  /** More `[hub]` keys, one per line. */
+  hub?: string;
   /** Replaces the default `[crypto]` section. */
   crypto?: string;
   /** More TOML (sections other than [hub] and [crypto]). */
@@ -65,7 +67,7 @@ export async function createLocalScenario(options: LocalScenarioOptions = {}): P
   const eserviceIds = [ES_A, ES_B].slice(0, options.eservices ?? 1);
   const world = await createWorld({
     eservices: eserviceIds.map((id, i) => ({ id, name: `local-${i}`, seed: `${FIRST_SEED}${i}`, includeSignalId: true, ...options.registration })),
-    toml: `[hub]\npage_size = 20\nmax_retries = 2\nmax_retry_delay_ms = 200\n\n${options.crypto ?? '[crypto]\nrotation_wait_seconds = 3'}\n\n${options.toml ?? ''}`,
+    toml: `[hub]\npage_size = 20\nmax_retries = 2\nmax_retry_delay_ms = 200\n${options.hub ?? ''}\n\n${options.crypto ?? '[crypto]\nrotation_wait_seconds = 3'}\n\n${options.toml ?? ''}`,
   });
   try {
     const locals = Array.from({ length: options.subjects ?? SUBJECTS }, (_, i) => fiscalCode(2000 + i));
@@ -110,7 +112,8 @@ export async function syncInProcess(world: World): Promise<void> {
   const remotes = createRemotes(world.config, { logger: silentLogger });
   try {
     const engine = createEngine(world.config, db, remotes, { logger: silentLogger });
-    const results = await catchUpAll(engine, world.config.eservices.map((e) => e.id), { concurrency: 2 });
+    // One at a time: epoch ids are global, and events carry them, so worlds must number alike.
+    const results = await catchUpAll(engine, world.config.eservices.map((e) => e.id), { concurrency: 1 });
     for (const r of results) if (r.error !== undefined) throw r.error;
   } finally {
     await closeRemotes(remotes);
@@ -163,7 +166,8 @@ export function readCursor(world: World, eserviceId: string): number {
  */
 export function expectOutboxUpToCursor(world: World, eserviceId: string, control: ComparableEvent[]): number {
   const cursor = readCursor(world, eserviceId);
-  const mine = (events: ComparableEvent[]) => events.filter((e) => e.event.eserviceId === eserviceId && e.kind === 'signal');
+  const mine = (events: ComparableEvent[]) =>
+    events.filter((e) => e.event.eserviceId === eserviceId && e.kind === 'signal').sort((a, b) => (a.event.signalId as number) - (b.event.signalId as number));
   expect(mine(readOutbox(world)), `e-service ${eserviceId} at cursor ${cursor}`).toEqual(mine(control).filter((e) => (e.event.signalId as number) <= cursor));
   return cursor;
 }
