@@ -28,8 +28,9 @@ describe('run (daemon) through a hub outage', () => {
       // Two failed scheduler runs per e-service (each after the hub client's own retries).
       for (const es of s.eserviceIds) {
         const line = await daemon.waitForLog((l) => l.msg === 'e-service sync failed' && l.eservice === es && l.failures === 2, `second failed run of ${es}`, 40_000);
-        expect(line.err).toMatchObject({ code: 'HUB_UNAVAILABLE', status: 503 });
-        expect(line.err.correlationId).toMatch(/^[0-9a-f-]{36}$/);
+        const err = line.err as { code: string; status: number; correlationId: string };
+        expect(err).toMatchObject({ code: 'HUB_UNAVAILABLE', status: 503 });
+        expect(err.correlationId).toMatch(/^[0-9a-f-]{36}$/);
       }
       expect(daemon.child.exitCode).toBeNull();
       const during = expectCursorNeverPassesUnprocessed(s);
