@@ -16,7 +16,7 @@ import { ImportScratch, type StoredSubject } from '../store/subjects.js';
 import type { SubjectIndexOptions } from '../sync/subject-index.js';
 import { normalizeSubjectKey } from '../crypto/pseudonym.js';
 import { checkSubjectKey } from './fiscal-code.js';
-import { quoteSafely } from './redact.js';
+import { looksLikeSubjectKey, quoteSafely } from './redact.js';
 import { readSubjectFile, type SubjectFormat, type SubjectRecord } from './parse.js';
 import { SubjectWriter, type SubjectUpsert } from './apply.js';
 
@@ -83,8 +83,9 @@ export async function importSubjects(db: Db, input: Readable, options: ImportOpt
   const report: ImportReport = { read: 0, imported: 0, updated: 0, unchanged: 0, removed: 0, rejected: [], rejectedCount: 0, complete: true, committed: false, dryRun };
 
   const reject = (row: RejectedRow): void => {
-    // A ref is the local reference and may be shown, unless someone used the key as ref.
-    if (row.ref !== undefined && checkSubjectKey(row.ref).valid) delete row.ref;
+    // A ref is the local reference and may be shown, unless someone used the key as ref: a
+    // mistyped key (wrong check character, bad date) is personal data as much as a valid one.
+    if (row.ref !== undefined && (checkSubjectKey(row.ref).valid || looksLikeSubjectKey(row.ref))) delete row.ref;
     report.rejectedCount++;
     if (report.rejected.length < maxKept) report.rejected.push(row);
     options.onReject?.(row);
