@@ -116,13 +116,27 @@ function bodyOf(a: Answer): string | Buffer {
   }
 }
 
+/** The client reads at most this much of a body (SPEC §6: crypto info is a few hundred bytes). */
+const MAX_BODY_BYTES = 64 * 1024;
+
+/**
+ * Whether the client sees the connection drop. The scripted server sends half the body before
+ * the cut (a 204, with no body, is dropped before its status line); when that half is already
+ * more than the client reads, the client stops at its limit and never sees the cut. (The soak
+ * run found both cases: the model used to expect a 204 "cut" to arrive as a 204, and any cut
+ * to be seen.)
+ */
+function cutSeen(a: Answer, bodyBytes: number): boolean {
+  return a.cut && (a.status === 204 || Math.floor(bodyBytes / 2) <= MAX_BODY_BYTES);
+}
+
 /** The codes the model allows for an answer, and the info it accepts (SPEC §6). */
 function model(a: Answer, bodyBytes: number): { accepted: Omit<CryptoInfo, 'fingerprint'> } | { codes: ErrorCode[] } {
-  if (a.cut && a.status !== 204) return { codes: ['CRYPTO_UNAVAILABLE'] };
+  if (cutSeen(a, bodyBytes)) return { codes: ['CRYPTO_UNAVAILABLE'] };
   if (a.status === 404) return { codes: ['CRYPTO_NOT_FOUND'] };
   if (a.status === 401 || a.status === 403) return { codes: ['CRYPTO_UNAUTHORIZED'] };
   if (a.status < 200 || a.status >= 300) return { codes: ['CRYPTO_UNAVAILABLE'] };
-  if (a.status === 204 || bodyBytes > 64 * 1024 || a.body !== 'object') return { codes: ['CRYPTO_BAD_RESPONSE'] };
+  if (a.status === 204 || bodyBytes > MAX_BODY_BYTES || a.body !== 'object') return { codes: ['CRYPTO_BAD_RESPONSE'] };
   const codes: ErrorCode[] = [];
   const seedOk = a.seedField.present && a.seedField.json === 'SEED';
   if (!seedOk) codes.push('CRYPTO_BAD_RESPONSE');
@@ -169,7 +183,8 @@ describe('crypto-info client against generated producer answers', () => {
           const body = bodyOf(a);
           current = () => ({ status: a.status, headers: { 'content-type': 'application/json' }, body, cut: a.cut });
           const outcome = await bounded(outcomeOf(crypto.fetch(es)), 10_000, `crypto info answered ${a.status}`);
-          const expected = model(a, Buffer.byteLength(body));
+          const bodyBytes = Buffer.byteLength(body);
+          const expected = model(a, bodyBytes);
           if (outcome.ok) {
             expect('accepted' in expected, `accepted an answer the model rejects (${JSON.stringify(expected)})`).toBe(true);
             const accepted = (expected as { accepted: Omit<CryptoInfo, 'fingerprint'> }).accepted;
@@ -182,12 +197,13 @@ describe('crypto-info client against generated producer answers', () => {
           expect('codes' in expected, `rejected a valid answer: ${err.message}`).toBe(true);
           expect((expected as { codes: ErrorCode[] }).codes).toContain(err.code);
           expect(err.message).toContain(`crypto info of e-service ${es.name} (${ES_ID})`);
-          if (!(a.cut && a.status !== 204)) {
+          if (!cutSeen(a, bodyBytes)) {
             expect(err.status).toBe(a.status);
             // A refused HTTP answer names its status; a 2xx with a bad body names the field instead.
             if (a.status >= 300) expect(err.message).toContain(`HTTP ${a.status}`);
           }
-          if (a.body === 'problem' && a.status >= 300 && !a.cut) expect(err.correlationId).toBe(a.correlationId);
+          // Only a problem body read whole can yield its correlationId (a long seed in "detail" can push it past the limit).
+          if (a.body === 'problem' && a.status >= 300 && !a.cut && bodyBytes <= MAX_BODY_BYTES) expect(err.correlationId).toBe(a.correlationId);
           const everything = `${err.message} ${JSON.stringify(err.details ?? {})} ${String((err.cause as Error | undefined)?.message ?? '')}`;
           expect(everything).not.toContain(a.seed);
         }),

@@ -23,7 +23,7 @@ export function propertyTimeoutMs(normalMs: number): number {
   return process.env.SIGNALHUB_SOAK === '1' ? normalMs * 40 : normalMs;
 }
 
-/** What a scripted server answers: any status, headers and bytes; `cut` drops the connection mid-body. */
+/** What a scripted server answers: any status, headers and bytes; `cut` drops the connection mid-body (before any answer for 204/304, which have no body). */
 export interface ScriptedAnswer {
   status: number;
   headers?: Record<string, string>;
@@ -50,6 +50,12 @@ export async function startScriptedServer(answer: (req: IncomingMessage) => Scri
     req.resume();
     const reply = answer(req);
     const body = typeof reply.body === 'string' ? Buffer.from(reply.body, 'utf8') : reply.body;
+    if (reply.cut && (reply.status === 204 || reply.status === 304)) {
+      // These have no body to cut: Node would hold the status line back until end(), so a "cut"
+      // one is a connection dropped before any answer. Done explicitly, not by accident.
+      res.destroy();
+      return;
+    }
     if (reply.cut) {
       // Promise more bytes than are sent, then drop the connection: a body cut in the middle.
       res.writeHead(reply.status, { ...reply.headers, 'content-length': String(body.length + 64) });
