@@ -1,20 +1,9 @@
-import { afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it } from 'vitest';
 import type { Fault } from '../src/simulator/index.js';
 import { openDatabase } from '../src/store/db.js';
 import { ResyncStore } from '../src/store/resync.js';
 import { startRun } from './run-helpers.js';
-import {
-  ES_A,
-  createLocalScenario,
-  expectErrorLogged,
-  expectOutboxUpToCursor,
-  logLines,
-  readCursor,
-  readOutbox,
-  runSync,
-  type ComparableEvent,
-  type LocalScenario,
-} from './faults-local-helpers.js';
+import { ES_A, createFaultScenario, expectCaughtUpExactly, expectCursorNeverPassesUnprocessed, expectErrorLogged, expectRecovery, logLines, readCursors, readOutbox, runSync, useControlOutbox, type FaultScenario } from './helpers/faults.js';
 
 /**
  * Faults of the producer's crypto-info endpoint right after a SEEDUPDATE (SPEC §6, §8). The
@@ -24,47 +13,25 @@ import {
  * process, and a run after the fault clears leaves exactly the control world's outbox.
  */
 
-let control: ComparableEvent[];
-let scenario: LocalScenario | undefined;
-
-beforeAll(async () => {
-  const world = await createLocalScenario();
-  try {
-    const run = await runSync(world.world);
-    expect(run.code, run.stderr).toBe(0);
-    control = readOutbox(world.world);
-    // The control is right: one event per deposited match, matched across the rotation.
-    expect(control.map((e) => e.eventId)).toEqual(world.matches.get(ES_A)!.map((id) => `${ES_A}:${id}`));
-    expect(control.some((e) => (e.event.signalId as number) > world.seedUpdates.get(ES_A)!)).toBe(true);
-  } finally {
-    await world.close();
-  }
-});
+// One e-service: its control is compared in outbox order, and holds matches on both sides of the SEEDUPDATE.
+const control = useControlOutbox({ eservices: 1 });
+let scenario: FaultScenario | undefined;
 
 afterEach(async () => {
   await scenario?.close();
   scenario = undefined;
 });
 
-/** After the fault clears, one more run leaves the control's outbox, cursor at the hub's end. */
-async function expectRecovered(s: LocalScenario): Promise<void> {
-  s.world.sim.faults.clear();
-  const rerun = await runSync(s.world);
-  expect(rerun.code, rerun.stderr).toBe(0);
-  expect(readOutbox(s.world)).toEqual(control);
-  expect(readCursor(s.world, ES_A)).toBe(s.world.sim.lastSignalId(ES_A));
-}
-
 describe('faults: the producer crypto endpoint after a SEEDUPDATE', () => {
   it('a crypto endpoint answering 500 twice after a SEEDUPDATE is retried: sync --once exits 0 with the exact outbox', async () => {
-    scenario = await createLocalScenario();
+    scenario = await createFaultScenario(control.options);
     scenario.world.sim.faults.inject('crypto', { kind: 'status', status: 500, times: 2 });
     const run = await runSync(scenario.world);
     expect(run.code, run.stderr).toBe(0);
     const retries = logLines(run.stderr).filter((l) => l.msg === 'crypto info request failed, retrying');
     expect(retries.map((l) => l.status)).toEqual([500, 500]);
     expect(retries.every((l) => /^[0-9a-f-]{36}$/.test(l.correlationId as string))).toBe(true);
-    expect(readOutbox(scenario.world)).toEqual(control);
+    expectCaughtUpExactly(scenario, control);
   });
 
   const stopping: { name: string; fault: Fault; code: string; exit: number; status?: number }[] = [
@@ -82,29 +49,29 @@ describe('faults: the producer crypto endpoint after a SEEDUPDATE', () => {
   ];
   for (const t of stopping) {
     it(`a crypto endpoint ${t.name}, the cursor stays before the SEEDUPDATE, and a run after the fault clears gives the exact outbox`, async () => {
-      scenario = await createLocalScenario();
+      scenario = await createFaultScenario(control.options);
       const S = scenario.seedUpdates.get(ES_A)!;
       scenario.world.sim.faults.inject('crypto', t.fault);
       const run = await runSync(scenario.world);
       expect(run.code, run.stderr).toBe(t.exit);
       expect(run.stdout).toContain(`FAILED ${t.code}`);
-      const logged = expectErrorLogged(run.stderr, t.code, t.status);
-      expect(logged.err.message).toContain(`crypto info of e-service local-0 (${ES_A})`);
+      const logged = expectErrorLogged(run.stderr, { code: t.code, ...(t.status ? { status: t.status, correlationId: true } : {}) });
+      expect(logged.err.message).toContain(`crypto info of e-service es-0 (${ES_A})`);
       expect(run.stderr + run.stdout).not.toContain('md5-seed-never-shown');
       // Everything before the SEEDUPDATE is processed, nothing from it on.
-      expect(expectOutboxUpToCursor(scenario.world, ES_A, control)).toBe(S - 1);
-      await expectRecovered(scenario);
+      expect(expectCursorNeverPassesUnprocessed(scenario, control).get(ES_A)).toBe(S - 1);
+      await expectRecovery(scenario, control);
     });
   }
 
   it('a stale seed after a SEEDUPDATE (the producer serves the old seed for 3 reads) is waited out within rotation_wait_seconds and the new seed matches: the exact outbox', async () => {
-    scenario = await createLocalScenario({ registration: { staleReads: 3 }, crypto: '[crypto]\nrotation_wait_seconds = 30' });
+    scenario = await createFaultScenario({ ...control.options, registration: { staleReads: 3 }, crypto: { rotation_wait_seconds: 30 } });
     const before = scenario.world.sim.stats().requests.crypto ?? 0;
     const run = await runSync(scenario.world);
     expect(run.code, run.stderr).toBe(0);
     // Three stale answers, then the new seed: the engine asked again instead of concluding.
     expect((scenario.world.sim.stats().requests.crypto ?? 0) - before).toBe(4);
-    expect(readOutbox(scenario.world)).toEqual(control);
+    expectCaughtUpExactly(scenario, control);
     const db = openDatabase(scenario.world.config.database, { readonly: true });
     try {
       expect(new ResyncStore(db).list({ eserviceId: ES_A })).toEqual([]);
@@ -114,7 +81,7 @@ describe('faults: the producer crypto endpoint after a SEEDUPDATE', () => {
   });
 
   it('a stale seed beyond rotation_wait_seconds records a seed-unchanged resync report for the signals after the SEEDUPDATE and matches none of them with the old seed', async () => {
-    scenario = await createLocalScenario({ registration: { staleReads: 1_000 }, crypto: '[crypto]\nrotation_wait_seconds = 1' });
+    scenario = await createFaultScenario({ ...control.options, registration: { staleReads: 1_000 }, crypto: { rotation_wait_seconds: 1 } });
     const S = scenario.seedUpdates.get(ES_A)!;
     const last = scenario.world.sim.lastSignalId(ES_A);
     const run = await runSync(scenario.world);
@@ -123,15 +90,15 @@ describe('faults: the producer crypto endpoint after a SEEDUPDATE', () => {
     const events = readOutbox(scenario.world);
     // The signals before S are the control's; after S nothing is matched (a hash under the old
     // seed is never a match), and the range is reported instead of silently missed.
-    expect(events.filter((e) => e.kind === 'signal')).toEqual(control.filter((e) => (e.event.signalId as number) < S));
+    expect(events.filter((e) => e.kind === 'signal')).toEqual(control.events.filter((e) => (e.event.signalId as number) < S));
     const resync = events.filter((e) => e.kind === 'resync-required');
     expect(resync).toHaveLength(1);
     expect(resync[0]!.event).toMatchObject({ type: 'resync-required', eserviceId: ES_A, reason: 'seed-unchanged', fromSignalId: S + 1, toSignalId: last });
-    expect(readCursor(scenario.world, ES_A)).toBe(last);
+    expect(readCursors(scenario.world).get(ES_A)).toBe(last);
   });
 
   it('a 429 with Retry-After from the crypto endpoint is waited out as announced, without using up the retries (5 answers of 429, 3 retries): the exact outbox', async () => {
-    scenario = await createLocalScenario();
+    scenario = await createFaultScenario(control.options);
     scenario.world.sim.faults.inject('crypto', { kind: 'status', status: 429, headers: { 'retry-after': '0.3' }, times: 5 });
     const before = scenario.world.sim.stats().requests.crypto ?? 0;
     const run = await runSync(scenario.world);
@@ -141,11 +108,11 @@ describe('faults: the producer crypto endpoint after a SEEDUPDATE', () => {
     // Five 429s then the seed: each wait was followed by exactly one request, none in between.
     expect((scenario.world.sim.stats().requests.crypto ?? 0) - before).toBe(6);
     expect(logLines(run.stderr).filter((l) => l.msg === 'crypto info request failed, retrying')).toEqual([]);
-    expect(readOutbox(scenario.world)).toEqual(control);
+    expectCaughtUpExactly(scenario, control);
   });
 
   it('run gets SIGTERM while the crypto endpoint honours a long Retry-After: no request before the announced delay, exit 0 at once, and sync --once afterwards gives the exact outbox', async () => {
-    scenario = await createLocalScenario({ toml: '[daemon]\nshutdown_timeout_seconds = 50' });
+    scenario = await createFaultScenario({ ...control.options, daemon: { shutdown_timeout_seconds: 50 } });
     const S = scenario.seedUpdates.get(ES_A)!;
     scenario.world.sim.faults.inject('crypto', { kind: 'status', status: 429, headers: { 'retry-after': '50' } });
     const before = scenario.world.sim.stats().requests.crypto ?? 0;
@@ -163,12 +130,12 @@ describe('faults: the producer crypto endpoint after a SEEDUPDATE', () => {
     expect(exit.code, daemon.stderr()).toBe(0);
     expect(daemon.logs().some((l) => l.msg === 'graceful stop did not finish in time: forcing exit')).toBe(false);
     expect(daemon.logs().some((l) => l.msg === 'sync run failed')).toBe(false);
-    expect(expectOutboxUpToCursor(scenario.world, ES_A, control)).toBe(S - 1);
-    await expectRecovered(scenario);
+    expect(expectCursorNeverPassesUnprocessed(scenario, control).get(ES_A)).toBe(S - 1);
+    await expectRecovery(scenario, control);
   });
 
   it('run gets SIGTERM while a crypto request hangs (the producer answers only after minutes): exit 0 at once, cursor before the SEEDUPDATE, and sync --once afterwards gives the exact outbox', async () => {
-    scenario = await createLocalScenario({ crypto: '[crypto]\nrotation_wait_seconds = 3\nrequest_timeout_ms = 300000', toml: '[daemon]\nshutdown_timeout_seconds = 50' });
+    scenario = await createFaultScenario({ ...control.options, crypto: { rotation_wait_seconds: 3, request_timeout_ms: 300_000 }, daemon: { shutdown_timeout_seconds: 50 } });
     const S = scenario.seedUpdates.get(ES_A)!;
     scenario.world.sim.faults.inject('crypto', { kind: 'delay', ms: 300_000 });
     const before = scenario.world.sim.stats().requests.crypto ?? 0;
@@ -178,7 +145,7 @@ describe('faults: the producer crypto endpoint after a SEEDUPDATE', () => {
     const exit = await daemon.exited;
     expect(exit.code, daemon.stderr()).toBe(0);
     expect(daemon.logs().some((l) => l.msg === 'graceful stop did not finish in time: forcing exit')).toBe(false);
-    expect(expectOutboxUpToCursor(scenario.world, ES_A, control)).toBe(S - 1);
-    await expectRecovered(scenario);
+    expect(expectCursorNeverPassesUnprocessed(scenario, control).get(ES_A)).toBe(S - 1);
+    await expectRecovery(scenario, control);
   });
 });

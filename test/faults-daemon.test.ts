@@ -1,22 +1,12 @@
-import { beforeAll, describe, expect, it } from 'vitest';
-import {
-  controlOutbox,
-  createFaultScenario,
-  expectCursorNeverPassesUnprocessed,
-  expectSameOutbox,
-  readOutbox,
-  type ComparableEvent,
-} from './helpers/faults.js';
+import { describe, expect, it } from 'vitest';
+import { createFaultScenario, expectCaughtUpExactly, expectSameOutbox, expectStoppedMidRun, readOutbox, useControlOutbox } from './helpers/faults.js';
 import { startRun } from './run-helpers.js';
 
 // The daemon under a hub outage: `run` as a child process, the hub answering 503 to every pull
 // from the middle of the catch-up for several scheduler runs. It must stay up, keep the cursor
 // behind what it processed, catch up exactly once the hub is back, and stop cleanly on SIGTERM.
 
-let control: ComparableEvent[];
-beforeAll(async () => {
-  control = (await controlOutbox()).events;
-}, 60_000);
+const control = useControlOutbox();
 
 describe('run (daemon) through a hub outage', () => {
   it('keeps running through a 503 outage spanning several polls, then catches up exactly; SIGTERM afterwards exits 0', async () => {
@@ -33,18 +23,16 @@ describe('run (daemon) through a hub outage', () => {
         expect(err.correlationId).toMatch(/^[0-9a-f-]{36}$/);
       }
       expect(daemon.child.exitCode).toBeNull();
-      const during = expectCursorNeverPassesUnprocessed(s);
-      for (const es of s.eserviceIds) expect(during.get(es)!).toBeLessThan(s.world.sim.lastSignalId(es));
+      expectStoppedMidRun(s, control);
 
       s.world.sim.faults.clear();
-      await daemon.until(() => readOutbox(s.world).length === control.length, 'the catch-up after the outage', 45_000);
-      await daemon.until(() => s.eserviceIds.every((es) => expectCursorNeverPassesUnprocessed(s).get(es) === s.world.sim.lastSignalId(es)), 'cursors at the last signal', 15_000);
-      expectSameOutbox(readOutbox(s.world), control);
+      await daemon.until(() => readOutbox(s.world).length === control.events.length, 'the catch-up after the outage', 45_000);
+      await daemon.until(() => (expectCaughtUpExactly(s, control), true), 'cursors at the last signal', 15_000);
 
       daemon.child.kill('SIGTERM');
       const exit = await daemon.exited;
       expect(exit, daemon.stderr().slice(-2000)).toEqual({ code: 0, signal: null });
-      expectSameOutbox(readOutbox(s.world), control);
+      expectSameOutbox(s.world, control);
     } finally {
       await s.close();
     }

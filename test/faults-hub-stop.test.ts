@@ -1,16 +1,6 @@
-import { beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import type { Fault } from '../src/simulator/index.js';
-import {
-  controlOutbox,
-  createFaultScenario,
-  expectCursorNeverPassesUnprocessed,
-  expectErrorLogged,
-  expectSameOutbox,
-  readOutbox,
-  runSync,
-  type ComparableEvent,
-  type FaultScenario,
-} from './helpers/faults.js';
+import { expectErrorLogged, expectRecovery, expectStoppedMidRun, runSync, useControlOutbox, withScenario } from './helpers/faults.js';
 
 // The failure rows of SPEC §3's table that stop a run, striking the pull route mid-run (after a
 // few pages were served) of a real `sync --once` child process: it stops with the code of
@@ -18,38 +8,10 @@ import {
 // passes a signal it did not process; and once the fault is gone, one more run leaves the
 // outbox exactly as a fault-free world's. (Faults it rides out: faults-remote.test.ts.)
 
-let control: ComparableEvent[];
-beforeAll(async () => {
-  control = (await controlOutbox()).events;
-}, 60_000);
+const control = useControlOutbox();
 
 /** Pulls let through before the fault strikes: the first pages of both e-services commit first. */
 const AFTER = 5;
-
-async function withScenario(body: (s: FaultScenario) => Promise<void>): Promise<void> {
-  const scenario = await createFaultScenario();
-  try {
-    await body(scenario);
-  } finally {
-    await scenario.close();
-  }
-}
-
-/** The fault cleared, one more run completes and the outbox is exactly the control's. */
-async function expectRecovery(s: FaultScenario): Promise<void> {
-  s.world.sim.faults.clear();
-  const again = await runSync(s.world);
-  expect(again.code, again.stderr).toBe(0);
-  expectSameOutbox(readOutbox(s.world), control);
-  expectCursorNeverPassesUnprocessed(s);
-}
-
-/** Cursors after a run stopped mid-run: some pages committed, not all. */
-function expectStoppedMidRun(cursors: Map<string, number>, s: FaultScenario): void {
-  const values = [...cursors.values()];
-  expect(values.some((c) => c > 0)).toBe(true);
-  for (const es of s.eserviceIds) expect(cursors.get(es)!).toBeLessThan(s.world.sim.lastSignalId(es));
-}
 
 interface Stopping {
   name: string;
@@ -72,7 +34,7 @@ const STOPPING: Stopping[] = [
 
 describe('Signal Hub failures mid-run that stop the run with a clear error', () => {
   for (const row of STOPPING) it(`${row.name}: exit ${row.exit}, ${row.code} logged with status${row.correlationId ? ' and correlationId' : ''}, cursor before the failed page, exact after recovery`, async () => {
-    await withScenario(async (s) => {
+    await withScenario(control, async (s) => {
       s.world.sim.faults.inject('pull', { ...row.fault, after: AFTER });
       const run = await runSync(s.world);
       expect(run.code, run.stderr).toBe(row.exit);
@@ -80,8 +42,8 @@ describe('Signal Hub failures mid-run that stop the run with a clear error', () 
       expect(line.msg).toBe('sync run failed');
       expect(s.eserviceIds).toContain(line.eservice);
       expect(line.err.message).toContain(`HTTP ${row.status}`);
-      expectStoppedMidRun(expectCursorNeverPassesUnprocessed(s), s);
-      await expectRecovery(s);
+      expectStoppedMidRun(s, control);
+      await expectRecovery(s, control);
     });
   });
 });

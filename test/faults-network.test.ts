@@ -1,20 +1,7 @@
-import fs from 'node:fs';
-import { beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import type { Fault } from '../src/simulator/index.js';
 import { openDatabase } from '../src/store/db.js';
-import {
-  controlOutbox,
-  createFaultScenario,
-  expectCursorNeverPassesUnprocessed,
-  expectErrorLogged,
-  expectSameOutbox,
-  logLines,
-  readCursors,
-  readOutbox,
-  runSync,
-  type ComparableEvent,
-  type FaultScenario,
-} from './helpers/faults.js';
+import { expectCaughtUpExactly, expectErrorLogged, expectRecovery, expectStoppedMidRun, logLines, readCursors, runSync, setConfig, useControlOutbox, withScenario, type FaultScenario } from './helpers/faults.js';
 
 // The network between the consumer and the hub: connections dropped without an answer or cut
 // mid-body, names that do not resolve, and a hub that drips its answer slower than any read
@@ -22,29 +9,9 @@ import {
 // suites are: exit code and log line, cursor never past an unprocessed signal, exact outbox
 // once the fault is gone.
 
-let control: ComparableEvent[];
-beforeAll(async () => {
-  control = (await controlOutbox()).events;
-}, 60_000);
+const control = useControlOutbox();
 
 const AFTER = 5;
-
-async function withScenario(body: (s: FaultScenario) => Promise<void>): Promise<void> {
-  const scenario = await createFaultScenario();
-  try {
-    await body(scenario);
-  } finally {
-    await scenario.close();
-  }
-}
-
-/** Inserts `key = "value"` at the top of a config section (after the scenario's setup ran). */
-function setConfig(s: FaultScenario, section: string, key: string, value: string): () => void {
-  const original = fs.readFileSync(s.world.configFile, 'utf8');
-  expect(original).toContain(`[${section}]\n`);
-  fs.writeFileSync(s.world.configFile, original.replace(`[${section}]\n`, `[${section}]\n${key} = ${JSON.stringify(value)}\n`));
-  return () => fs.writeFileSync(s.world.configFile, original);
-}
 
 /** Everything a failed run must leave as it was: cursors, outbox, epochs, signal log. */
 function storedState(s: FaultScenario): unknown {
@@ -68,39 +35,34 @@ describe('connections lost mid-run on the pull route', () => {
   ];
   for (const { name, fault } of LOST) {
     it(`a connection ${name}, twice: retried, exit 0, outbox exact`, async () => {
-      await withScenario(async (s) => {
+      await withScenario(control, async (s) => {
         s.world.sim.faults.inject('pull', { ...fault, after: AFTER, times: 2 });
         const run = await runSync(s.world);
         expect(run.code, run.stderr).toBe(0);
         expect(s.world.sim.stats().faultsFired.pull).toBe(2);
         const retries = logLines(run.stderr).filter((l) => l.msg === 'hub request failed, retrying');
         expect(retries.filter((r) => /network error/.test(r.reason as string)).length).toBe(2);
-        expectSameOutbox(readOutbox(s.world), control);
-        expectCursorNeverPassesUnprocessed(s);
+        expectCaughtUpExactly(s, control);
       });
     });
   }
 
   it('connections cut mid-body on every retry: exit 69, HUB_UNAVAILABLE naming the network error, cursor before the cut page; exact once it heals', async () => {
-    await withScenario(async (s) => {
+    await withScenario(control, async (s) => {
       s.world.sim.faults.inject('pull', { kind: 'truncate', after: AFTER });
       const run = await runSync(s.world);
       expect(run.code, run.stderr).toBe(69);
       expectErrorLogged(run.stderr, { code: 'HUB_UNAVAILABLE', message: /network error .*gave up after 4 attempts/ });
-      const cursors = expectCursorNeverPassesUnprocessed(s);
-      expect([...cursors.values()].some((c) => c > 0)).toBe(true);
-      s.world.sim.faults.clear();
-      const again = await runSync(s.world);
-      expect(again.code, again.stderr).toBe(0);
-      expectSameOutbox(readOutbox(s.world), control);
+      expectStoppedMidRun(s, control);
+      await expectRecovery(s, control);
     });
   });
 });
 
 describe('names that do not resolve', () => {
   it('a hub.base_url whose host does not resolve: exit 69, HUB_UNAVAILABLE naming ENOTFOUND and the host, nothing stored changes; exact once fixed', async () => {
-    await withScenario(async (s) => {
-      const restore = setConfig(s, 'hub', 'base_url', 'http://signalhub.invalid/1.0/pull');
+    await withScenario(control, async (s) => {
+      const restore = setConfig(s.world, 'hub', 'base_url', 'http://signalhub.invalid/1.0/pull');
       const before = storedState(s);
       const run = await runSync(s.world);
       expect(run.code, run.stderr).toBe(69);
@@ -108,15 +70,13 @@ describe('names that do not resolve', () => {
       expect(line.err.message).toContain('signalhub.invalid');
       expect(storedState(s)).toEqual(before);
       restore();
-      const again = await runSync(s.world);
-      expect(again.code, again.stderr).toBe(0);
-      expectSameOutbox(readOutbox(s.world), control);
+      await expectRecovery(s, control);
     });
   });
 
   it('a pdnd.token_url whose host does not resolve: exit 69, TOKEN_UNAVAILABLE naming ENOTFOUND and the host, nothing stored changes; exact once fixed', async () => {
-    await withScenario(async (s) => {
-      const restore = setConfig(s, 'pdnd', 'token_url', 'http://auth.invalid/token.oauth2');
+    await withScenario(control, async (s) => {
+      const restore = setConfig(s.world, 'pdnd', 'token_url', 'http://auth.invalid/token.oauth2');
       const before = storedState(s);
       const run = await runSync(s.world);
       expect(run.code, run.stderr).toBe(69);
@@ -124,9 +84,7 @@ describe('names that do not resolve', () => {
       expect(line.err.message).toContain('auth.invalid');
       expect(storedState(s)).toEqual(before);
       restore();
-      const again = await runSync(s.world);
-      expect(again.code, again.stderr).toBe(0);
-      expectSameOutbox(readOutbox(s.world), control);
+      await expectRecovery(s, control);
     });
   });
 });
@@ -137,29 +95,26 @@ describe('a hub that drips its answer', () => {
   const DRIP: Fault = { kind: 'drip', intervalMs: 250, chunkBytes: 16 };
 
   it('an answer dripping slower than hub.request_timeout_ms once: abandoned at the deadline, retried, exit 0, outbox exact', async () => {
-    await withScenario(async (s) => {
+    await withScenario(control, async (s) => {
       s.world.sim.faults.inject('pull', { ...DRIP, after: AFTER, times: 1 });
       const run = await runSync(s.world, [], 45_000);
       expect(run.signal, 'sync --once hung on the dripping answer').toBeNull();
       expect(run.code, run.stderr).toBe(0);
       const retry = logLines(run.stderr).find((l) => l.msg === 'hub request failed, retrying');
       expect(retry?.reason, run.stderr).toMatch(/no complete answer within 3000 ms/);
-      expectSameOutbox(readOutbox(s.world), control);
+      expectCaughtUpExactly(s, control);
     });
   });
 
   it('answers dripping on every retry: exit 69, HUB_UNAVAILABLE naming the deadline, cursor before that page; exact once it heals', async () => {
-    await withScenario(async (s) => {
+    await withScenario(control, async (s) => {
       s.world.sim.faults.inject('pull', { ...DRIP, after: AFTER });
       const run = await runSync(s.world, [], 45_000);
       expect(run.signal, 'sync --once hung on the dripping answers').toBeNull();
       expect(run.code, run.stderr).toBe(69);
       expectErrorLogged(run.stderr, { code: 'HUB_UNAVAILABLE', message: /no complete answer within 3000 ms/ });
-      expectCursorNeverPassesUnprocessed(s);
-      s.world.sim.faults.clear();
-      const again = await runSync(s.world);
-      expect(again.code, again.stderr).toBe(0);
-      expectSameOutbox(readOutbox(s.world), control);
+      expectStoppedMidRun(s, control);
+      await expectRecovery(s, control);
     });
   });
 });

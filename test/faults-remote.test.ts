@@ -1,17 +1,6 @@
-import { beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import type { Fault } from '../src/simulator/index.js';
-import {
-  controlOutbox,
-  createFaultScenario,
-  expectCursorNeverPassesUnprocessed,
-  expectErrorLogged,
-  expectSameOutbox,
-  logLines,
-  readOutbox,
-  runSync,
-  type ComparableEvent,
-  type FaultScenario,
-} from './helpers/faults.js';
+import { expectCaughtUpExactly, expectErrorLogged, expectRecovery, expectStoppedMidRun, logLines, runSync, useControlOutbox, withScenario } from './helpers/faults.js';
 
 // SPEC §3 failures the client rides out, and malformed pages, striking the pull route mid-run
 // (after a few pages were served) of a real `sync --once` child process: the run completes
@@ -19,42 +8,14 @@ import {
 // did not process; and once the fault is gone, one more run leaves the outbox exactly as a
 // fault-free world's. (The failure rows that stop a run: faults-hub-stop.test.ts.)
 
-let control: ComparableEvent[];
-beforeAll(async () => {
-  control = (await controlOutbox()).events;
-}, 60_000);
+const control = useControlOutbox();
 
 /** Pulls let through before the fault strikes: the first pages of both e-services commit first. */
 const AFTER = 5;
 
-async function withScenario(body: (s: FaultScenario) => Promise<void>): Promise<void> {
-  const scenario = await createFaultScenario();
-  try {
-    await body(scenario);
-  } finally {
-    await scenario.close();
-  }
-}
-
-/** The fault cleared, one more run completes and the outbox is exactly the control's. */
-async function expectRecovery(s: FaultScenario): Promise<void> {
-  s.world.sim.faults.clear();
-  const again = await runSync(s.world);
-  expect(again.code, again.stderr).toBe(0);
-  expectSameOutbox(readOutbox(s.world), control);
-  expectCursorNeverPassesUnprocessed(s);
-}
-
-/** Cursors after a run stopped mid-run: some pages committed, not all. */
-function expectStoppedMidRun(cursors: Map<string, number>, s: FaultScenario): void {
-  const values = [...cursors.values()];
-  expect(values.some((c) => c > 0)).toBe(true);
-  for (const es of s.eserviceIds) expect(cursors.get(es)!).toBeLessThan(s.world.sim.lastSignalId(es));
-}
-
 describe('Signal Hub failures mid-run that the client rides out (sync --once exits 0)', () => {
   it.each([500, 502, 503, 504])('a transient %i on two pulls is retried with backoff and the outbox is exact', async (status) => {
-    await withScenario(async (s) => {
+    await withScenario(control, async (s) => {
       s.world.sim.faults.inject('pull', { kind: 'status', status, after: AFTER, times: 2 });
       const run = await runSync(s.world);
       expect(run.code, run.stderr).toBe(0);
@@ -62,25 +23,24 @@ describe('Signal Hub failures mid-run that the client rides out (sync --once exi
       const retry = logLines(run.stderr).find((l) => l.msg === 'hub request failed, retrying' && l.status === status);
       expect(retry, run.stderr).toBeDefined();
       expect(retry!.correlationId).toMatch(/^[0-9a-f-]{36}$/);
-      expectSameOutbox(readOutbox(s.world), control);
-      expectCursorNeverPassesUnprocessed(s);
+      expectCaughtUpExactly(s, control);
     });
   });
 
   it('a 429 with a fractional Retry-After, twice, is waited out and the run completes exactly', async () => {
-    await withScenario(async (s) => {
+    await withScenario(control, async (s) => {
       s.world.sim.faults.inject('pull', { kind: 'status', status: 429, code: '10004', headers: { 'retry-after': '0.25' }, after: AFTER, times: 2 });
       const run = await runSync(s.world);
       expect(run.code, run.stderr).toBe(0);
       expect(s.world.sim.stats().faultsFired.pull).toBe(2);
       const waits = logLines(run.stderr).filter((l) => l.msg === 'hub rate limit hit, waiting');
       expect(waits.map((l) => l.waitMs)).toEqual([250, 250]);
-      expectSameOutbox(readOutbox(s.world), control);
+      expectCaughtUpExactly(s, control);
     });
   });
 
   it('a single 401 (voucher refused) makes the client fetch a new voucher once and go on exactly', async () => {
-    await withScenario(async (s) => {
+    await withScenario(control, async (s) => {
       const tokensBefore = s.world.sim.stats().tokensIssued;
       s.world.sim.faults.inject('pull', { kind: 'status', status: 401, code: '9001', after: AFTER, times: 1 });
       const run = await runSync(s.world);
@@ -89,7 +49,7 @@ describe('Signal Hub failures mid-run that the client rides out (sync --once exi
       expect(refused?.problemCodes, run.stderr).toEqual(['9001']);
       // M2M at start, the refresh, and one e-service voucher per e-service at its SEEDUPDATE.
       expect(s.world.sim.stats().tokensIssued - tokensBefore).toBe(1 + 1 + s.eserviceIds.length);
-      expectSameOutbox(readOutbox(s.world), control);
+      expectCaughtUpExactly(s, control);
     });
   });
 });
@@ -102,13 +62,13 @@ describe('malformed pull answers mid-run', () => {
     { name: 'a 206 whose signals have the wrong types', fault: { kind: 'wrongShape', status: 206, body: { signals: [{ signalId: 'x', signalType: 'UPDATE' }], lastSignalId: 'x' } } },
   ];
   for (const { name, fault } of BODIES) it(`${name} is rejected (HUB_BAD_RESPONSE, exit 69), the cursor stays before it, exact after recovery`, async () => {
-    await withScenario(async (s) => {
+    await withScenario(control, async (s) => {
       s.world.sim.faults.inject('pull', { ...fault, after: AFTER });
       const run = await runSync(s.world);
       expect(run.code, run.stderr).toBe(69);
       expectErrorLogged(run.stderr, { code: 'HUB_BAD_RESPONSE' });
-      expectStoppedMidRun(expectCursorNeverPassesUnprocessed(s), s);
-      await expectRecovery(s);
+      expectStoppedMidRun(s, control);
+      await expectRecovery(s, control);
     });
   });
 });

@@ -6,9 +6,9 @@ import { DeliveryService } from '../src/sinks/delivery.js';
 import { openDatabase } from '../src/store/db.js';
 import { OutboxStore } from '../src/store/outbox.js';
 import { captureLogger } from './delivery-fixtures.js';
-import { fiscalCode, type World } from './helpers/world.js';
+import type { World } from './helpers/world.js';
 import { eventually, startRun } from './run-helpers.js';
-import { ES_A, createLocalScenario, readCursor, readOutbox, syncInProcess, type LocalScenario } from './faults-local-helpers.js';
+import { ES_A, createFaultScenario, localSubject, readCursors, readOutbox, syncInProcess, type FaultScenario, type FaultScenarioOptions, type TomlTable } from './helpers/faults.js';
 
 /**
  * A sink down for hours. Hours cannot be waited for in a test; what makes hour N of an outage
@@ -77,9 +77,9 @@ function outboxIds(world: World): string[] {
   }
 }
 
-const sinkToml = (url: string) => `[[sinks]]\nname = "hook"\ntype = "webhook"\nurl = "${url}"\nbatch_size = 5\nmax_retries = 0\ntimeout_ms = 2000\n`;
+const hookSink = (url: string): TomlTable => ({ name: 'hook', type: 'webhook', url, batch_size: 5, max_retries: 0, timeout_ms: 2000 });
 
-let scenario: LocalScenario | undefined;
+let scenario: FaultScenario | undefined;
 let hook: Receiver | undefined;
 afterEach(async () => {
   await hook?.close();
@@ -92,7 +92,7 @@ describe('faults: a sink down for hours', () => {
   it('a webhook receiver down (connection refused, then 200 answers of 503) for hundreds of retry cycles: the backoff stays capped, the sink is never stopped, and when it returns every event is delivered in outbox order, none missing', async () => {
     const port = await freePort();
     hook = receiver(port, 200);
-    scenario = await createLocalScenario({ toml: sinkToml(hook.url) });
+    scenario = await createFaultScenario({ eservices: 1, sinks: [hookSink(hook.url)] });
     await syncInProcess(scenario.world);
     const ids = outboxIds(scenario.world);
     expect(ids.length).toBeGreaterThan(20);
@@ -141,11 +141,11 @@ describe('faults: a sink down for hours', () => {
     const port = await freePort();
     // One 503: the daemon's own backoff (1 s doubling to 60 s) is already several cycles deep by now.
     hook = receiver(port, 1);
-    const options = { hub: 'poll_interval_seconds = 1', toml: `[outbox]\nmax_pending = 10\ndelivery_batch_size = 5\n\n${sinkToml(hook.url)}`, deferDeposits: true };
+    const options: FaultScenarioOptions = { eservices: 1, hub: { poll_interval_seconds: 1 }, outbox: { max_pending: 10, delivery_batch_size: 5 }, sinks: [hookSink(hook.url)], deferDeposits: true };
     // Signals deposited while pulling is paused: matches of a local subject.
-    const later = (s: LocalScenario) => Array.from({ length: 4 }, () => s.world.sim.depositForSubject(ES_A, fiscalCode(2000), 'UPDATE', 'residence'));
+    const later = (s: FaultScenario) => Array.from({ length: 4 }, () => s.world.sim.depositForSubject(ES_A, localSubject(0), 'UPDATE', 'residence'));
 
-    const control = await createLocalScenario(options);
+    const control = await createFaultScenario(options);
     let expected;
     try {
       control.deposit();
@@ -156,23 +156,23 @@ describe('faults: a sink down for hours', () => {
       await control.close();
     }
 
-    scenario = await createLocalScenario(options);
+    scenario = await createFaultScenario(options);
     const s = scenario;
     s.deposit();
     const daemon = startRun(s.world);
     const paused = await daemon.waitForLog((l) => l.msg === 'e-service paused', 'backpressure to pause pulling', 45_000);
     expect(paused.reason).toBe('sink hook has more than 10 undelivered events (outbox.max_pending)');
     // Pulling went on while the sink was down, until the pause: the whole backlog is in the outbox.
-    expect(readCursor(s.world, ES_A)).toBe(s.world.sim.lastSignalId(ES_A));
+    expect(readCursors(s.world).get(ES_A)).toBe(s.world.sim.lastSignalId(ES_A));
     expect(daemon.logs().some((l) => l.msg === 'delivery failed; the batch will be retried' && /ECONNREFUSED/.test((l.err as { message: string }).message))).toBe(true);
 
     // While paused, new signals wait on the hub.
-    const cursorPaused = readCursor(s.world, ES_A);
+    const cursorPaused = readCursors(s.world).get(ES_A);
     const pulls = s.world.sim.stats().requests.pull ?? 0;
     const laterIds = later(s);
     await new Promise((resolve) => setTimeout(resolve, 2_500));
     expect(s.world.sim.stats().requests.pull ?? 0).toBe(pulls);
-    expect(readCursor(s.world, ES_A)).toBe(cursorPaused);
+    expect(readCursors(s.world).get(ES_A)).toBe(cursorPaused);
 
     await hook.listen();
     await daemon.waitForLog((l) => l.msg === 'e-service resumed', 'pulling to resume', 45_000);

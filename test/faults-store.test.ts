@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it } from 'vitest';
 import { isAppError, type AppError } from '../src/errors.js';
 import { silentLogger } from '../src/log.js';
 import { openDatabase, type Db } from '../src/store/db.js';
@@ -11,21 +11,7 @@ import { closeRemotes, createEngine, createRemotes, type Remotes } from '../src/
 import type { SyncEngine } from '../src/sync/engine.js';
 import { ROOT } from './helpers/cli.js';
 import { startRun } from './run-helpers.js';
-import {
-  ES_A,
-  ES_B,
-  byEventId,
-  createLocalScenario,
-  expectErrorLogged,
-  expectOutboxUpToCursor,
-  readCursor,
-  readOutbox,
-  runSync,
-  syncInProcess,
-  type ComparableEvent,
-  type LocalScenario,
-  type LocalScenarioOptions,
-} from './faults-local-helpers.js';
+import { ES_A, createFaultScenario, expectCaughtUpExactly, expectCursorNeverPassesUnprocessed, expectErrorLogged, expectRecovery, runSync, useControlOutbox, type FaultScenario, type FaultScenarioOptions } from './helpers/faults.js';
 
 /**
  * Local faults of the store: the database held by another writer (the single-writer lock, or a
@@ -35,25 +21,12 @@ import {
  */
 
 const children: ChildProcess[] = [];
-let scenario: LocalScenario | undefined;
+let scenario: FaultScenario | undefined;
 afterEach(async () => {
   while (children.length > 0) children.pop()!.kill('SIGKILL');
   await scenario?.close();
   scenario = undefined;
 });
-
-/** The fault-free outbox of a scenario, synced in this process. */
-async function controlOf(options: LocalScenarioOptions): Promise<ComparableEvent[]> {
-  const s = await createLocalScenario(options);
-  try {
-    await syncInProcess(s.world);
-    const events = readOutbox(s.world);
-    expect(byEventId(events).map((e) => e.eventId)).toEqual([...s.matches].flatMap(([es, ids]) => ids.map((id) => `${es}:${id}`)).sort());
-    return events;
-  } finally {
-    await s.close();
-  }
-}
 
 /**
  * Another process holding a raw SQLite write transaction on `file` (BEGIN IMMEDIATE: readers go
@@ -99,15 +72,12 @@ function storeState(file: string): ReturnType<typeof COUNTS> {
 }
 
 describe('faults: the database locked by another process', () => {
-  // concurrency 1: events carry epoch ids, numbered across e-services in the order they rotate.
-  const options: LocalScenarioOptions = { eservices: 2, hub: 'poll_interval_seconds = 3600', toml: '[daemon]\nconcurrency = 1', deferDeposits: true };
-  let control: ComparableEvent[];
-  beforeAll(async () => {
-    control = byEventId(await controlOf({ ...options, deferDeposits: false }));
-  });
+  // crypto.request_timeout_ms above the 6 s a held-back crypto answer takes: the lock is taken meanwhile.
+  const options: FaultScenarioOptions = { eservices: 2, hub: { poll_interval_seconds: 3600 }, crypto: { request_timeout_ms: 10_000 }, deferDeposits: true };
+  const control = useControlOutbox(options);
 
   it('sync --once while run holds the single-writer lock is refused with exit 75 naming the holder pid, changes nothing, and after run stops a sync gives the exact outbox', async () => {
-    scenario = await createLocalScenario(options);
+    scenario = await createFaultScenario(options);
     const daemon = startRun(scenario.world, { logLevel: 'debug' });
     // The daemon's first runs find the hub empty; with an hour's poll interval it then only waits.
     await daemon.until(() => daemon.logs().filter((l) => l.msg === 'sync run finished').length === 2, 'the daemon to finish its first runs');
@@ -125,13 +95,11 @@ describe('faults: the database locked by another process', () => {
 
     daemon.child.kill('SIGTERM');
     expect((await daemon.exited).code).toBe(0);
-    const rerun = await runSync(scenario.world);
-    expect(rerun.code, rerun.stderr).toBe(0);
-    expect(byEventId(readOutbox(scenario.world))).toEqual(control);
+    await expectRecovery(scenario, control);
   });
 
   it('a foreign process holding a raw SQLite write lock longer than the busy timeout, taken while sync --once waits for the producer at a SEEDUPDATE, stops the sync with DB_LOCKED (exit 75) naming the database; nothing is lost and a rerun after release gives the exact outbox', async () => {
-    scenario = await createLocalScenario(options);
+    scenario = await createFaultScenario(options);
     scenario.deposit();
     const file = scenario.world.config.database;
     // The rotation's crypto request of the first e-service is held back long enough for the lock to be taken.
@@ -146,34 +114,28 @@ describe('faults: the database locked by another process', () => {
     const run = await sync;
     expect(run.code, run.stderr).toBe(75);
     expect(run.stdout).toContain('FAILED DB_LOCKED');
-    const logged = expectErrorLogged(run.stderr, 'DB_LOCKED');
+    const logged = expectErrorLogged(run.stderr, { code: 'DB_LOCKED' });
     expect(logged.err.message).toContain(`database ${file} is busy`);
     // Every page before the SEEDUPDATE committed; the SEEDUPDATE's transaction did not.
-    expect(expectOutboxUpToCursor(scenario.world, ES_A, control)).toBe(scenario.seedUpdates.get(ES_A)! - 1);
+    expect(expectCursorNeverPassesUnprocessed(scenario, control).get(ES_A)).toBe(scenario.seedUpdates.get(ES_A)! - 1);
 
     await lock.release();
-    const rerun = await runSync(scenario.world);
-    expect(rerun.code, rerun.stderr).toBe(0);
-    expect(byEventId(readOutbox(scenario.world))).toEqual(control);
-    expect(readCursor(scenario.world, ES_B)).toBe(scenario.world.sim.lastSignalId(ES_B));
+    await expectRecovery(scenario, control);
   }, 90_000);
 });
 
 describe('faults: the disk full (SQLITE_FULL) during a page and during a reseed', () => {
   // Enough subjects that a reseed needs far more new database pages than a page of signals.
   // 160 signals: the SEEDUPDATE is signal 81, the first of the fifth page of 20.
-  const options: LocalScenarioOptions = { subjects: 2_000, signals: 160 };
-  let control: ComparableEvent[];
-  beforeAll(async () => {
-    control = await controlOf(options);
-  });
+  const options: FaultScenarioOptions = { eservices: 1, subjects: 2_000, signals: 160 };
+  const control = useControlOutbox(options);
 
   /**
    * The engine in this process on the scenario's database file: PRAGMA max_page_count is per
    * connection, so the limit is set on the engine's own handle (a real SQLITE_FULL from SQLite,
    * without filling the disk).
    */
-  async function withEngine(s: LocalScenario, body: (engine: SyncEngine, db: Db) => Promise<void>): Promise<void> {
+  async function withEngine(s: FaultScenario, body: (engine: SyncEngine, db: Db) => Promise<void>): Promise<void> {
     const db = openDatabase(s.world.config.database);
     const remotes: Remotes = createRemotes(s.world.config, { logger: silentLogger });
     try {
@@ -197,7 +159,7 @@ describe('faults: the disk full (SQLITE_FULL) during a page and during a reseed'
   }
 
   it('SQLITE_FULL during a page: DB_FULL naming the database file, the page rolled back whole (cursor and outbox unchanged), and after the limit is raised the run gives the exact outbox', async () => {
-    scenario = await createLocalScenario(options);
+    scenario = await createFaultScenario(options);
     const s = scenario;
     const file = s.world.config.database;
     const S = s.seedUpdates.get(ES_A)!;
@@ -225,17 +187,17 @@ describe('faults: the disk full (SQLITE_FULL) during a page and during a reseed'
       expect(stores.eservices.get(ES_A)!.cursor).toBe(cursorBefore);
       expect(stores.outbox.maxSeq()).toBe(eventsBefore);
       expect((db.prepare('SELECT COUNT(*) AS n FROM signal_log').get() as { n: number }).n).toBe(logBefore);
-      expect(expectOutboxUpToCursor(s.world, ES_A, control)).toBe(cursorBefore);
+      expect(expectCursorNeverPassesUnprocessed(s, control).get(ES_A)).toBe(cursorBefore);
 
       limitPages(db, UNLIMITED);
       const results = await catchUpAll(engine, [ES_A], { concurrency: 1 });
       expect(results[0]!.error).toBeUndefined();
     });
-    expect(readOutbox(s.world)).toEqual(control);
+    expectCaughtUpExactly(s, control);
   });
 
   it('SQLITE_FULL during the reseed of a SEEDUPDATE: DB_FULL naming the database file, no pseudonyms of the new epoch (all or none, never a mix), the cursor before the SEEDUPDATE, and after the limit is raised the run gives the exact outbox', async () => {
-    scenario = await createLocalScenario(options);
+    scenario = await createFaultScenario(options);
     const s = scenario;
     const file = s.world.config.database;
     const S = s.seedUpdates.get(ES_A)!;
@@ -259,7 +221,7 @@ describe('faults: the disk full (SQLITE_FULL) during a page and during a reseed'
       expect(epochsOf().map((e) => e.id)).toEqual([epoch1!.id]);
       expect((db.prepare('SELECT COUNT(*) AS n FROM pseudonyms WHERE epoch <> ?').get(epoch1!.id) as { n: number }).n).toBe(0);
       expect(pseudonymsOf(epoch1!.id)).toBe(2_000);
-      expect(expectOutboxUpToCursor(s.world, ES_A, control)).toBe(S - 1);
+      expect(expectCursorNeverPassesUnprocessed(s, control).get(ES_A)).toBe(S - 1);
 
       limitPages(db, UNLIMITED);
       const results = await catchUpAll(engine, [ES_A], { concurrency: 1 });
@@ -269,6 +231,6 @@ describe('faults: the disk full (SQLITE_FULL) during a page and during a reseed'
       // The old epoch's pseudonyms are dropped once the cursor is past S; the new one's are whole.
       expect(pseudonymsOf(epoch2.id)).toBe(2_000);
     });
-    expect(readOutbox(s.world)).toEqual(control);
+    expectCaughtUpExactly(s, control);
   });
 });

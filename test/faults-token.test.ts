@@ -1,21 +1,7 @@
 import net from 'node:net';
-import fs from 'node:fs';
-import { beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import type { Fault } from '../src/simulator/index.js';
-import {
-  controlOutbox,
-  createFaultScenario,
-  expectCursorNeverPassesUnprocessed,
-  expectErrorLogged,
-  expectSameOutbox,
-  logLines,
-  readCursors,
-  readOutbox,
-  runSync,
-  type ComparableEvent,
-  type FaultScenario,
-  type FaultScenarioOptions,
-} from './helpers/faults.js';
+import { TOKEN_FAULTS_RIDDEN_OUT, expectErrorLogged, expectRecovery, expectTokenFaultsRiddenOut, readCursors, readOutbox, runSync, setConfig, useControlOutbox, withScenario } from './helpers/faults.js';
 
 // The PDND token endpoint down, slow, or answering 400/429/500, at the start of a `sync --once`
 // child process (its first voucher). Transient faults are retried (exit 0); persistent ones stop
@@ -23,43 +9,17 @@ import {
 // correlationId where PDND gave one, and nothing is pulled or stored. Once the endpoint is
 // back, the outbox is exactly a fault-free world's. (Between pages: faults-token-midrun.test.ts.)
 
-const ONE_ESERVICE: FaultScenarioOptions = { eservices: 1 };
-let control: ComparableEvent[];
-beforeAll(async () => {
-  control = (await controlOutbox(ONE_ESERVICE)).events;
-}, 60_000);
-
-async function withScenario(options: FaultScenarioOptions, body: (s: FaultScenario) => Promise<void>): Promise<void> {
-  const scenario = await createFaultScenario({ ...ONE_ESERVICE, ...options });
-  try {
-    await body(scenario);
-  } finally {
-    await scenario.close();
-  }
-}
+const control = useControlOutbox({ eservices: 1 });
 
 /** [pdnd] request_timeout_ms is 1000 in the scenario: a 1.5 s answer is a timeout. */
 const SLOW: Fault = { kind: 'delay', ms: 1500 };
 
-const TRANSIENT: { name: string; fault: Fault; times: number }[] = [
-  { name: 'answering 500 twice', fault: { kind: 'status', status: 500 }, times: 2 },
-  { name: 'answering 429 twice', fault: { kind: 'status', status: 429 }, times: 2 },
-  { name: 'slower than pdnd.request_timeout_ms once', fault: SLOW, times: 1 },
-  { name: 'dropping the connection twice', fault: { kind: 'drop' }, times: 2 },
-];
-
 describe('token endpoint faults at the start of a run, ridden out', () => {
-  for (const { name, fault, times } of TRANSIENT) {
+  for (const { name, fault, times } of TOKEN_FAULTS_RIDDEN_OUT) {
     it(`the token endpoint ${name}: retried with a fresh assertion, exit 0, outbox exact`, async () => {
-      await withScenario({}, async (s) => {
+      await withScenario(control, async (s) => {
         s.world.sim.faults.inject('token', { ...fault, times });
-        const run = await runSync(s.world);
-        expect(run.code, run.stderr).toBe(0);
-        expect(s.world.sim.stats().faultsFired.token).toBe(times);
-        // At least: a loaded machine may add a retry of its own; the outcome must not change.
-        expect(logLines(run.stderr).filter((l) => l.msg === 'token request failed, retrying').length).toBeGreaterThanOrEqual(times);
-        expectSameOutbox(readOutbox(s.world), control);
-        expectCursorNeverPassesUnprocessed(s);
+        expectTokenFaultsRiddenOut(s, control, await runSync(s.world), times);
       });
     });
   }
@@ -76,7 +36,7 @@ const PERSISTENT: { name: string; fault: Fault; code: string; exit: number; stat
 describe('token endpoint faults at the start of a run that persist', () => {
   for (const row of PERSISTENT) {
     it(`the token endpoint ${row.name}: exit ${row.exit}, ${row.code} logged${row.status ? ' with status and correlationId' : ''}, nothing stored; exact once it is back`, async () => {
-      await withScenario({}, async (s) => {
+      await withScenario(control, async (s) => {
         const pullsBefore = s.world.sim.stats().requests.pull ?? 0;
         s.world.sim.faults.inject('token', row.fault);
         const run = await runSync(s.world);
@@ -86,10 +46,7 @@ describe('token endpoint faults at the start of a run that persist', () => {
         expect(s.world.sim.stats().requests.pull ?? 0).toBe(pullsBefore);
         expect(readOutbox(s.world)).toEqual([]);
         expect([...readCursors(s.world).values()]).toEqual([0]);
-        s.world.sim.faults.clear();
-        const again = await runSync(s.world);
-        expect(again.code, again.stderr).toBe(0);
-        expectSameOutbox(readOutbox(s.world), control);
+        await expectRecovery(s, control);
       });
     });
   }
@@ -102,19 +59,16 @@ describe('token endpoint faults at the start of a run that persist', () => {
       });
     });
     const tokenUrl = `http://127.0.0.1:${closedPort}/token.oauth2`;
-    await withScenario({}, async (s) => {
-      const config = fs.readFileSync(s.world.configFile, 'utf8');
-      fs.writeFileSync(s.world.configFile, config.replace('[pdnd]\n', `[pdnd]\ntoken_url = "${tokenUrl}"\n`));
+    await withScenario(control, async (s) => {
+      const restore = setConfig(s.world, 'pdnd', 'token_url', tokenUrl);
       const run = await runSync(s.world);
       expect(run.code, run.stderr).toBe(69);
       const line = expectErrorLogged(run.stderr, { code: 'TOKEN_UNAVAILABLE', message: /ECONNREFUSED/ });
       expect(line.err.message).toContain(tokenUrl);
       expect(readOutbox(s.world)).toEqual([]);
       expect([...readCursors(s.world).values()]).toEqual([0]);
-      fs.writeFileSync(s.world.configFile, config);
-      const again = await runSync(s.world);
-      expect(again.code, again.stderr).toBe(0);
-      expectSameOutbox(readOutbox(s.world), control);
+      restore();
+      await expectRecovery(s, control);
     });
   });
 });
