@@ -134,23 +134,21 @@ describe('secrets harness: it catches what it must', () => {
   });
 });
 
-describe('secrets: subjects import never echoes a subject key', () => {
-  function subjectsSetup(): { dir: string; config: string; cli: (args: string[], input?: string) => Promise<CliResult> } {
-    const dir = tempDir('shs-secrets-subjects-');
-    writeKeyFile(dir, 'client.pem');
-    const config = path.join(dir, 'config.toml');
-    fs.writeFileSync(
-      config,
-      `preset = "simulator"
+/** A simulator-preset config at trace level in `dir` (key file client.pem), with the values error-path tests vary. */
+function baseConfig(dir: string, overrides: { m2mKey?: string; tokenUrl?: string; cryptoInfoUrl?: string; sink?: string } = {}): string {
+  const file = path.join(dir, 'config.toml');
+  fs.writeFileSync(
+    file,
+    `preset = "simulator"
 database = "state.db"
 
 [log]
 level = "trace"
-
+${overrides.tokenUrl !== undefined ? `\n[pdnd]\ntoken_url = ${JSON.stringify(overrides.tokenUrl)}\n` : ''}
 [pdnd.m2m]
 client_id = "00000000-0000-4000-8000-000000000001"
 key_id = "m2m-kid"
-private_key_file = "client.pem"
+private_key_file = ${JSON.stringify(overrides.m2mKey ?? 'client.pem')}
 
 [pdnd.eservice_client]
 client_id = "00000000-0000-4000-8000-000000000002"
@@ -161,8 +159,17 @@ private_key_file = "client.pem"
 id = "${ES1}"
 name = "residences"
 purpose_id = "00000000-0000-4000-8000-0000000000f1"
+${overrides.cryptoInfoUrl !== undefined ? `crypto_info_url = ${JSON.stringify(overrides.cryptoInfoUrl)}\n` : ''}${overrides.sink ?? ''}
 `,
-    );
+  );
+  return file;
+}
+
+describe('secrets: subjects import never echoes a subject key', () => {
+  function subjectsSetup(): { dir: string; config: string; cli: (args: string[], input?: string) => Promise<CliResult> } {
+    const dir = tempDir('shs-secrets-subjects-');
+    writeKeyFile(dir, 'client.pem');
+    const config = baseConfig(dir);
     return { dir, config, cli: (args, input) => runCli(['--config', config, ...args], { input, cwd: dir }) };
   }
 
@@ -285,35 +292,6 @@ describe('secrets: read-only commands and config check show fingerprints only', 
 });
 
 describe('secrets: error paths that might echo their input', () => {
-  function baseConfig(dir: string, overrides: { m2mKey?: string; tokenUrl?: string; cryptoInfoUrl?: string; sink?: string } = {}): string {
-    const file = path.join(dir, 'config.toml');
-    fs.writeFileSync(
-      file,
-      `preset = "simulator"
-database = "state.db"
-
-[log]
-level = "trace"
-${overrides.tokenUrl !== undefined ? `\n[pdnd]\ntoken_url = ${JSON.stringify(overrides.tokenUrl)}\n` : ''}
-[pdnd.m2m]
-client_id = "00000000-0000-4000-8000-000000000001"
-key_id = "m2m-kid"
-private_key_file = ${JSON.stringify(overrides.m2mKey ?? 'client.pem')}
-
-[pdnd.eservice_client]
-client_id = "00000000-0000-4000-8000-000000000002"
-key_id = "eservice-kid"
-private_key_file = "client.pem"
-
-[[eservices]]
-id = "${ES1}"
-name = "residences"
-purpose_id = "00000000-0000-4000-8000-0000000000f1"
-${overrides.cryptoInfoUrl !== undefined ? `crypto_info_url = ${JSON.stringify(overrides.cryptoInfoUrl)}\n` : ''}${overrides.sink ?? ''}
-`,
-    );
-    return file;
-  }
 
   it('config check with a truncated key file, or key content pasted where a path belongs: exit 78, the problem named, the key never echoed', async () => {
     const dir = tempDir('shs-secrets-config-');
