@@ -9,6 +9,7 @@ import { StringDecoder } from 'node:string_decoder';
 import { Transform, pipeline, type Readable, type TransformCallback } from 'node:stream';
 import { parse as parseCsv, type CsvError } from 'csv-parse';
 import { AppError } from '../errors.js';
+import { normalizeSubjectKey } from '../crypto/pseudonym.js';
 import { quoteSafely } from './redact.js';
 
 export const SUBJECT_FORMATS = ['csv', 'ndjson', 'lines'] as const;
@@ -148,7 +149,7 @@ async function* readCsv(input: Readable, source: string): AsyncGenerator<Subject
       const rawRef = field('ref');
       const ref = rawRef === undefined ? undefined : rawRef.trim() === '' ? null : rawRef.trim();
       if (record.length !== headerLength) {
-        yield { kind: 'problem', line, reason: `${record.length} fields, but the header has ${headerLength}`, ...(ref ? { ref } : {}) };
+        yield { kind: 'problem', line, reason: `${record.length} fields, but the header has ${headerLength}`, ...refUnlessKey(ref, field('key')) };
         continue;
       }
       const rawEservices = field('eservices');
@@ -176,6 +177,17 @@ function parseHeader(record: string[], source: string, line: number): Map<CsvCol
   });
   if (!columns.has('key')) throw new AppError('INPUT_INVALID', `${source}:${line}: the header has no "key" column`);
   return columns;
+}
+
+/**
+ * A problem may name its record by ref, never by key: a ref that repeats the key (someone used
+ * the key as ref) is left out whatever the key looks like, since a mistyped key is personal
+ * data too. The import drops refs equal to the key the same way for records that parse.
+ */
+function refUnlessKey(ref: string | null | undefined, key: unknown): { ref?: string } {
+  if (!ref) return {};
+  if (typeof key === 'string' && normalizeSubjectKey(key) === normalizeSubjectKey(ref)) return {};
+  return { ref };
 }
 
 function splitEservices(value: string): string[] | 'all' {
@@ -223,7 +235,7 @@ function ndjsonRecord(value: unknown, line: number): SubjectFileItem {
   else if (typeof refValue === 'string') ref = refValue.trim() === '' ? null : refValue.trim();
   else if (typeof refValue === 'number') ref = String(refValue);
   else return { kind: 'problem', line, reason: '"ref" must be a string' };
-  const withRef = <T extends RecordProblem>(p: T): T => (ref ? { ...p, ref } : p);
+  const withRef = <T extends RecordProblem>(p: T): T => ({ ...p, ...refUnlessKey(ref, obj.key) });
 
   const unknown = Object.keys(obj).find((name) => !NDJSON_FIELDS.has(name));
   if (unknown !== undefined) return withRef({ kind: 'problem', line, reason: `unknown field ${quoteSafely(unknown, 40)} (expected key, ref, eservices)` });
