@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { decodeJwt } from 'jose';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { AppError } from '../src/errors.js';
+import type { AppError } from '../src/errors.js';
 import { CryptoInfoClient } from '../src/crypto/crypto-info-client.js';
 import { PseudonymHasher, seedFingerprint } from '../src/crypto/pseudonym.js';
 import type { AuditConfig, EServiceConfig } from '../src/config/types.js';
@@ -9,6 +9,7 @@ import { VoucherProvider } from '../src/pdnd/vouchers.js';
 import { startSimulator, type Simulator } from '../src/simulator/index.js';
 import { tempDir } from './helpers/fs.js';
 import { FAST_RETRY, captureLogger, client, eservice, pdndConfig, privateKeyFragments, registerEServiceClient, registerM2m } from './pdnd-fixtures.js';
+import { failure } from './helpers/errors.js';
 
 const SEED = 'Zq8v-SECRET-SEED-7f3a9c1e==';
 const PURPOSE = 'purpose-crypto';
@@ -46,14 +47,6 @@ beforeEach(() => {
 
 const requests = (route: string): number => (sim.stats().requests[route] ?? 0) - (baseline[route] ?? 0);
 
-async function failure(p: Promise<unknown>): Promise<AppError> {
-  const err = await p.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  expect(err).toBeInstanceOf(AppError);
-  return err as AppError;
-}
 
 /** Every error and log line so far must be free of the seed, vouchers and key material. */
 function expectNoSecrets(errors: AppError[], extraSecrets: string[] = []): void {

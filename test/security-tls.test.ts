@@ -4,7 +4,7 @@ import https from 'node:https';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { AppError, ConfigError } from '../src/errors.js';
+import { ConfigError } from '../src/errors.js';
 import { parseConfigText } from '../src/config/load.js';
 import { CryptoInfoClient } from '../src/crypto/crypto-info-client.js';
 import { HubClient } from '../src/hub/client.js';
@@ -21,6 +21,7 @@ import { createWorld, fiscalCode, type World } from './helpers/world.js';
 import { configDir, productionToml } from './config-helpers.js';
 import { FAST_RETRY, client, eservice, pdndConfig, registerEServiceClient, simulatorWithM2m } from './pdnd-fixtures.js';
 import { fileEventIds } from './run-helpers.js';
+import { failure } from './helpers/errors.js';
 
 /**
  * TLS is always verified: every outgoing client (token, hub, crypto info, webhook) refuses a
@@ -78,14 +79,6 @@ async function startTlsServer(certificate: 'localhost' | 'other-host', forwardTo
   };
 }
 
-async function failure(p: Promise<unknown>): Promise<AppError> {
-  const err = await p.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  expect(err).toBeInstanceOf(AppError);
-  return err as AppError;
-}
 
 const row = (seq: number): OutboxRow => ({ seq, eventId: `${ES}:${seq}`, eserviceId: ES, signalId: seq, kind: 'signal', payload: `{"id":"${ES}:${seq}"}`, createdAt: 0 });
 
