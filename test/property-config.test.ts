@@ -9,7 +9,7 @@ import { ConfigError, EXIT } from '../src/errors.js';
 import { configDir, productionToml } from './config-helpers.js';
 import { runCli } from './helpers/cli.js';
 import { tempDir } from './helpers/fs.js';
-import { propertyParameters, propertyTimeoutMs } from './helpers/property.js';
+import { propertyParameters, propertyTimeoutMs, yieldToEventLoop } from './helpers/property.js';
 
 /**
  * The bad-input corpus for config files (issue 8): a valid production config, mutated by
@@ -233,6 +233,12 @@ function checkProblems(err: ConfigError, document: Doc | undefined): void {
   }
 }
 
+/**
+ * Cases per property under SIGNALHUB_SOAK=1, to keep the file within a few minutes: 20000 typed
+ * mutations took 95 s on two busy cores; garbage cases are about ten times cheaper.
+ */
+const SOAK_RUNS = { typed: 10_000, garbage: 20_000 };
+
 describe('config files: generated mutations of a valid production config', () => {
   let dir: string;
   let base: Doc;
@@ -260,9 +266,10 @@ describe('config files: generated mutations of a valid production config', () =>
 
   it(
     'typed mutations (wrong types, ranges, URLs, UUIDs, missing and unknown keys, deep nesting, Unicode) give a Config with its invariants or a ConfigError naming each mutated key path',
-    () => {
-      fc.assert(
-        fc.property(structured, (mutations) => {
+    async () => {
+      await fc.assert(
+        fc.asyncProperty(structured, async (mutations) => {
+          await yieldToEventLoop();
           const doc = structuredClone(base);
           for (const m of mutations) m.apply(doc);
           const text = stringifyToml(doc);
@@ -290,7 +297,7 @@ describe('config files: generated mutations of a valid production config', () =>
           }
           expect(expected.length, `rejected a valid document: ${outcome.error!.message}`).toBeGreaterThan(0);
         }),
-        propertyParameters({ runs: 400, soakRuns: 20000 }),
+        propertyParameters({ runs: 400, soakRuns: SOAK_RUNS.typed }),
       );
     },
     propertyTimeoutMs(30_000),
@@ -298,9 +305,10 @@ describe('config files: generated mutations of a valid production config', () =>
 
   it(
     'garbage in the TOML text (insertions, truncation, duplicate keys, unclosed strings, NULs) gives a Config or a ConfigError with key paths or file:line:column; never another exception',
-    () => {
-      fc.assert(
-        fc.property(fc.array(textGarbage, { minLength: 1, maxLength: 3 }), (garbage) => {
+    async () => {
+      await fc.assert(
+        fc.asyncProperty(fc.array(textGarbage, { minLength: 1, maxLength: 3 }), async (garbage) => {
+          await yieldToEventLoop();
           const text = garbage.reduce((t, g) => g(t), productionToml());
           const outcome = parse(text);
           if (outcome.config) {
@@ -315,7 +323,7 @@ describe('config files: generated mutations of a valid production config', () =>
           }
           checkProblems(outcome.error!, document);
         }),
-        propertyParameters({ runs: 400, soakRuns: 20000 }),
+        propertyParameters({ runs: 400, soakRuns: SOAK_RUNS.garbage }),
       );
     },
     propertyTimeoutMs(30_000),

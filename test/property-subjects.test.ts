@@ -7,7 +7,7 @@ import { openDatabase, type Db } from '../src/store/db.js';
 import { importSubjects, type ImportOptions, type ImportReport } from '../src/subjects/import.js';
 import { checkLetter, fiscalCode, legalPersonCode, omocode } from './fixtures/subjects-codes.js';
 import { tempDir } from './helpers/fs.js';
-import { bounded, propertyParameters, propertyTimeoutMs } from './helpers/property.js';
+import { bounded, propertyParameters, propertyTimeoutMs, yieldToEventLoop } from './helpers/property.js';
 
 /**
  * The bad-input corpus for subject files (issue 8): generated CSV and NDJSON files (valid,
@@ -249,6 +249,8 @@ describe('subject files: generated CSV and NDJSON through the real import', () =
     async () => {
       await fc.assert(
         fc.asyncProperty(files, async (file) => {
+          // The import awaits only stream microtasks and synchronous SQLite: let vitest's RPC through.
+          await yieldToEventLoop();
           const rendered = render(file);
           const expected = model(rendered);
           const db = openDatabase(path.join(tempDir('shs-prop-subjects-'), 'state.db'));
@@ -277,6 +279,8 @@ describe('subject files: generated CSV and NDJSON through the real import', () =
       const existing = `key,ref,eservices\n${fiscalCode(9001)},kept-1,\n${legalPersonCode(424242)},kept-2,residences\n`;
       await fc.assert(
         fc.asyncProperty(files, async (file) => {
+          // The import awaits only stream microtasks and synchronous SQLite: let vitest's RPC through.
+          await yieldToEventLoop();
           const rendered = render(file);
           const expected = model(rendered);
           const db = openDatabase(path.join(tempDir('shs-prop-subjects-strict-'), 'state.db'));

@@ -18,6 +18,17 @@ export function propertyParameters<T>(options: { runs?: number; soakRuns?: numbe
   };
 }
 
+/**
+ * Lets the event loop turn once. Vitest's worker talks to the main process over the event loop:
+ * a property that runs thousands of cases without yielding to it (synchronous code, or async
+ * code that only awaits microtasks and synchronous SQLite) starves that channel, and after a
+ * minute vitest fails the run with "Timeout calling onTaskUpdate" (the first soak run did).
+ * Properties await this once per case.
+ */
+export function yieldToEventLoop(): Promise<void> {
+  return new Promise((resolve) => setImmediate(resolve));
+}
+
 /** Vitest timeout for a property test, scaled for soak runs. */
 export function propertyTimeoutMs(normalMs: number): number {
   return process.env.SIGNALHUB_SOAK === '1' ? normalMs * 40 : normalMs;
