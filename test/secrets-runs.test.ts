@@ -141,6 +141,9 @@ describe('secrets: sync --once end to end at trace level', () => {
     expect(w.sim.seedHistory(RES).length).toBe(3);
     expect(w.sim.issuedVouchers().length).toBeGreaterThanOrEqual(4);
     expect(w.sim.receivedAssertions().length).toBeGreaterThan(w.sim.issuedVouchers().length);
+    // The audit e-service's JWS (Agid-JWT-TrackingEvidence, with its producer claims) is scanned for too.
+    const claimsOf = (jwt: string) => JSON.parse(Buffer.from(jwt.split('.')[1] ?? '', 'base64url').toString('utf8')) as Record<string, unknown>;
+    expect(w.sim.receivedAssertions().some((jwt) => claimsOf(jwt).userID === 'operatore-7')).toBe(true);
     // The logs were really captured at trace level, and they name faults by status, not by content.
     const allStderr = runs.map(([, r]) => r.stderr).join('\n');
     expect(allStderr).toContain('"level":"debug"');

@@ -76,7 +76,7 @@ export interface Simulator {
   currentSeed(eserviceId: string): { seed: string; signalId: number } | undefined;
   /** Every voucher the token endpoint issued, oldest first (test data for log scanners; never log them). */
   issuedVouchers(): string[];
-  /** Every client assertion the token endpoint received, accepted or not, oldest first. */
+  /** Every client assertion the token endpoint received and every audit JWS (Agid-JWT-TrackingEvidence) a producer received, accepted or not, oldest first. */
   receivedAssertions(): string[];
   /** Every seed the e-service ever had (given, generated or rotated in), oldest first. */
   seedHistory(eserviceId: string): string[];

@@ -40,7 +40,10 @@ export async function handleCryptoInfo(state: SimState, headers: IncomingHttpHea
   if (es.organizationIds !== undefined && !es.organizationIds.has(claims.organizationId)) return problem(403, PRODUCER_CODES.denied, 'Organization has no agreement');
 
   if (es.requireAudit) {
-    const refusal = await checkTrackingEvidence(state, es, claims, headers['agid-jwt-trackingevidence']);
+    const evidence = headers['agid-jwt-trackingevidence'];
+    // A signed audit JWS is a credential towards this producer while it lasts, like an assertion.
+    if (typeof evidence === 'string' && evidence !== '') state.noteSecret('assertion', evidence);
+    const refusal = await checkTrackingEvidence(state, es, claims, evidence);
     if (refusal) return refusal;
   }
 
