@@ -319,6 +319,24 @@ describe('secrets: error paths that might echo their input', () => {
     set.assertClean({ ...streams('truncated key', truncatedRun), ...streams('pasted key', pastedRun), ...streams('pasted key sync', pastedSync) });
   });
 
+  it('a webhook secret pasted on one line where its file path belongs: exit 78 at sinks[0].secret_file, the value never echoed; a missing file with a file-like name is still named', async () => {
+    const dir = tempDir('shs-secrets-oneline-');
+    writeKeyFile(dir, 'client.pem');
+    const pasted = 'whsec_4f1c9a7be2d86035a1f4c9e7';
+    const set = fixtureSecrets([]).addWebhookSecret(pasted, 'pasted webhook secret');
+    const sink = (secretFile: string) => `[[sinks]]\nname = "hook"\ntype = "webhook"\nurl = "https://hooks.example.it/signals"\nsecret_file = "${secretFile}"\n`;
+
+    const pastedRun = await runCli(['--config', baseConfig(dir, { sink: sink(pasted) }), 'config', 'check']);
+    expect(pastedRun.code).toBe(78);
+    expect(pastedRun.stderr).toMatch(/sinks\[0\]\.secret_file: no such file in .*, and its 30-character name \(not shown\) does not look like a file name/);
+    set.assertClean(streams('pasted secret', pastedRun));
+
+    // A name that looks like a file is a file the operator meant: the message names it.
+    const missing = await runCli(['--config', baseConfig(dir, { sink: sink('hook-secret.txt') }), 'config', 'check']);
+    expect(missing.code).toBe(78);
+    expect(missing.stderr).toContain(`file not found: ${path.join(dir, 'hook-secret.txt')}`);
+  });
+
   it('a webhook URL with credentials, and a token in the query string of a webhook, token endpoint or crypto-info URL: refused or shown without the query, never echoed', async () => {
     const dir = tempDir('shs-secrets-urls-');
     writeKeyFile(dir, 'client.pem');

@@ -46,6 +46,17 @@ export function inlineSecretProblem(value: string): string | null {
   return null;
 }
 
+/**
+ * Why a configured secret file that does not exist may be the secret itself pasted on one line
+ * (a webhook secret, a token), or null. Every file message quotes the path, so such a value
+ * would reach logs; a name with a folder or an extension, a short name, or an existing file is
+ * taken for what it says.
+ */
+export function missingSecretNameProblem(value: string, file: string): string | null {
+  if (value.includes('/') || /\.[A-Za-z0-9]{1,8}$/.test(value) || value.length < 20 || fs.existsSync(file)) return null;
+  return `no such file in ${path.dirname(file)}, and its ${value.length}-character name (not shown) does not look like a file name: if the value is the secret itself, put it in a file readable only by the service (mode 0600) and give that file's path`;
+}
+
 /** Why a secret file that is used as-is (HMAC secret, CA bundle) cannot be read, or null. */
 export function readableFileProblem(file: string): string | null {
   try {

@@ -3,7 +3,7 @@ import { ENCODINGS } from '../crypto/pseudonym.js';
 import type { PresetName } from './types.js';
 import { PRESET_NAMES } from './presets.js';
 import { resolveDataPath, resolveSecretPath, type PathContext } from './paths.js';
-import { inlineSecretProblem, readableFileProblem, rsaPrivateKeyProblem, secretFileModeProblem } from './keys.js';
+import { inlineSecretProblem, missingSecretNameProblem, readableFileProblem, rsaPrivateKeyProblem, secretFileModeProblem } from './keys.js';
 
 /**
  * The TOML file as written (snake_case, unknown keys rejected everywhere). Built per load
@@ -33,6 +33,13 @@ export function buildFileSchema(ctx: SchemaContext | null) {
       if (problem) issues.addIssue({ code: 'custom', message: problem, input: value });
     });
 
+  /** A missing file whose name looks like a pasted secret: a problem that quotes neither (true when pushed). */
+  const notAFileName = (value: string, file: string, issues: { issues: unknown[] }): boolean => {
+    const problem = missingSecretNameProblem(value, file);
+    if (problem) issues.issues.push({ code: 'custom', message: problem, input: '' });
+    return problem !== null;
+  };
+
   /** Group/other access to a secret file refuses the config unless [security] allows it. */
   const modeProblem = (file: string): string | null =>
     ctx && !ctx.allowReadableSecrets ? secretFileModeProblem(file, ctx.paths.env.CREDENTIALS_DIRECTORY) : null;
@@ -49,6 +56,7 @@ export function buildFileSchema(ctx: SchemaContext | null) {
           return value;
         }
         const file = resolveSecretPath(value, ctx.paths);
+        if (notAFileName(value, file, issues)) return file;
         const problem = rsaPrivateKeyProblem(file);
         if (typeof problem === 'string') issues.issues.push({ code: 'custom', message: problem, input: value });
         const exposed = modeProblem(file);
@@ -69,6 +77,7 @@ export function buildFileSchema(ctx: SchemaContext | null) {
           return value;
         }
         const file = resolveSecretPath(value, ctx.paths);
+        if (notAFileName(value, file, issues)) return file;
         const problem = readableFileProblem(file);
         if (problem) issues.issues.push({ code: 'custom', message: problem, input: value });
         const exposed = secret ? modeProblem(file) : null;
