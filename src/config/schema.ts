@@ -33,57 +33,41 @@ export function buildFileSchema(ctx: SchemaContext | null) {
       if (problem) issues.addIssue({ code: 'custom', message: problem, input: value });
     });
 
-  /** A missing file whose name looks like a pasted secret: a problem that quotes neither (true when pushed). */
-  const notAFileName = (value: string, file: string, issues: { issues: unknown[] }): boolean => {
-    const problem = missingSecretNameProblem(value, file);
-    if (problem) issues.issues.push({ code: 'custom', message: problem, input: '' });
-    return problem !== null;
-  };
-
-  /** Group/other access to a secret file refuses the config unless [security] allows it. */
-  const modeProblem = (file: string): string | null =>
-    ctx && !ctx.allowReadableSecrets ? secretFileModeProblem(file, ctx.paths.env.CREDENTIALS_DIRECTORY) : null;
+  /**
+   * A secret file's path, resolved and checked: never the secret pasted in its place (a problem
+   * that does not quote the value), then `contentProblem` (readable, parses), then, for files
+   * only their owner may read, the mode (unless [security] allows group/other access).
+   */
+  const secretPath = (description: string, contentProblem: (file: string) => string | null, { ownerOnly }: { ownerOnly: boolean }) =>
+    nonEmpty().describe(description).transform((value, issues) => {
+      if (!ctx) return value;
+      const file = resolveSecretPath(value, ctx.paths);
+      const pasted = inlineSecretProblem(value) ?? missingSecretNameProblem(value, file);
+      if (pasted) {
+        // The value is not echoed anywhere, not even as the issue's input.
+        issues.issues.push({ code: 'custom', message: pasted, input: '' });
+        return file;
+      }
+      const problem = contentProblem(file);
+      if (problem) issues.issues.push({ code: 'custom', message: problem, input: value });
+      const exposed = ownerOnly && !ctx.allowReadableSecrets ? secretFileModeProblem(file, ctx.paths.env.CREDENTIALS_DIRECTORY) : null;
+      if (exposed) issues.issues.push({ code: 'custom', message: exposed, input: value });
+      return file;
+    });
 
   const keyFile = () =>
-    nonEmpty()
-      .describe('Path of the PEM RSA private key (PKCS#8 or PKCS#1). Relative: to this file\'s folder; a bare name: in $CREDENTIALS_DIRECTORY when set.')
-      .transform((value, issues) => {
-        if (!ctx) return value;
-        const inline = inlineSecretProblem(value);
-        if (inline) {
-          // The value is not echoed anywhere, not even as the issue's input.
-          issues.issues.push({ code: 'custom', message: inline, input: '' });
-          return value;
-        }
-        const file = resolveSecretPath(value, ctx.paths);
-        if (notAFileName(value, file, issues)) return file;
-        const problem = rsaPrivateKeyProblem(file);
-        if (typeof problem === 'string') issues.issues.push({ code: 'custom', message: problem, input: value });
-        const exposed = modeProblem(file);
-        if (exposed) issues.issues.push({ code: 'custom', message: exposed, input: value });
-        return file;
-      });
+    secretPath(
+      'Path of the PEM RSA private key (PKCS#8 or PKCS#1). Relative: to this file\'s folder; a bare name: in $CREDENTIALS_DIRECTORY when set.',
+      (file) => {
+        const key = rsaPrivateKeyProblem(file);
+        return typeof key === 'string' ? key : null;
+      },
+      { ownerOnly: true },
+    );
 
   /** `secret`: only its owner may read it (an HMAC secret); a CA bundle is public. */
   const secretFile = (what: string, { secret }: { secret: boolean }) =>
-    nonEmpty()
-      .describe(`Path of the ${what}. Relative: to this file's folder; a bare name: in $CREDENTIALS_DIRECTORY when set.`)
-      .transform((value, issues) => {
-        if (!ctx) return value;
-        const inline = inlineSecretProblem(value);
-        if (inline) {
-          // The value is not echoed anywhere, not even as the issue's input.
-          issues.issues.push({ code: 'custom', message: inline, input: '' });
-          return value;
-        }
-        const file = resolveSecretPath(value, ctx.paths);
-        if (notAFileName(value, file, issues)) return file;
-        const problem = readableFileProblem(file);
-        if (problem) issues.issues.push({ code: 'custom', message: problem, input: value });
-        const exposed = secret ? modeProblem(file) : null;
-        if (exposed) issues.issues.push({ code: 'custom', message: exposed, input: value });
-        return file;
-      });
+    secretPath(`Path of the ${what}. Relative: to this file's folder; a bare name: in $CREDENTIALS_DIRECTORY when set.`, readableFileProblem, { ownerOnly: secret });
 
   const dataPath = (description: string) =>
     nonEmpty()
