@@ -44,6 +44,8 @@ interface TlsServer {
   url: string;
   /** Paths of the requests that got through the TLS handshake. */
   paths: string[];
+  /** TCP connections accepted so far (one per attempt, handshake refused or not). */
+  connections(): number;
   close(): Promise<void>;
 }
 
@@ -66,11 +68,14 @@ async function startTlsServer(certificate: 'localhost' | 'other-host', forwardTo
     upstream.on('error', () => res.writeHead(502).end());
     req.pipe(upstream);
   });
+  let connections = 0;
+  server.on('connection', () => connections++);
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const { port } = server.address() as AddressInfo;
   return {
     url: `https://localhost:${port}`,
     paths,
+    connections: () => connections,
     close: () =>
       new Promise((resolve) => {
         server.close(() => resolve());
@@ -148,6 +153,46 @@ describe('TLS: every client refuses a certificate it cannot verify, naming the h
     expect(err.message).toContain(new URL(trustedName.url).host);
     expect(err.message).toContain(UNTRUSTED);
     expect(trustedName.paths.filter((p) => p.includes('pseudonymization'))).toEqual([]);
+  });
+
+  it('a refused certificate is not retried: the token, hub and crypto-info clients, with retries configured, try once and say how to trust a private CA', async () => {
+    const tokenUrl = `${trustedName.url}/token.oauth2`;
+    let before = trustedName.connections();
+    const token = await failure(requestToken({ tokenUrl, timeoutMs: 5_000, clientId: 'c', assertion: async () => 'assertion', retry: { ...FAST_RETRY, retries: 3 } }));
+    expect(token.message).toContain('NODE_EXTRA_CA_CERTS');
+    expect(trustedName.connections() - before).toBe(1);
+
+    const hub = new HubClient({
+      baseUrl: `${trustedName.url}/1.0/pull`,
+      pageSize: 10,
+      requestTimeoutMs: 5_000,
+      maxRetries: 3,
+      maxRetryDelayMs: 20,
+      maxRateLimitWaitMs: 1_000,
+      vouchers: m2mVoucherSource(provider),
+      rateLimiter: new RateLimiter({ initialRatePerSecond: 100 }),
+    });
+    before = trustedName.connections();
+    try {
+      const pulled = await failure(hub.pull(ES, 0));
+      expect(pulled.code).toBe('HUB_UNAVAILABLE');
+      expect(pulled.message).toContain('NODE_EXTRA_CA_CERTS');
+    } finally {
+      await hub.close();
+    }
+    expect(trustedName.connections() - before).toBe(1);
+
+    const dir = tempDir();
+    const esClient = client(dir, 'es-tls-once', 'kid-es-tls-once');
+    registerEServiceClient(sim, esClient, [PURPOSE]);
+    sim.addEService({ id: ES });
+    const vouchers = new VoucherProvider({ pdnd: pdndConfig(sim, client(dir, 'm2m-tls-once')), retry: FAST_RETRY });
+    const crypto = new CryptoInfoClient({ vouchers, timeoutMs: 5_000, retry: { ...FAST_RETRY, retries: 3 } });
+    before = trustedName.connections();
+    const fetched = await failure(crypto.fetch({ ...eservice(sim, ES, esClient, PURPOSE), cryptoInfoUrl: `${trustedName.url}/producers/${ES}/pseudonymization` }));
+    expect(fetched.code).toBe('CRYPTO_UNAVAILABLE');
+    expect(fetched.message).toContain('NODE_EXTRA_CA_CERTS');
+    expect(trustedName.connections() - before).toBe(1);
   });
 
   it('the webhook sink refuses it without ca_file (SINK_FAILED with the URL and the OpenSSL code) and delivers with ca_file naming the private CA', async () => {

@@ -142,7 +142,11 @@ export class CryptoInfoClient {
     try {
       answer = await httpRequest(url.toString(), { method: 'GET', headers, timeoutMs: this.timeoutMs, maxBodyBytes: MAX_BODY_BYTES, dispatcher: this.dispatcher, ...(signal ? { signal } : {}) });
     } catch (err) {
-      if (err instanceof NetworkFailure) throw transient(new AppError('CRYPTO_UNAVAILABLE', `${where}: ${err.message}`, { retryable: true }));
+      if (err instanceof NetworkFailure) {
+        const unavailable = new AppError('CRYPTO_UNAVAILABLE', `${where}: ${err.message}`, { retryable: true });
+        // A refused certificate is refused again at once: only the operator can fix it.
+        throw err.certificate ? unavailable : transient(unavailable);
+      }
       throw err;
     }
     const { status } = answer;

@@ -7,6 +7,7 @@ import type { HubConfig } from '../config/types.js';
 import { classifyStatus, correlationIdOf, httpError, isTimeout, networkFailureDescription, parseProblem, type HttpFailure } from './errors.js';
 import { parseRateLimitHeaders, type RateLimiter, type RateLimitInfo } from './rate-limiter.js';
 import { parseRetryAfter } from '../retry-after.js';
+import { PRIVATE_CA_HINT, isCertificateFailure } from '../pdnd/http.js';
 import { MAX_PULL_BODY_BYTES, parsePullBody } from './validate.js';
 import { MAX_PAGE_SIZE, MIN_PAGE_SIZE, type Page, type VoucherSource } from './types.js';
 
@@ -175,7 +176,8 @@ export class HubClient {
         maxTimeout: this.options.maxRetryDelayMs,
         randomize: true,
         signal,
-        shouldRetry: (err) => isAppError(err) && err.code === 'HUB_UNAVAILABLE' && !signal?.aborted,
+        // A refused TLS certificate is refused again at once: only the operator can fix it.
+        shouldRetry: (err) => isAppError(err) && err.code === 'HUB_UNAVAILABLE' && !isCertificateFailure(err.cause) && !signal?.aborted,
         onFailedAttempt: (err) => {
           if (!isAppError(err) || err.code !== 'HUB_UNAVAILABLE' || err.retriesLeft <= 0) return;
           this.logger.warn(
@@ -302,7 +304,9 @@ export class HubClient {
         ? `no complete answer within ${this.options.requestTimeoutMs} ms (hub.request_timeout_ms)`
         : isTimeout(err)
           ? `no answer within ${this.options.requestTimeoutMs} ms`
-          : 'network error';
+          : isCertificateFailure(err)
+            ? PRIVATE_CA_HINT
+            : 'network error';
       const what = `${failure} from ${new URL(this.baseUrl).host}`;
       throw new AppError('HUB_UNAVAILABLE', `Signal Hub ${target.operation}: ${what} (${networkFailureDescription(err)})`, {
         cause: err,

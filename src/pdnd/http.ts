@@ -37,6 +37,8 @@ export interface HttpAnswer {
 
 /** A request that got no HTTP answer: connection refused/reset, DNS, timeout, aborted body. */
 export class NetworkFailure extends Error {
+  /** The server's TLS certificate was refused: retrying the same request cannot help. */
+  readonly certificate: boolean;
   constructor(
     readonly what: string,
     readonly timedOut: boolean,
@@ -44,8 +46,26 @@ export class NetworkFailure extends Error {
   ) {
     super(what, options);
     this.name = 'NetworkFailure';
+    this.certificate = isCertificateFailure(options?.cause);
   }
 }
+
+/** The codes OpenSSL and Node give a certificate they cannot verify (untrusted CA, expired, another host name). */
+const CERTIFICATE_CODE = /CERT|^UNABLE_TO_|^INVALID_CA$|^HOSTNAME_MISMATCH$|^PATH_LENGTH_EXCEEDED$|^INVALID_PURPOSE$/;
+
+/** Whether `err` (or what caused it) is a TLS certificate verification failure. */
+export function isCertificateFailure(err: unknown): boolean {
+  let current: unknown = err;
+  for (let depth = 0; depth < 4 && typeof current === 'object' && current !== null; depth++) {
+    const code = (current as { code?: unknown }).code;
+    if (typeof code === 'string' && CERTIFICATE_CODE.test(code)) return true;
+    current = (current as { cause?: unknown }).cause;
+  }
+  return false;
+}
+
+/** What an operator does about a refused certificate of PDND, the hub or a producer. */
+export const PRIVATE_CA_HINT = 'certificate not trusted; a private CA goes in NODE_EXTRA_CA_CERTS';
 
 export interface HttpRequestOptions {
   method: 'GET' | 'POST';
@@ -94,7 +114,8 @@ export async function httpRequest(url: string, options: HttpRequestOptions): Pro
     if (options.signal?.aborted) throw new NetworkFailure('aborted', false, { cause: err });
     if (timeout.aborted) throw new NetworkFailure(`timed out after ${options.timeoutMs} ms`, true, { cause: err });
     const code = (err as { code?: string }).code;
-    throw new NetworkFailure(`network error ${code ?? (err as Error).name ?? 'unknown'}`, false, { cause: err });
+    const hint = isCertificateFailure(err) ? ` (${PRIVATE_CA_HINT})` : '';
+    throw new NetworkFailure(`network error ${code ?? (err as Error).name ?? 'unknown'}${hint}`, false, { cause: err });
   }
 }
 

@@ -66,7 +66,9 @@ async function attempt(options: TokenRequestOptions): Promise<TokenResponse> {
     });
   } catch (err) {
     if (err instanceof NetworkFailure) {
-      throw transient(new AppError('TOKEN_UNAVAILABLE', `${where}: ${err.message}`, { retryable: true, details: { clientId: options.clientId } }));
+      const unavailable = new AppError('TOKEN_UNAVAILABLE', `${where}: ${err.message}`, { retryable: true, details: { clientId: options.clientId } });
+      // A refused certificate is refused again at once: only the operator can fix it.
+      throw err.certificate ? unavailable : transient(unavailable);
     }
     throw err;
   }
