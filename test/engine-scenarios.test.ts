@@ -10,6 +10,7 @@ import { Readable } from 'node:stream';
 import { createEngine, createRemotes } from '../src/sync/runtime.js';
 import { SyncEngine } from '../src/sync/engine.js';
 import { silentLogger } from '../src/log.js';
+import { Metrics } from '../src/metrics.js';
 import type { SignalEvent } from '../src/events.js';
 import { seededRandom } from './helpers/random.js';
 import { createWorld, fiscalCode, type World, type WorldEService } from './helpers/world.js';
@@ -29,7 +30,8 @@ async function setup(eservices: WorldEService[], toml = '') {
   const db = openDatabase(w.config.database);
   let now = Date.now();
   const writer = new SubjectWriter(db, { index: subjectIndexOptions(w.config) });
-  const engine = createEngine(w.config, db, createRemotes(w.config, { logger: silentLogger }), { logger: silentLogger });
+  const metrics = new Metrics();
+  const engine = createEngine(w.config, db, createRemotes(w.config, { logger: silentLogger }), { logger: silentLogger, metrics });
   const clockEngine = (clock: () => number) => {
     const remotes = createRemotes(w.config, { logger: silentLogger });
     return new SyncEngine({ db, config: w.config, hub: remotes.hub, crypto: remotes.crypto, now: clock });
@@ -38,7 +40,7 @@ async function setup(eservices: WorldEService[], toml = '') {
   const resync = new ResyncStore(db);
   const signalEvents = () => outbox.all().filter((r) => r.kind === 'signal').map((r) => JSON.parse(r.payload) as SignalEvent);
   const reports = () => resync.list().map((r) => ({ from: r.fromSignalId, to: r.toSignalId, reason: r.reason }));
-  return { w, db, writer, engine, outbox, resync, signalEvents, reports, clockEngine, tick: (ms: number) => (now += ms), clock: () => now };
+  return { w, db, writer, engine, metrics, outbox, resync, signalEvents, reports, clockEngine, tick: (ms: number) => (now += ms), clock: () => now };
 }
 
 /**
@@ -212,6 +214,10 @@ describe('engine scenarios (exact outbox and resync reports)', () => {
       await t.engine.syncEService(ES); // a rescan of an already processed window adds nothing
       const ids = t.signalEvents().map((e) => e.signalId).sort((a, b) => a - b);
       expect(ids).toEqual(overlap > 0 ? [10, 25, 30, 40] : [10, 30, 40]);
+      // Re-read signals are counted neither in the database nor in the metric: the two agree.
+      const counted = (await t.metrics.signalsSeen.get()).values.reduce((n, v) => n + v.value, 0);
+      expect(counted).toBe(new EServiceStore(t.db).get(ES)!.signalsSeen);
+      expect(counted).toBe(overlap > 0 ? 5 : 4);
       t.db.close();
     });
   }

@@ -382,6 +382,7 @@ export class SyncEngine {
     const receivedIso = new Date(receivedAt).toISOString();
     let wrote = false;
     let matches = 0;
+    let fresh = 0;
     this.db.transaction(() => {
       const current = this.eservices.get(row.eserviceId)!;
       const cursor = current.cursor;
@@ -447,12 +448,14 @@ export class SyncEngine {
       }
       this.eservices.advance(row.id, maxId, processed, matches);
       wrote = this.closeGrowingReports(es, row, maxId) || wrote;
+      fresh = processed;
     }).immediate();
     if (matches > 0) {
       this.metrics?.matches.inc({ eservice: es.id }, matches);
       this.metrics?.eventsWritten.inc({ eservice: es.id, kind: 'signal' }, matches);
     }
-    this.metrics?.signalsSeen.inc({ eservice: es.id, signal_type: 'change' }, segment.length);
+    // Re-reads (rescan overlap, a cursor moved back) were skipped: the counter matches the database's.
+    if (fresh > 0) this.metrics?.signalsSeen.inc({ eservice: es.id, signal_type: 'change' }, fresh);
     if (wrote) this.onEvents();
     return matches;
   }
