@@ -85,6 +85,23 @@ const B = fiscalCode(102);
 const C = fiscalCode(103);
 
 describe('subjects import (CLI)', () => {
+  it('imports a semicolon-separated CSV as Excel saves it in an Italian locale (quoted e-service list)', async () => {
+    const s = setup();
+    const file = write(s, 'soggetti.csv', `\uFEFFkey;ref;eservices\r\n${A};Pratica 1;residences\r\n${legalPersonCode(4242)};"Rossi, Mario";"id-documents;residences"\r\n`);
+    const result = await s.cli(['subjects', 'import', file]);
+    expect(result.code, result.stderr).toBe(0);
+    expect(result.stdout).toBe('subjects import: read 2, new 2, updated 0, unchanged 0, removed 0, rejected 0\nall rows imported\n');
+    expect(storedKeys(s.database)).toEqual([
+      { key: A, ref: 'Pratica 1' },
+      { key: legalPersonCode(4242), ref: 'Rossi, Mario' },
+    ]);
+    const count = await s.cli(['subjects', 'count', '--json']);
+    expect(JSON.parse(count.stdout).eservices).toEqual([
+      { id: RES, name: 'residences', subjects: 2 },
+      { id: DOC, name: 'id-documents', subjects: 1 },
+    ]);
+  });
+
   it('imports a CSV file with BOM and CRLF, prints a summary, exits 0; count reports it', async () => {
     const s = setup();
     const file = write(s, 'subjects.csv', `\uFEFFkey,ref,eservices\r\n${A},r-a,\r\n${B.toLowerCase()},r-b,residences\r\n${legalPersonCode(4242)},co,id-documents;residences\r\n`);

@@ -25,6 +25,23 @@ describe('CSV', () => {
     ]);
   });
 
+  for (const chunkSize of [undefined, 2]) {
+    it(`reads a semicolon-separated file (Excel, Italian locale) like a comma-separated one, an e-service list quoted (chunks of ${chunkSize ?? 'all'})`, async () => {
+      const semicolons = await read('\uFEFF\r\nkey;ref;eservices\r\nAAA;r1;\r\nBBB;"Rossi, Mario";"residences; id-documents"\r\n', 'csv', chunkSize);
+      const commas = await read('\uFEFF\r\nkey,ref,eservices\r\nAAA,r1,\r\nBBB,"Rossi, Mario","residences; id-documents"\r\n', 'csv', chunkSize);
+      expect(semicolons).toEqual(commas);
+      expect(semicolons).toEqual([
+        { kind: 'record', line: 3, key: 'AAA', ref: 'r1', eservices: 'all' },
+        { kind: 'record', line: 4, key: 'BBB', ref: 'Rossi, Mario', eservices: ['residences', 'id-documents'] },
+      ]);
+    });
+  }
+
+  it('a header with commas keeps the comma as delimiter, even when a later row holds semicolons', async () => {
+    expect(await read('key,eservices\nAAA,residences;id-documents\n', 'csv')).toEqual([{ kind: 'record', line: 2, key: 'AAA', ref: undefined, eservices: ['residences', 'id-documents'] }]);
+    expect(await read('key\nAAA;x\n', 'csv')).toEqual([{ kind: 'record', line: 2, key: 'AAA;x', ref: undefined, eservices: undefined }]);
+  });
+
   it('leaves ref and eservices undefined when the columns are absent; columns in any order and case', async () => {
     expect(await read('key\nAAA\n', 'csv')).toEqual([{ kind: 'record', line: 2, key: 'AAA', ref: undefined, eservices: undefined }]);
     expect(await read('Ref, KEY\nr1,AAA\n', 'csv')).toEqual([{ kind: 'record', line: 2, key: 'AAA', ref: 'r1', eservices: undefined }]);

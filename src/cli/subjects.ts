@@ -36,8 +36,10 @@ export function registerSubjects(program: Command): void {
 Keys are trimmed and upper-cased; unless subjects.validate = false, only Italian fiscal codes
 (16 characters, omocodic ones included, check character verified) and 11-digit codes of legal
 persons (check digit verified) are accepted. "eservices" lists e-service ids or names separated
-by ";" (CSV) or as an array (NDJSON); empty means every configured e-service. A file without a
-ref or eservices column leaves those of already stored subjects as they are.
+by ";" (CSV) or as an array (NDJSON); empty means every configured e-service. A CSV whose
+header is separated by ";" (Excel in an Italian locale) is read with ";" between fields; a list
+of e-services is then quoted, as Excel does. A file without a ref or eservices column leaves
+those of already stored subjects as they are.
 Bad rows are reported on stderr by the line where the record starts and its ref (never by
 key), and the good rows are imported. With --replace, a stored subject whose row in the file
 is bad is kept as it was; if the file cannot be read to its end, nothing changes.

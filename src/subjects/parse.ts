@@ -6,7 +6,7 @@
  */
 import readline from 'node:readline';
 import { StringDecoder } from 'node:string_decoder';
-import { Transform, pipeline, type Readable, type TransformCallback } from 'node:stream';
+import { Readable, Transform, pipeline, type TransformCallback } from 'node:stream';
 import { parse as parseCsv, type CsvError } from 'csv-parse';
 import { AppError } from '../errors.js';
 import { normalizeSubjectKey } from '../crypto/pseudonym.js';
@@ -100,15 +100,63 @@ const CSV_FATAL_REASONS: Record<string, string> = {
   CSV_MAX_RECORD_SIZE: 'malformed CSV: record too large',
 };
 
-async function* readCsv(input: Readable, source: string): AsyncGenerator<SubjectFileItem> {
+/**
+ * The field delimiter a header line uses: Excel in an Italian locale saves "CSV" with ";"
+ * between fields. A header is column names only (key, ref, eservices), so a ";" in it with no
+ * "," can only be the delimiter. (Inside a field, ";" still separates e-services: Excel quotes
+ * such a field.)
+ */
+export function csvDelimiterOf(headerLine: string): ',' | ';' {
+  const line = headerLine.replace(/^\uFEFF/, '');
+  return line.includes(';') && !line.includes(',') ? ';' : ',';
+}
+
+/** Longest stretch read ahead to find the header line; a file without one by then is comma-separated. */
+const HEADER_PEEK_CHARS = 64 * 1024;
+
+/**
+ * The decoded text of `input` as a stream, with the delimiter its header line uses: the text up
+ * to the first non-blank line is read ahead, then replayed in front of the rest.
+ */
+async function sniffCsv(input: Readable, source: string): Promise<{ text: Readable; delimiter: ',' | ';' }> {
   const decoder = new CrlfToLf();
+  // pipeline destroys the decoder with the input's error, which then ends the reads below.
+  pipeline(input, decoder, () => {});
+  const chunks = decoder[Symbol.asyncIterator]() as AsyncIterator<Buffer | string>;
+  const head: string[] = [];
+  let headText = '';
+  try {
+    while (headText.length < HEADER_PEEK_CHARS && !/\S[^\n]*\n/.test(headText)) {
+      const next = await chunks.next();
+      if (next.done) break;
+      const chunk = typeof next.value === 'string' ? next.value : next.value.toString('utf8');
+      head.push(chunk);
+      headText += chunk;
+    }
+  } catch (err) {
+    throw inputError(err, source);
+  }
+  const headerLine = headText.split('\n').find((line) => line.trim() !== '') ?? '';
+  async function* replay(): AsyncGenerator<string> {
+    yield* head;
+    for (;;) {
+      const next = await chunks.next();
+      if (next.done) return;
+      yield typeof next.value === 'string' ? next.value : next.value.toString('utf8');
+    }
+  }
+  return { text: Readable.from(replay(), { objectMode: false }), delimiter: csvDelimiterOf(headerLine) };
+}
+
+async function* readCsv(input: Readable, source: string): AsyncGenerator<SubjectFileItem> {
+  const { text, delimiter } = await sniffCsv(input, source);
   // Line numbers are counted here rather than with csv-parse's `info`/`raw`, which cost 5x the
   // parse time: blank lines are kept as records (and skipped below), so each record starts on
   // the line after the previous one, plus the newlines inside its quoted fields.
   // skip_records_with_error: a thrown parse error would drop the records parsed before it in
   // the same chunk. Instead the first syntax error is noted with the number of records before
   // it, and reading stops there: after broken quoting nothing can be trusted.
-  const parser = parseCsv({ bom: true, record_delimiter: '\n', relax_column_count: true, skip_records_with_error: true, max_record_size: 1 << 20 });
+  const parser = parseCsv({ bom: true, delimiter, record_delimiter: '\n', relax_column_count: true, skip_records_with_error: true, max_record_size: 1 << 20 });
   let syntaxError: { code: string; line: number | undefined; recordsBefore: number } | undefined;
   parser.on('skip', (err: CsvError) => {
     const line = err.lines;
@@ -116,7 +164,7 @@ async function* readCsv(input: Readable, source: string): AsyncGenerator<Subject
     syntaxError ??= { code: err.code, line: typeof line === 'number' ? line : undefined, recordsBefore: typeof recordsBefore === 'number' ? recordsBefore : 0 };
   });
   // pipeline destroys the parser with the input's error, which then ends the loop below.
-  pipeline(input, decoder, parser, () => {});
+  pipeline(text, parser, () => {});
 
   let columns: Map<CsvColumn, number> | undefined;
   let headerLength = 0;
