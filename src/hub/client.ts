@@ -8,6 +8,7 @@ import { classifyStatus, correlationIdOf, httpError, isTimeout, networkFailureDe
 import { parseRateLimitHeaders, type RateLimiter, type RateLimitInfo } from './rate-limiter.js';
 import { parseRetryAfter } from '../retry-after.js';
 import { PRIVATE_CA_HINT, isCertificateFailure } from '../pdnd/http.js';
+import { exchangeDeadline } from '../deadline.js';
 import { MAX_PULL_BODY_BYTES, parsePullBody } from './validate.js';
 import { MAX_PAGE_SIZE, MIN_PAGE_SIZE, type Page, type VoucherSource } from './types.js';
 
@@ -272,24 +273,14 @@ export class HubClient {
     await this.options.rateLimiter.acquire(signal);
     let rateLimit: RateLimitInfo | undefined;
     // headersTimeout/bodyTimeout bound silences only: a hub dripping a byte now and then would hold
-    // the call (and its e-service) forever. The deadline bounds the whole exchange. A controller
-    // of our own rather than AbortSignal.any, which on Node 20 keeps composites alive on the
-    // long-lived shutdown signal.
-    const exchange = new AbortController();
-    let deadlineHit = false;
-    const deadline = setTimeout(() => {
-      deadlineHit = true;
-      exchange.abort();
-    }, this.options.requestTimeoutMs);
-    const onShutdown = () => exchange.abort();
-    signal?.addEventListener('abort', onShutdown, { once: true });
-    if (signal?.aborted) exchange.abort();
+    // the call (and its e-service) forever. The deadline bounds the whole exchange.
+    const deadline = exchangeDeadline(this.options.requestTimeoutMs, signal);
     try {
       const response = await request(`${this.baseUrl}${target.path}`, {
         method: 'GET',
         headers: { authorization: `Bearer ${voucher}`, accept: 'application/json' },
         dispatcher: this.dispatcher,
-        signal: exchange.signal,
+        signal: deadline.signal,
         headersTimeout: this.options.requestTimeoutMs,
         bodyTimeout: this.options.requestTimeoutMs,
       });
@@ -300,7 +291,7 @@ export class HubClient {
       if (signal?.aborted || isAppError(err)) throw err;
       this.options.metrics?.pulls.inc({ eservice: target.eservice, status: 'error' });
       // The host, because a TLS refusal (untrusted CA, wrong name) is about that server's certificate.
-      const failure = deadlineHit
+      const failure = deadline.expired
         ? `no complete answer within ${this.options.requestTimeoutMs} ms (hub.request_timeout_ms)`
         : isTimeout(err)
           ? `no answer within ${this.options.requestTimeoutMs} ms`
@@ -314,8 +305,7 @@ export class HubClient {
         details: target.eserviceId ? { eserviceId: target.eserviceId } : undefined,
       });
     } finally {
-      clearTimeout(deadline);
-      signal?.removeEventListener('abort', onShutdown);
+      deadline.dispose();
       this.options.rateLimiter.settle(rateLimit);
     }
   }

@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import { request, type Dispatcher } from 'undici';
+import { exchangeDeadline } from '../deadline.js';
 
 /** Bounded retries with exponential backoff and full jitter (p-retry's `randomize`). */
 export interface RetryPolicy {
@@ -84,15 +85,14 @@ export interface HttpRequestOptions {
  * The URL is not put in NetworkFailure messages by this function: callers say what they called.
  */
 export async function httpRequest(url: string, options: HttpRequestOptions): Promise<HttpAnswer> {
-  const timeout = AbortSignal.timeout(options.timeoutMs);
-  const signal = options.signal ? AbortSignal.any([timeout, options.signal]) : timeout;
+  const deadline = exchangeDeadline(options.timeoutMs, options.signal);
   const maxBodyBytes = options.maxBodyBytes ?? 1024 * 1024;
   try {
     const res = await request(url, {
       method: options.method,
       headers: options.headers,
       body: options.body,
-      signal,
+      signal: deadline.signal,
       ...(options.dispatcher ? { dispatcher: options.dispatcher } : {}),
     });
     const chunks: Buffer[] = [];
@@ -112,10 +112,12 @@ export async function httpRequest(url: string, options: HttpRequestOptions): Pro
     return { status: res.statusCode, headers: res.headers, text: Buffer.concat(chunks).toString('utf8'), truncated };
   } catch (err) {
     if (options.signal?.aborted) throw new NetworkFailure('aborted', false, { cause: err });
-    if (timeout.aborted) throw new NetworkFailure(`timed out after ${options.timeoutMs} ms`, true, { cause: err });
+    if (deadline.expired) throw new NetworkFailure(`timed out after ${options.timeoutMs} ms`, true, { cause: err });
     const code = (err as { code?: string }).code;
     const hint = isCertificateFailure(err) ? ` (${PRIVATE_CA_HINT})` : '';
     throw new NetworkFailure(`network error ${code ?? (err as Error).name ?? 'unknown'}${hint}`, false, { cause: err });
+  } finally {
+    deadline.dispose();
   }
 }
 

@@ -9,6 +9,7 @@ import type { WebhookSinkConfig } from '../config/types.js';
 import type { OutboxRow } from '../store/outbox.js';
 import { sleep } from './backoff.js';
 import { parseRetryAfter } from '../retry-after.js';
+import { exchangeDeadline } from '../deadline.js';
 import { sinkFailed, sinkRejected, type Sink } from './sink.js';
 
 export interface WebhookSinkOptions {
@@ -132,13 +133,14 @@ export class WebhookSink implements Sink {
     const { timeoutMs } = this.options.config;
     let status: number;
     let retryAfter: string | string[] | undefined;
+    const deadline = exchangeDeadline(timeoutMs, stop);
     try {
       const res = await request(this.url, {
         method: 'POST',
         headers,
         body,
         dispatcher: this.agent,
-        signal: AbortSignal.any([stop, AbortSignal.timeout(timeoutMs)]),
+        signal: deadline.signal,
         headersTimeout: timeoutMs,
         bodyTimeout: timeoutMs,
       });
@@ -148,9 +150,11 @@ export class WebhookSink implements Sink {
       await res.body.dump();
     } catch (err) {
       if (stop.aborted) throw sinkFailed(this.name, `delivery to ${this.safeUrl} abandoned on shutdown`, { cause: err });
-      const timedOut = (err as Error).name === 'TimeoutError' || /TIMEOUT/.test(String((err as { code?: unknown }).code));
+      const timedOut = deadline.expired || /TIMEOUT/.test(String((err as { code?: unknown }).code));
       const reason = timedOut ? `no answer within ${timeoutMs} ms` : `${(err as { code?: string }).code ?? (err as Error).name}: ${(err as Error).message}`;
       throw sinkFailed(this.name, `POST ${this.safeUrl} failed: ${reason}`, { cause: err });
+    } finally {
+      deadline.dispose();
     }
     if (status >= 200 && status < 300) return;
     if (status === 408 || status === 429 || status >= 500) {
