@@ -38,6 +38,8 @@ describe('config: a valid file', () => {
       maxRateLimitWaitMs: 60_000,
       initialRateLimit: 25,
       rescanOverlap: 0,
+      timeWindowSeconds: 10,
+      lookbackMaxSignals: 300,
       retentionDays: 30,
     });
     expect(config.crypto).toEqual({ requestTimeoutMs: 10_000, rotationWaitSeconds: 120 });

@@ -176,4 +176,12 @@ describe('issue 12 findings, each a regression test', () => {
     for (const id of local.filter((i) => i < last)) expect(reported.some((r) => r.from <= id && id <= r.to)).toBe(true);
     t.db.close();
   });
+
+  it('a first run asks the hub before the producer: a hub 403 is what it reports, not the producer 404 behind it', async () => {
+    const t = await setup({ id: ES, name: 'residenze' });
+    t.w.sim.faults.inject('pull', { kind: 'status', status: 403, times: 1 });
+    t.w.sim.faults.inject('crypto', { kind: 'status', status: 404, times: 1 });
+    await expect(t.engine.syncEService(ES)).rejects.toMatchObject({ code: 'HUB_FORBIDDEN' });
+    t.db.close();
+  });
 });

