@@ -60,14 +60,14 @@ export function registerSync(program: Command): void {
           const summary = results.map((r) => ({
             eserviceId: r.eserviceId,
             ok: r.error === undefined,
-            ...(r.outcome ? { pages: r.outcome.pages, signals: r.outcome.signals, matches: r.outcome.matches, cursor: r.outcome.cursor, caughtUp: r.outcome.caughtUp } : {}),
+            ...(r.outcome ? { pages: r.outcome.pages, signals: r.outcome.signals, matches: r.outcome.matches, skipped: r.outcome.skipped, cursor: r.outcome.cursor, caughtUp: r.outcome.caughtUp } : {}),
             ...(r.error !== undefined ? { error: describeFailure(r.error) } : {}),
           }));
           if (opts.json) {
             process.stdout.write(`${JSON.stringify({ eservices: summary, delivery: delivery?.sinks ?? [] })}\n`);
           } else {
             for (const s of summary) {
-              process.stdout.write(s.ok ? `${s.eserviceId}: ${s.signals} signals, ${s.matches} matches, cursor ${s.cursor}${s.caughtUp ? '' : ' (interrupted)'}\n` : `${s.eserviceId}: FAILED ${s.error}\n`);
+              process.stdout.write(s.ok ? `${s.eserviceId}: ${s.signals} signals, ${s.matches} matches${s.skipped ? `, ${s.skipped} skipped (see status)` : ''}, cursor ${s.cursor}${s.caughtUp ? '' : ' (interrupted)'}\n` : `${s.eserviceId}: FAILED ${s.error}\n`);
             }
             for (const d of delivery?.sinks ?? []) process.stdout.write(`sink ${d.name}: delivered ${d.delivered}, pending ${d.pending}${d.error ? `, ${d.error}` : ''}\n`);
           }
