@@ -1,7 +1,7 @@
 import { setTimeout as delay } from 'node:timers/promises';
 import type { Config, EServiceConfig } from '../config/types.js';
 import type { CryptoInfo } from '../crypto/crypto-info-client.js';
-import { decodeObjectId, digestLength, type PseudonymEncoding } from '../crypto/pseudonym.js';
+import { IDENTITY_ALGORITHM, decodeObjectId, digestLength, type PseudonymEncoding } from '../crypto/pseudonym.js';
 import { AppError, errorLogFields, isAppError } from '../errors.js';
 import type { SignalEvent } from '../events.js';
 import type { Page, Signal, SkipReason } from '../hub/types.js';
@@ -158,7 +158,7 @@ export class SyncEngine {
       row,
       log: this.logger.child({ eservice: es.id, eserviceName: es.name }),
       signal: opts.signal,
-      identity: (es.recipe.encoding as string) === 'identity',
+      identity: es.recipe.encoding === 'identity',
       raceWaitSpent: false,
       skippedWarned: 0,
       skipped: 0,
@@ -269,7 +269,8 @@ export class SyncEngine {
     const started = this.now();
     let plans: EpochPlan[];
     if (ctx.identity) {
-      plans = [{ start: 0, status: 'known', info: { seed: '', cryptoHashFunction: 'SHA-256', fingerprint: 'identity' } as CryptoInfo }];
+      // No seed: the objectId is the key in clear (SPEC §8b), matched through its digest.
+      plans = [{ start: 0, status: 'known', info: { seed: '', cryptoHashFunction: IDENTITY_ALGORITHM, fingerprint: 'identity', signalId: undefined } }];
     } else {
       const first: CryptoAnswer | undefined = es.cryptoHistory && cursor === 0 ? await this.askSeed(es, 0, signal) : undefined;
       const decided = decideInitial({ cursor, history: es.cryptoHistory, ...(first ? { first } : {}) });
