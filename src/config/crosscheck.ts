@@ -38,6 +38,9 @@ export function crossCheck(document: Record<string, unknown>): ConfigProblem[] {
         problems.push({ path: `eservices[${i}].${key}`, message: `required with ${set.join(' and ')} (an e-service client needs client_id, key_id and private_key_file)` });
       }
     }
+    if (set.length === 0 && eservice.next_key_id !== undefined) {
+      problems.push({ path: `eservices[${i}].next_key_id`, message: 'belongs to the e-service\'s own client: set client_id, key_id and private_key_file too, or put next_key_id in [pdnd.eservice_client]' });
+    }
     if (eservice.crypto_info_url === undefined && preset !== 'simulator' && document.preset === preset) {
       problems.push({ path: `eservices[${i}].crypto_info_url`, message: 'required (defaults only with preset = "simulator")' });
     }

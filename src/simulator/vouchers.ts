@@ -14,6 +14,8 @@ export interface VoucherClaims {
   organizationId: string;
   purposeId?: string;
   digest?: { alg: string; value: string };
+  /** DPoP-bound vouchers: the RFC 7638 thumbprint of the consumer's DPoP key. */
+  cnf?: { jkt: string };
 }
 
 export type VoucherCheck =
@@ -55,12 +57,13 @@ export class VoucherAuthority {
     return new VoucherAuthority(privateKey, publicKey, now);
   }
 
+  /** A DPoP-bound voucher (claims with `cnf`) has header typ dpop+jwt, as PDND's (SPEC §4b). */
   async issue(claims: Omit<VoucherClaims, 'iss' | 'jti' | 'iat' | 'nbf' | 'exp'>, ttlSeconds: number): Promise<string> {
     const iat = Math.floor(this.now() / 1000);
     const full: VoucherClaims = { ...claims, iss: ISSUER, jti: randomUUID(), iat, nbf: iat, exp: iat + ttlSeconds };
     if (this.issuedJtis.size >= 10_000) this.issuedJtis.clear();
     this.issuedJtis.add(full.jti);
-    return new SignJWT({ ...full }).setProtectedHeader({ alg: 'RS256', kid: this.kid, typ: 'at+jwt' }).sign(this.privateKey);
+    return new SignJWT({ ...full }).setProtectedHeader({ alg: 'RS256', kid: this.kid, typ: claims.cnf ? 'dpop+jwt' : 'at+jwt' }).sign(this.privateKey);
   }
 
   async check(token: string): Promise<VoucherCheck> {
