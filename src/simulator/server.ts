@@ -68,6 +68,8 @@ export function createSimServer(state: SimState): Server {
 }
 
 async function serve(state: SimState, req: IncomingMessage, res: ServerResponse): Promise<void> {
+  // The simulated parties' clock (tests move it): what `doctor` measures clock skew against.
+  res.setHeader('date', new Date(state.now()).toUTCString());
   const url = new URL(req.url ?? '/', 'http://simulator.invalid');
   const routed = routeOf(state, req, url);
   if (!('route' in routed)) {

@@ -20,7 +20,7 @@ export interface VoucherClaims {
 
 export type VoucherCheck =
   | { ok: true; claims: VoucherClaims }
-  | { ok: false; reason: 'malformed' | 'signature' | 'expired' };
+  | { ok: false; reason: 'malformed' | 'signature' | 'unknown-key' | 'expired' };
 
 const ISSUER = 'simulator.interop.pagopa.it';
 
@@ -71,7 +71,9 @@ export class VoucherAuthority {
     if (!claims) {
       try {
         const header = decodeProtectedHeader(token);
-        if (header.alg !== 'RS256' || header.kid !== this.kid) return { ok: false, reason: 'signature' };
+        if (header.alg !== 'RS256') return { ok: false, reason: 'signature' };
+        // Another authority's voucher (another environment, another simulator instance).
+        if (header.kid !== this.kid) return { ok: false, reason: 'unknown-key' };
       } catch {
         return { ok: false, reason: 'malformed' };
       }
