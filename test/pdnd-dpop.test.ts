@@ -144,6 +144,15 @@ describe('DPoP vouchers (SPEC §4b): the daemon against a strict producer', () =
     expect(dpop.scheme).toBe('DPoP');
   });
 
+  it('a token endpoint that answers token_type Bearer to a DPoP request is not trusted: TOKEN_UNAVAILABLE, not retried', async () => {
+    sim.faults.inject('token', { kind: 'wrongShape', body: { access_token: 'aaaa.bbbb.cccc', token_type: 'Bearer', expires_in: 600 } });
+    const before = sim.stats().requests.token ?? 0;
+    const err = await failure(vouchers.eservice(dpopEService('es-any')));
+    expect(err.code).toBe('TOKEN_UNAVAILABLE');
+    expect(err.message).toContain('did not bind the voucher to the DPoP key');
+    expect((sim.stats().requests.token ?? 0) - before).toBe(1);
+  });
+
   it('a Bearer voucher to a producer that requires DPoP is refused with the voucher_type hint', async () => {
     sim.addEService({ id: 'es-needs-dpop', seed: SEED, requireDpop: true });
     const err = await failure(crypto.fetch({ ...dpopEService('es-needs-dpop'), voucherType: 'bearer' }));

@@ -105,6 +105,7 @@ export async function runDoctor(config: Config, options: DoctorOptions = {}): Pr
     }
 
     const voucherChecked = new Map<string, boolean>();
+    const clientsChecked = new Set<string>();
     for (const es of config.eservices) {
       const key = JSON.stringify([es.client.clientId, es.purposeId, es.voucherType, es.audit ?? null]);
       let voucherOk = voucherChecked.get(key);
@@ -119,7 +120,10 @@ export async function runDoctor(config: Config, options: DoctorOptions = {}): Pr
           failRemote(fail, `e-service voucher ${es.name}`, err);
         }
         voucherChecked.set(key, voucherOk);
-        await checkBothKeys(config, es.client, `e-service ${es.name}`, es, pass, fail);
+        if (!clientsChecked.has(es.client.clientId)) {
+          clientsChecked.add(es.client.clientId);
+          await checkBothKeys(config, es.client, `e-service client ${es.client.clientId}`, es, pass, fail);
+        }
       }
       if (!voucherOk) {
         skip(`crypto info ${es.name}`, 'not checked: no e-service voucher');
