@@ -108,6 +108,9 @@ describe('DPoP vouchers (SPEC §4b): the daemon against a strict producer', () =
       expect(nonceSim.stats().dpopRejections).toEqual(['DPoP proof nonce missing or stale', 'DPoP proof nonce missing or stale']);
       expect(nonceSim.stats().responses.token).toEqual({ '200': 1, '400': 1 });
       expect(nonceSim.stats().responses.crypto).toEqual({ '200': 1, '401': 1 });
+      // The producer's nonce is kept: the next fetches need no second request.
+      for (let i = 0; i < 3; i++) await c.fetch(es);
+      expect(nonceSim.stats().responses.crypto).toEqual({ '200': 4, '401': 1 });
     } finally {
       await nonceSim.close();
     }

@@ -61,6 +61,8 @@ export class CryptoInfoClient {
   private readonly retry: RetryPolicy;
   private readonly logger: Logger;
   private readonly dispatcher: Dispatcher | undefined;
+  /** Per producer origin, the last `DPoP-Nonce` it sent: later proofs carry it from the first try. */
+  private readonly dpopNonces = new Map<string, string>();
 
   constructor(options: CryptoInfoClientOptions) {
     this.vouchers = options.vouchers;
@@ -137,11 +139,14 @@ export class CryptoInfoClient {
   }
 
   private async attempt(url: URL, voucher: Voucher, where: string, signal: AbortSignal | undefined): Promise<CryptoInfo> {
-    let answer = await this.send(url, voucher, where, signal, undefined);
+    let answer = await this.send(url, voucher, where, signal, this.dpopNonces.get(url.origin));
     if (voucher.scheme === 'DPoP') {
       // RFC 9449 §9: a producer may demand a nonce; the request is repeated once with a new proof carrying it.
       const nonce = requestedDpopNonce(answer.status, answer.headers, answer.text);
-      if (nonce !== undefined) answer = await this.send(url, voucher, where, signal, nonce);
+      if (nonce !== undefined) {
+        this.dpopNonces.set(url.origin, nonce);
+        answer = await this.send(url, voucher, where, signal, nonce);
+      }
     }
     return this.read(answer, where);
   }
@@ -151,6 +156,7 @@ export class CryptoInfoClient {
     const headers: Record<string, string> = { authorization: `${voucher.scheme ?? 'Bearer'} ${voucher.token}`, accept: 'application/json' };
     if (voucher.scheme === 'DPoP') {
       const key = await this.vouchers.dpop();
+      // A nonce is only ever sent to the producer that issued it.
       headers[DPOP_HEADER] = await key.proof({ htm: 'GET', url: url.toString(), accessToken: voucher.token, ...(nonce !== undefined ? { nonce } : {}) });
     }
     if (voucher.trackingEvidence !== undefined) headers[TRACKING_EVIDENCE_HEADER] = voucher.trackingEvidence;
