@@ -9,6 +9,7 @@ import { silentLogger } from '../src/log.js';
 import { DEFAULT_PRODUCER_AUDIENCE, startSimulator, type Simulator } from '../src/simulator/index.js';
 import { runCli, type CliResult } from './helpers/cli.js';
 import { testKey } from './helpers/keys.js';
+import { SecretSet } from './helpers/secrets.js';
 import { createWorld, ES_CLIENT, M2M_CLIENT, ORG, type World, type WorldEService } from './helpers/world.js';
 
 /**
@@ -88,7 +89,9 @@ describe('signalhub-sync doctor on a working setup', () => {
     expect(run.result.stdout).toMatch(/^✓ crypto info dpop-audit: SHA-256, seed fingerprint [0-9a-f]{8}/m);
     expect(run.result.stdout).toMatch(/^✓ M2M key_id kid-m2m: accepted by PDND$/m);
     expect(run.result.stdout).toMatch(/^✓ M2M next_key_id kid-m2m-next: accepted by PDND$/m);
-    expect(run.result.stdout + run.result.stderr).not.toContain(w.sim.currentSeed(ES)!.seed);
+    // Nothing secret in either output: keys, vouchers, assertions, audit JWS, DPoP proofs, the seed.
+    new SecretSet().addPrivateKey(testKey().privatePem, 'client key').addFromSimulator(w.sim, [ES]).assertClean({ stdout: run.result.stdout, stderr: run.result.stderr });
+    expect(w.sim.receivedDpopProofs().length).toBeGreaterThan(0);
   });
 });
 
