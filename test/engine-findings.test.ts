@@ -219,4 +219,24 @@ describe('issue 12 findings, each a regression test', () => {
     expect((t.w.sim.stats().requests.pull ?? 0) - pullsBefore).toBeLessThanOrEqual(5);
     t.db.close();
   });
+
+  it('a lower id that becomes visible after a higher one is still matched when the next run comes long after the window (a daemon polling every minute)', async () => {
+    const t = await setup({ id: ES, name: 'residenze' });
+    const key = subjects[3]!;
+    t.writer.upsertBatch([{ key, ref: 'x', eservices: 'all' }]);
+    let now = Date.now();
+    const remotes = createRemotes(t.w.config, { logger: createLogger({ level: 'silent' }) });
+    const engine = new SyncEngine({ db: t.db, config: t.w.config, hub: remotes.hub, crypto: remotes.crypto, now: () => now });
+    const p = t.w.sim.pseudonymFor(ES, key);
+    t.w.sim.deposit(ES, { signalType: 'CREATE', objectId: p, objectType: 'r', signalId: 50 });
+    await engine.syncEService(ES);
+    t.w.sim.deposit(ES, { signalType: 'UPDATE', objectId: p, objectType: 'r', signalId: 40 });
+    now += 60_000; // the next poll, six windows later
+    await engine.syncEService(ES);
+    expect(t.events()).toEqual([40, 50]);
+    now += 60_000; // and the one after re-reads nothing new
+    await engine.syncEService(ES);
+    expect(t.events()).toEqual([40, 50]);
+    t.db.close();
+  });
 });

@@ -259,8 +259,11 @@ export class SyncEngine {
     const windowMs = this.config.hub.timeWindowSeconds * 1000;
     if (windowMs <= 0) return undefined;
     // A lower id is visible at most one window after a higher one was seen; one more window
-    // covers the clock difference between the hub and us and the time a run takes.
-    return this.signalLog.lookbackStart(row.id, this.now() - 2 * windowMs, this.config.hub.lookbackMaxSignals);
+    // covers the clock difference between the hub and us. Counted from the end of the last run,
+    // not from now: when runs are further apart than that (a daemon polling every minute), what
+    // the last run saw near its end must still be re-read once by the next one.
+    const lastPull = this.eservices.get(row.eserviceId)?.lastPullAt ?? this.now();
+    return this.signalLog.lookbackStart(row.id, Math.min(this.now(), lastPull) - 2 * windowMs, this.config.hub.lookbackMaxSignals);
   }
 
   // ---- epochs ------------------------------------------------------------------------------
