@@ -6,6 +6,7 @@ import { EServiceStore } from '../store/eservices.js';
 import { OutboxStore } from '../store/outbox.js';
 import { action, loadCliConfig } from './common.js';
 import { openReader } from './db.js';
+import { escapeForTerminal } from '../terminal.js';
 import { formatTable, integerArg, resolveEService } from './status.js';
 
 export interface ListedEvent {
@@ -88,5 +89,7 @@ export function formatEvents(events: readonly ListedEvent[]): string {
       ? [String(seq), e.id, e.type, e.eserviceName, String(e.signalId), e.signalType, e.objectType, e.subjectRef ?? '-', e.receivedAt, e.backfilled ? 'backfilled' : '']
       : [String(seq), e.id, e.type, e.eserviceName, `${e.fromSignalId}..${e.toSignalId}`, e.reason, '-', '-', e.createdAt, e.detail],
   );
-  return `${formatTable(['SEQ', 'ID', 'TYPE', 'E-SERVICE', 'SIGNAL', 'SIGNAL TYPE', 'OBJECT TYPE', 'SUBJECT REF', 'RECEIVED', 'NOTE'], rows)}\n`;
+  // objectType, detail and the names come from producers or files: no terminal escapes through.
+  const safeRows = rows.map((cells) => cells.map(escapeForTerminal));
+  return `${formatTable(['SEQ', 'ID', 'TYPE', 'E-SERVICE', 'SIGNAL', 'SIGNAL TYPE', 'OBJECT TYPE', 'SUBJECT REF', 'RECEIVED', 'NOTE'], safeRows)}\n`;
 }
