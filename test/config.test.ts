@@ -188,10 +188,10 @@ command = ["./bin/handle", "--flag"]
 `);
     const config = parseIn(dir, text);
     expect(config.sinks).toEqual([
-      { name: 'hook', type: 'webhook', url: 'https://crm.example.it/hook', secretFile: path.join(dir, 'hmac'), caFile: undefined, batchSize: 50, timeoutMs: 10_000, maxRetries: 8, eservices: [ES1, ES2] },
+      { name: 'hook', type: 'webhook', url: 'https://crm.example.it/hook', secretFile: path.join(dir, 'hmac'), caFile: undefined, batchSize: 50, timeoutMs: 10_000, maxRetries: 8, signature: 'x-signature', onReject: 'stop', eservices: [ES1, ES2] },
       { name: 'log', type: 'file', path: path.join(dir, 'out/events.ndjson'), eservices: [] },
       { name: 'tty', type: 'stdout', format: 'ndjson', eservices: [] },
-      { name: 'script', type: 'exec', command: [path.join(dir, 'bin/handle'), '--flag'], timeoutMs: 30_000, eservices: [] },
+      { name: 'script', type: 'exec', command: [path.join(dir, 'bin/handle'), '--flag'], timeoutMs: 30_000, env: {}, passEnv: [], onReject: 'stop', eservices: [] },
     ]);
   });
 
