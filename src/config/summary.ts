@@ -1,4 +1,5 @@
 import fs from 'node:fs';
+import { displayWebhookUrl } from '../url-display.js';
 import type { ClientConfig, Config, SinkConfig } from './types.js';
 import { presetValues } from './presets.js';
 import { isLoopbackHost } from './schema.js';
@@ -100,7 +101,7 @@ function sinkTarget(sink: SinkConfig): string {
       const extras = [sink.secretFile ? `signed with ${sink.secretFile}` : 'unsigned', sink.caFile ? `CA ${sink.caFile}` : '', sink.batchSize > 1 ? `batches of ${sink.batchSize}` : '']
         .filter(Boolean)
         .join(', ');
-      return `${redactedUrl(sink.url)} (${extras})`;
+      return `${displayWebhookUrl(sink.url)} (${extras})`;
     }
     case 'file':
       return sink.path;
