@@ -88,7 +88,8 @@ export class ExecSink implements Sink {
         if (why === 'timeout') return finish(sinkFailed(this.name, `${program} did not finish within ${timeoutMs} ms and was killed`));
         if (code === 0) return finish();
         if (code !== null && PERMANENT_EXIT_CODES.has(code)) {
-          return finish(sinkRejected(this.name, `${program} exited with ${code}: the command refuses these events; fix it, then run "signalhub-sync sinks retry ${this.name}"`, { details: { exitCode: code } }));
+          const next = this.options.config.onReject === 'dead-letter' ? 'they are set aside as dead letters ("signalhub-sync sinks dead-letters list")' : `fix it, then run "signalhub-sync sinks retry ${this.name}"`;
+          return finish(sinkRejected(this.name, `${program} exited with ${code}: the command refuses these events; ${next}`, { details: { exitCode: code } }));
         }
         finish(sinkFailed(this.name, code !== null ? `${program} exited with ${code}` : `${program} was killed by ${sig}`, { details: { exitCode: code, signal: sig } }));
       });

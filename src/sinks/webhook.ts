@@ -155,6 +155,7 @@ export class WebhookSink implements Sink {
     const { timeoutMs } = this.options.config;
     let status: number;
     let retryAfter: string | string[] | undefined;
+    let response: string | undefined;
     const deadline = exchangeDeadline(timeoutMs, stop);
     try {
       const res = await request(this.url, {
@@ -168,8 +169,10 @@ export class WebhookSink implements Sink {
       });
       status = res.statusCode;
       retryAfter = res.headers['retry-after'];
-      // Read the answer to the end so the keep-alive connection can be reused.
-      await res.body.dump();
+      // A refusal's answer usually says why (a validation message): kept, clipped, for the
+      // dead letter. Other answers are read to the end so the keep-alive connection is reused.
+      if (isPermanentStatus(status)) response = await clippedText(res.body, MAX_RESPONSE_BYTES);
+      else await res.body.dump();
     } catch (err) {
       if (stop.aborted) throw sinkFailed(this.name, `delivery to ${this.safeUrl} abandoned on shutdown`, { cause: err });
       const timedOut = deadline.expired || /TIMEOUT/.test(String((err as { code?: unknown }).code));
@@ -186,11 +189,40 @@ export class WebhookSink implements Sink {
         details: retryAfterMs === undefined ? undefined : { retryAfterMs },
       });
     }
-    throw sinkRejected(this.name, `POST ${this.safeUrl} answered HTTP ${status}: the receiver refuses these events; fix it, then run "signalhub-sync sinks retry ${this.name}"`, { status });
+    const next = this.options.config.onReject === 'dead-letter' ? 'they are set aside as dead letters ("signalhub-sync sinks dead-letters list")' : `fix it, then run "signalhub-sync sinks retry ${this.name}"`;
+    throw sinkRejected(this.name, `POST ${this.safeUrl} answered HTTP ${status}: the receiver refuses these events; ${next}`, { status, response });
   }
 }
 
 const MAX_EVENT_IDS_HEADER = 4096;
+/** What is kept of a refusal's answer. */
+const MAX_RESPONSE_BYTES = 1024;
+/** Beyond this much an answer is not read on: the connection is closed instead. */
+const MAX_RESPONSE_READ_BYTES = 64 * 1024;
+
+function isPermanentStatus(status: number): boolean {
+  return status >= 400 && status < 500 && status !== 408 && status !== 429;
+}
+
+/** The first `max` bytes of a body as text (a split character at the end is dropped). */
+async function clippedText(body: AsyncIterable<Buffer> & { destroy(): void }, max: number): Promise<string> {
+  const kept: Buffer[] = [];
+  let keptBytes = 0;
+  let read = 0;
+  for await (const chunk of body) {
+    read += chunk.length;
+    if (keptBytes < max) {
+      const part = chunk.subarray(0, max - keptBytes);
+      kept.push(part);
+      keptBytes += part.length;
+    }
+    if (read > MAX_RESPONSE_READ_BYTES) {
+      body.destroy();
+      break;
+    }
+  }
+  return Buffer.concat(kept).toString('utf8').replace(/\uFFFD$/, '');
+}
 
 /** `Retry-After` carried by a failed attempt, in ms. */
 export function retryAfterOf(err: unknown): number | undefined {

@@ -133,4 +133,29 @@ CREATE TABLE resync_reports (
 CREATE INDEX resync_reports_open ON resync_reports (eservice_id) WHERE acked_at IS NULL;
 `,
   },
+  {
+    // Sinks with on_reject = "dead-letter": an event the receiver refused for good is kept here
+    // (with its payload: the outbox may prune it once every sink moved past) and delivery goes on.
+    version: 2,
+    name: 'dead letters',
+    sql: `
+CREATE TABLE dead_letters (
+  id          INTEGER PRIMARY KEY,
+  sink        TEXT NOT NULL,
+  seq         INTEGER NOT NULL,      -- outbox seq of the event
+  event_id    TEXT NOT NULL,
+  eservice_id TEXT NOT NULL,
+  payload     TEXT NOT NULL,         -- the event as offered to the sink
+  status      INTEGER,               -- HTTP status, or the exec command's exit code
+  response    TEXT,                  -- the receiver's answer, clipped (see src/sinks/webhook.ts)
+  error       TEXT NOT NULL,
+  state       TEXT NOT NULL DEFAULT 'dead', -- dead | retry (queued again by "sinks dead-letters retry")
+  attempts    INTEGER NOT NULL DEFAULT 1,
+  created_at  INTEGER NOT NULL,
+  updated_at  INTEGER NOT NULL,
+  UNIQUE (sink, event_id)
+);
+CREATE INDEX dead_letters_by_state ON dead_letters (sink, state, id);
+`,
+  },
 ];
