@@ -120,13 +120,19 @@ export function isTimeout(err: unknown): boolean {
 }
 
 const JWT_LIKE = /eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*\.?[A-Za-z0-9_-]*/g;
+/** Longer than any voucher or assertion we send (a few KiB with the audit pattern). */
+const JWT_MARGIN = 16 * 1024;
 
 /**
  * Remote text goes into messages only clipped, on one line, and with anything shaped like a
  * JWT removed: a server or proxy echoing our Authorization header must not leak the voucher.
  */
 export function sanitize(text: string, max: number): string {
+  // Clipped first: the regex costs time in proportion to what it scans (quadratic on a long
+  // "eyJeyJ…" run), and a remote body can be megabytes. The margin keeps a JWT that starts
+  // inside the kept part whole enough to be recognized and removed.
+  const head = text.length > max + JWT_MARGIN ? text.slice(0, max + JWT_MARGIN) : text;
   // eslint-disable-next-line no-control-regex
-  const clean = text.replace(JWT_LIKE, '[jwt]').replace(/[\u0000-\u001f\u007f]+/g, ' ').trim();
+  const clean = head.replace(JWT_LIKE, '[jwt]').replace(/[\u0000-\u001f\u007f]+/g, ' ').trim();
   return clean.length <= max ? clean : `${clean.slice(0, max)}…`;
 }
