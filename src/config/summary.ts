@@ -98,7 +98,8 @@ function keyFingerprint(file: string): string {
 function sinkTarget(sink: SinkConfig): string {
   switch (sink.type) {
     case 'webhook': {
-      const extras = [sink.secretFile ? `signed with ${sink.secretFile}` : 'unsigned', sink.caFile ? `CA ${sink.caFile}` : '', sink.batchSize > 1 ? `batches of ${sink.batchSize}` : '']
+      const signed = sink.signature === 'standard-webhooks' ? `signed (Standard Webhooks) with ${sink.secretFile}` : `signed with ${sink.secretFile}`;
+      const extras = [sink.secretFile ? signed : 'unsigned', sink.caFile ? `CA ${sink.caFile}` : '', sink.batchSize > 1 ? `batches of ${sink.batchSize}` : '', sink.onReject === 'dead-letter' ? 'refusals to dead letters' : '']
         .filter(Boolean)
         .join(', ');
       return `${displayWebhookUrl(sink.url)} (${extras})`;
