@@ -16,6 +16,7 @@ export class Metrics {
   readonly eventsDelivered = new Counter({ name: 'signalhub_events_delivered_total', help: 'Events confirmed by a sink', labelNames: ['sink'] as const, registers: [this.registry] });
   readonly sinkPending = new Gauge({ name: 'signalhub_sink_pending_events', help: 'Outbox events not yet confirmed by a sink', labelNames: ['sink'] as const, registers: [this.registry] });
   readonly sinkStopped = new Gauge({ name: 'signalhub_sink_stopped', help: '1 when a sink stopped on a permanent error and waits for "sinks retry"', labelNames: ['sink'] as const, registers: [this.registry] });
+  readonly deadLetters = new Counter({ name: 'signalhub_sink_dead_letters_total', help: 'Events a receiver refused for good, set aside as dead letters (on_reject = "dead-letter")', labelNames: ['sink'] as const, registers: [this.registry] });
   readonly sinkFailures = new Counter({ name: 'signalhub_sink_failures_total', help: 'Failed delivery attempts', labelNames: ['sink'] as const, registers: [this.registry] });
   readonly cursor = new Gauge({ name: 'signalhub_cursor_signal_id', help: 'Last processed signalId per e-service', labelNames: ['eservice'] as const, registers: [this.registry] });
   readonly lastSuccessfulPull = new Gauge({ name: 'signalhub_last_successful_pull_timestamp_seconds', help: 'Unix time of the last successful pull per e-service', labelNames: ['eservice'] as const, registers: [this.registry] });

@@ -216,10 +216,10 @@ command = ["./bin/handle", "--flag"]
 `);
     const config = parseIn(dir, text);
     expect(config.sinks).toEqual([
-      { name: 'hook', type: 'webhook', url: 'https://crm.example.it/hook', secretFile: path.join(dir, 'hmac'), caFile: undefined, batchSize: 50, timeoutMs: 10_000, maxRetries: 8, eservices: [ES1, ES2] },
+      { name: 'hook', type: 'webhook', url: 'https://crm.example.it/hook', secretFile: path.join(dir, 'hmac'), caFile: undefined, batchSize: 50, timeoutMs: 10_000, maxRetries: 8, signature: 'x-signature', onReject: 'stop', eservices: [ES1, ES2] },
       { name: 'log', type: 'file', path: path.join(dir, 'out/events.ndjson'), eservices: [] },
       { name: 'tty', type: 'stdout', format: 'ndjson', eservices: [] },
-      { name: 'script', type: 'exec', command: [path.join(dir, 'bin/handle'), '--flag'], timeoutMs: 30_000, eservices: [] },
+      { name: 'script', type: 'exec', command: [path.join(dir, 'bin/handle'), '--flag'], timeoutMs: 30_000, env: {}, passEnv: [], onReject: 'stop', eservices: [] },
     ]);
   });
 
@@ -599,7 +599,8 @@ describe('config: summary', () => {
     expect(summary).toContain(`client id ${ES_CLIENT}, key id kid-es, key fingerprint ${fingerprint}`);
     expect(summary).toContain(`residences ${ES1}`);
     expect(summary).toContain('recipe ${subject}${seed} as base64, audit off');
-    expect(summary).toContain('hook: webhook https://crm.example.it/hook?… (signed with');
+    expect(summary).toMatch(/hook: webhook https:\/\/crm\.example\.it\/\[path [0-9a-f]{8}\] \(signed with/);
+    expect(summary).not.toContain('/hook');
     expect(summary).not.toContain(hmac);
     expect(summary).not.toContain('qs-secret-1b2c');
     expect(summary).not.toContain('PRIVATE KEY');

@@ -6,6 +6,7 @@ import { createLogger, type Logger } from '../src/log.js';
 import { openDatabase, type Db } from '../src/store/db.js';
 import { OutboxStore } from '../src/store/outbox.js';
 import type { SignalEvent } from '../src/events.js';
+import { expectContractText } from './helpers/event-contract.js';
 
 /** Shared by the sink and delivery tests: a real DB, real events, a real HTTP receiver. */
 
@@ -73,6 +74,8 @@ export async function startReceiver(reply: (req: Received, index: number) => Rep
     req.on('data', (c: Buffer) => chunks.push(c));
     req.on('end', () => {
       const received: Received = { headers: req.headers, body: Buffer.concat(chunks).toString('utf8'), status: 0, at: Date.now() };
+      // Whatever a webhook sink posts is events of the published contract.
+      expectContractText(received.body, 'webhook body');
       const index = requests.length;
       requests.push(received);
       const answer = reply(received, index);

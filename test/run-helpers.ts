@@ -8,6 +8,7 @@ import { subjectIndexOptions } from '../src/subjects/import.js';
 import type { World } from './helpers/world.js';
 import { spawnCli } from './helpers/cli.js';
 import { tempDir } from './helpers/fs.js';
+import { expectContractEvent, expectContractText } from './helpers/event-contract.js';
 
 const children: ChildProcess[] = [];
 afterEach(() => {
@@ -101,8 +102,11 @@ export function storeSubjects(world: World, subjects: { key: string; ref: string
 /** Event ids in an NDJSON file sink's output (empty while the file does not exist). */
 export function fileEventIds(file: string): string[] {
   if (!fs.existsSync(file)) return [];
-  return fs
-    .readFileSync(file, 'utf8')
+  const text = fs.readFileSync(file, 'utf8');
+  // A line still being written is not complete JSON: only whole lines are checked.
+  const whole = text.slice(0, text.lastIndexOf('\n') + 1);
+  expectContractText(whole, file);
+  return whole
     .split('\n')
     .filter(Boolean)
     .map((l) => (JSON.parse(l) as { id: string }).id);
@@ -112,7 +116,9 @@ export function fileEventIds(file: string): string[] {
 export function outboxEventIds(world: World): string[] {
   const db = openDatabase(world.config.database, { readonly: true });
   try {
-    return (db.prepare('SELECT event_id AS id FROM outbox ORDER BY seq').all() as { id: string }[]).map((r) => r.id);
+    const rows = db.prepare('SELECT event_id AS id, payload FROM outbox ORDER BY seq').all() as { id: string; payload: string }[];
+    for (const row of rows) expectContractEvent(JSON.parse(row.payload), `outbox event ${row.id}`);
+    return rows.map((r) => r.id);
   } finally {
     db.close();
   }

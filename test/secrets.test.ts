@@ -351,7 +351,7 @@ describe('secrets: error paths that might echo their input', () => {
     // Accepted, but shown without its query string.
     const query = await runCli(['--config', baseConfig(dir, { sink: `[[sinks]]\nname = "hook"\ntype = "webhook"\nurl = "https://hooks.example.it/signals?access_token=${queryToken}"\n` }), 'config', 'check']);
     expect(query.code, query.stderr).toBe(0);
-    expect(query.stdout).toContain('https://hooks.example.it/signals');
+    expect(query.stdout).toContain('https://hooks.example.it/[path ');
 
     // A token endpoint with a token in its query: config check and a failing token request name it without the query.
     const tokenUrl = `http://127.0.0.1:9/token.oauth2?access_token=${queryToken}`;

@@ -2,10 +2,12 @@ import type { Command } from 'commander';
 import type { Config } from '../config/types.js';
 import { AppError } from '../errors.js';
 import type { OutboxEvent } from '../events.js';
+import { eventJsonSchema } from '../event-schema.js';
 import { EServiceStore } from '../store/eservices.js';
 import { OutboxStore } from '../store/outbox.js';
 import { action, loadCliConfig } from './common.js';
 import { openReader } from './db.js';
+import { escapeForTerminal } from '../terminal.js';
 import { formatTable, integerArg, resolveEService } from './status.js';
 
 export interface ListedEvent {
@@ -23,7 +25,8 @@ export interface EventPage {
 const DEFAULT_LIMIT = 100;
 
 export function registerEvents(program: Command): void {
-  const events = program.command('events').description('Inspect the outbox of change events');
+  const events = program.command('events').description('Inspect the outbox of change events; print their JSON Schema');
+  registerEventSchema(events);
 
   events
     .command('list')
@@ -50,6 +53,18 @@ Exit codes: 0 listed (possibly none); 64 bad option or unknown e-service; 66 no 
           process.stdout.write(page.events.length === 0 ? `no events after seq ${opts.since}\n` : formatEvents(page.events));
         }
         if (page.more) process.stderr.write(`more events follow: continue with --since ${page.lastSeq}\n`);
+      }),
+    );
+}
+
+function registerEventSchema(events: Command): void {
+  events
+    .command('schema')
+    .description('Print the JSON Schema (draft 2020-12) of the events delivered to sinks, versioned')
+    .addHelpText('after', '\nCompatibility: fields and event types are added (minor version), never renamed or removed: receivers ignore what they do not know.\nNeeds no configuration.')
+    .action(
+      action(async () => {
+        process.stdout.write(`${JSON.stringify(eventJsonSchema(), null, 2)}\n`);
       }),
     );
 }
@@ -88,5 +103,7 @@ export function formatEvents(events: readonly ListedEvent[]): string {
       ? [String(seq), e.id, e.type, e.eserviceName, String(e.signalId), e.signalType, e.objectType, e.subjectRef ?? '-', e.receivedAt, e.backfilled ? 'backfilled' : '']
       : [String(seq), e.id, e.type, e.eserviceName, `${e.fromSignalId}..${e.toSignalId}`, e.reason, '-', '-', e.createdAt, e.detail],
   );
-  return `${formatTable(['SEQ', 'ID', 'TYPE', 'E-SERVICE', 'SIGNAL', 'SIGNAL TYPE', 'OBJECT TYPE', 'SUBJECT REF', 'RECEIVED', 'NOTE'], rows)}\n`;
+  // objectType, detail and the names come from producers or files: no terminal escapes through.
+  const safeRows = rows.map((cells) => cells.map(escapeForTerminal));
+  return `${formatTable(['SEQ', 'ID', 'TYPE', 'E-SERVICE', 'SIGNAL', 'SIGNAL TYPE', 'OBJECT TYPE', 'SUBJECT REF', 'RECEIVED', 'NOTE'], safeRows)}\n`;
 }

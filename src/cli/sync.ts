@@ -7,6 +7,8 @@ import { closeRemotes, createEngine, createRemotes } from '../sync/runtime.js';
 import { action, cliLogger, loadCliConfig } from './common.js';
 import { resolveEService } from './status.js';
 import { openWriter } from './db.js';
+import { DeadLetterStore } from '../store/dead-letters.js';
+import { ResyncStore } from '../store/resync.js';
 
 interface SyncOptions {
   once?: boolean;
@@ -23,7 +25,7 @@ export function registerSync(program: Command): void {
     .option('--eservice <id-or-name>', 'only this e-service, by id or configured name (repeatable)', (v: string, acc: string[] = []) => [...acc, v])
     .option('--no-deliver', 'do not deliver pending events to the sinks')
     .option('--json', 'print the result as JSON')
-    .addHelpText('after', '\nExit codes: 0 all synced; 3 some e-services failed; 64 usage; 69 hub or producer unavailable; 75 database in use by the daemon; 77 not authorized (401/403); 78 configuration error.')
+    .addHelpText('after', '\nExit codes: 0 all synced and delivered; 3 some e-services failed or events left undelivered; 69 a sink is stopped on a refusal (or the hub or producer unavailable); 64 usage; 75 database in use by the daemon; 77 not authorized (401/403); 78 configuration error.')
     .action(
       action(async (opts: SyncOptions, cmd: Command) => {
         if (!opts.once) throw new AppError('USAGE', 'sync needs --once (the long-running daemon is "signalhub-sync run")');
@@ -42,6 +44,9 @@ export function registerSync(program: Command): void {
         process.on('SIGTERM', onSignal).on('SIGINT', onSignal);
         const metrics = new Metrics();
         const remotes = createRemotes(config, { logger, metrics });
+        // What this run adds that needs a person: resync reports and dead letters.
+        const startedAt = Date.now();
+        const lastReportBefore = Math.max(0, ...new ResyncStore(store.db).list({ includeAcked: true }).map((r) => r.id));
         try {
           const engine = createEngine(config, store.db, remotes, { logger, metrics });
           const results = await catchUpAll(engine, ids, { concurrency: config.daemon.concurrency, signal: abort.signal });
@@ -63,16 +68,35 @@ export function registerSync(program: Command): void {
             ...(r.outcome ? { pages: r.outcome.pages, signals: r.outcome.signals, matches: r.outcome.matches, skipped: r.outcome.skipped, cursor: r.outcome.cursor, caughtUp: r.outcome.caughtUp } : {}),
             ...(r.error !== undefined ? { error: describeFailure(r.error) } : {}),
           }));
+          const newReports = new ResyncStore(store.db).list({ includeAcked: true }).filter((r) => r.id > lastReportBefore);
+          const newDeadLetters = new DeadLetterStore(store.db).countSince(startedAt);
+          const stopped = (delivery?.sinks ?? []).filter((d) => d.state === 'stopped');
           if (opts.json) {
-            process.stdout.write(`${JSON.stringify({ eservices: summary, delivery: delivery?.sinks ?? [] })}\n`);
+            process.stdout.write(
+              `${JSON.stringify({
+                eservices: summary,
+                delivery: delivery?.sinks ?? [],
+                newResyncReports: newReports.map((r) => ({ id: r.id, eserviceId: r.eserviceId, fromSignalId: r.fromSignalId, toSignalId: r.toSignalId, reason: r.reason })),
+                newDeadLetters,
+              })}\n`,
+            );
           } else {
             for (const s of summary) {
               process.stdout.write(s.ok ? `${s.eserviceId}: ${s.signals} signals, ${s.matches} matches${s.skipped ? `, ${s.skipped} skipped (see status)` : ''}, cursor ${s.cursor}${s.caughtUp ? '' : ' (interrupted)'}\n` : `${s.eserviceId}: FAILED ${s.error}\n`);
             }
-            for (const d of delivery?.sinks ?? []) process.stdout.write(`sink ${d.name}: delivered ${d.delivered}, pending ${d.pending}${d.error ? `, ${d.error}` : ''}\n`);
+            for (const d of delivery?.sinks ?? []) {
+              const aside = d.deadLettered ? `, ${d.deadLettered} set aside as dead letters` : '';
+              process.stdout.write(`sink ${d.name}: ${d.state === 'stopped' ? 'STOPPED, ' : ''}delivered ${d.delivered}${aside}, pending ${d.pending}${d.error ? `, ${d.error}` : ''}\n`);
+            }
+            if (newReports.length > 0) {
+              process.stdout.write(`new resync reports: ${newReports.map((r) => `#${r.id} (${r.eserviceId} signals ${r.fromSignalId}..${r.toSignalId}, ${r.reason})`).join(', ')}: see "signalhub-sync resync list"\n`);
+            }
+            if (newDeadLetters > 0) process.stdout.write(`new dead letters: ${newDeadLetters}: see "signalhub-sync sinks dead-letters list"\n`);
           }
           if (abort.signal.aborted) return EXIT.TEMPFAIL;
           const code = catchUpExitCode(results);
+          // A stopped sink needs an operator: a timer running sync --once must see it fail.
+          if (code === EXIT.OK && stopped.length > 0) return EXIT.UNAVAILABLE;
           return code === EXIT.OK && !deliveryComplete ? EXIT.PARTIAL : code;
         } finally {
           process.off('SIGTERM', onSignal).off('SIGINT', onSignal);

@@ -152,13 +152,13 @@ function toConfig(data: FileConfig, { file, env }: { file: string; env: NodeJS.P
     const base = { name: s.name, eservices: [...new Set(s.eservices.map(idOf))] };
     switch (s.type) {
       case 'webhook':
-        return { ...base, type: 'webhook', url: s.url, secretFile: s.secret_file, caFile: s.ca_file, batchSize: s.batch_size, timeoutMs: s.timeout_ms, maxRetries: s.max_retries };
+        return { ...base, type: 'webhook', url: s.url, secretFile: s.secret_file, caFile: s.ca_file, batchSize: s.batch_size, timeoutMs: s.timeout_ms, maxRetries: s.max_retries, signature: s.signature, onReject: s.on_reject };
       case 'file':
         return { ...base, type: 'file', path: s.path };
       case 'stdout':
         return { ...base, type: 'stdout', format: s.format };
       case 'exec':
-        return { ...base, type: 'exec', command: s.command, timeoutMs: s.timeout_ms };
+        return { ...base, type: 'exec', command: s.command, timeoutMs: s.timeout_ms, env: s.env, passEnv: s.pass_env, onReject: s.on_reject };
     }
   });
 

@@ -3,6 +3,7 @@ import { ENCODINGS } from '../crypto/pseudonym.js';
 import type { PresetName } from './types.js';
 import { PRESET_NAMES } from './presets.js';
 import { resolveDataPath, resolveSecretPath, type PathContext } from './paths.js';
+import { EXEC_ENV_NAME as ENV_NAME, FORBIDDEN_ENV_MESSAGE, allowedInChildEnv } from './exec-env.js';
 import { dpopKeyProblem, inlineSecretProblem, missingSecretNameProblem, readableFileProblem, rsaPrivateKeyProblem, secretFileModeProblem } from './keys.js';
 
 /**
@@ -153,6 +154,10 @@ export function buildFileSchema(ctx: SchemaContext | null) {
   })
     .superRefine(bothOrNeither);
 
+  const onReject = z
+    .enum(['stop', 'dead-letter'])
+    .default('stop')
+    .describe('When the receiver refuses an event for good (HTTP 4xx, exit 64/65/77/78): "stop" the sink until "sinks retry", or move the event to the dead letters and go on.');
   const sinkFilter = z.array(nonEmpty()).default([]).describe('Only events of these e-services (ids or names); empty = all.');
   const sink = z.discriminatedUnion('type', [
     z.strictObject({
@@ -165,6 +170,11 @@ export function buildFileSchema(ctx: SchemaContext | null) {
       batch_size: z.number().int().min(1).max(1000).default(1).describe('1 = one JSON event per request; more = JSON arrays.'),
       timeout_ms: positiveInt().default(10_000),
       max_retries: nonNegativeInt().default(8),
+      signature: z
+        .enum(['x-signature', 'standard-webhooks'])
+        .default('x-signature')
+        .describe('How requests are signed with secret_file: "x-signature" (HMAC of the body) or "standard-webhooks" (webhook-id, webhook-timestamp, webhook-signature; secret "whsec_…").'),
+      on_reject: onReject,
     }),
     z.strictObject({
       type: z.literal('file'),
@@ -188,6 +198,15 @@ export function buildFileSchema(ctx: SchemaContext | null) {
         .describe('argv, run without a shell; events on stdin as NDJSON. A relative program path with "/" is against this file\'s folder.')
         .transform((argv) => (ctx && argv[0]!.includes('/') ? [resolveDataPath(argv[0]!, ctx.paths), ...argv.slice(1)] : argv)),
       timeout_ms: positiveInt().default(30_000),
+      env: z
+        .record(z.string().regex(ENV_NAME, 'an environment variable name (letters, digits, _)').refine(allowedInChildEnv, FORBIDDEN_ENV_MESSAGE), z.string())
+        .default({})
+        .describe('Environment of the command, besides PATH: nothing else of the daemon\'s environment is passed on.'),
+      pass_env: z
+        .array(z.string().regex(ENV_NAME, 'an environment variable name (letters, digits, _)').refine(allowedInChildEnv, FORBIDDEN_ENV_MESSAGE))
+        .default([])
+        .describe('Names of the daemon\'s own environment variables passed on to the command (e.g. ["HOME", "LANG"]).'),
+      on_reject: onReject,
     }),
   ]);
 

@@ -1,4 +1,5 @@
 import fs from 'node:fs';
+import { displayWebhookUrl } from '../url-display.js';
 import type { ClientConfig, Config, SinkConfig } from './types.js';
 import { presetValues } from './presets.js';
 import { isLoopbackHost } from './schema.js';
@@ -102,10 +103,11 @@ function keyFingerprint(file: string): string {
 function sinkTarget(sink: SinkConfig): string {
   switch (sink.type) {
     case 'webhook': {
-      const extras = [sink.secretFile ? `signed with ${sink.secretFile}` : 'unsigned', sink.caFile ? `CA ${sink.caFile}` : '', sink.batchSize > 1 ? `batches of ${sink.batchSize}` : '']
+      const signed = sink.signature === 'standard-webhooks' ? `signed (Standard Webhooks) with ${sink.secretFile}` : `signed with ${sink.secretFile}`;
+      const extras = [sink.secretFile ? signed : 'unsigned', sink.caFile ? `CA ${sink.caFile}` : '', sink.batchSize > 1 ? `batches of ${sink.batchSize}` : '', sink.onReject === 'dead-letter' ? 'refusals to dead letters' : '']
         .filter(Boolean)
         .join(', ');
-      return `${redactedUrl(sink.url)} (${extras})`;
+      return `${displayWebhookUrl(sink.url)} (${extras})`;
     }
     case 'file':
       return sink.path;

@@ -125,7 +125,14 @@ export interface WebhookSinkConfig extends SinkBase {
   batchSize: number;
   timeoutMs: number;
   maxRetries: number;
+  /** x-signature: `X-Signature: sha256=<hex HMAC of the body>`; standard-webhooks: webhook-id/-timestamp/-signature. */
+  /** Default x-signature (programmatic configs may leave these out; the file loader fills them). */
+  signature?: WebhookSignatureScheme;
+  onReject?: OnReject;
 }
+export type WebhookSignatureScheme = 'x-signature' | 'standard-webhooks';
+/** What a permanent refusal (4xx, exit 64/65/77/78) does: stop the sink, or dead-letter the event and go on. */
+export type OnReject = 'stop' | 'dead-letter';
 export interface FileSinkConfig extends SinkBase {
   type: 'file';
   path: string;
@@ -140,5 +147,11 @@ export interface ExecSinkConfig extends SinkBase {
   /** argv: no shell. */
   command: string[];
   timeoutMs: number;
+  /** Variables set for the command; with PATH and passEnv, its whole environment. */
+  env?: Record<string, string>;
+  /** Names of the daemon's variables passed on. */
+  passEnv?: string[];
+  /** Default stop. */
+  onReject?: OnReject;
 }
 export type SinkConfig = WebhookSinkConfig | FileSinkConfig | StdoutSinkConfig | ExecSinkConfig;

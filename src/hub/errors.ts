@@ -130,14 +130,29 @@ export function isTimeout(err: unknown): boolean {
   return code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT' || code === 'UND_ERR_CONNECT_TIMEOUT' || code === 'ETIMEDOUT';
 }
 
-const JWT_LIKE = /eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*\.?[A-Za-z0-9_-]*/g;
+/** Runs of base64url characters and dots: each is looked at once (linear, unlike a backtracking JWT regex on "eyJeyJ…"). */
+const TOKEN_RUN = /[A-Za-z0-9_.-]+/g;
+
+/** Anything shaped like a JWT (`eyJ…` then a dot) becomes `[jwt]`, with the rest of its run. */
+function redactJwts(text: string): string {
+  return text.replace(TOKEN_RUN, (run) => {
+    const start = run.indexOf('eyJ');
+    return start !== -1 && run.indexOf('.', start + 3) !== -1 ? `${run.slice(0, start)}[jwt]` : run;
+  });
+}
+/** Longer than any voucher or assertion we send (a few KiB with the audit pattern). */
+const JWT_MARGIN = 16 * 1024;
 
 /**
  * Remote text goes into messages only clipped, on one line, and with anything shaped like a
  * JWT removed: a server or proxy echoing our Authorization header must not leak the voucher.
  */
 export function sanitize(text: string, max: number): string {
+  // Clipped first: a remote body can be megabytes, and only `max` characters are kept. The
+  // margin keeps a JWT that starts inside the kept part whole enough to be recognized (a JWT
+  // cut inside its header leaves only the header, which holds no secret).
+  const head = text.length > max + JWT_MARGIN ? text.slice(0, max + JWT_MARGIN) : text;
   // eslint-disable-next-line no-control-regex
-  const clean = text.replace(JWT_LIKE, '[jwt]').replace(/[\u0000-\u001f\u007f]+/g, ' ').trim();
+  const clean = redactJwts(head).replace(/[\u0000-\u001f\u007f]+/g, ' ').trim();
   return clean.length <= max ? clean : `${clean.slice(0, max)}…`;
 }

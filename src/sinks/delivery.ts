@@ -4,10 +4,11 @@ import { silentLogger, type Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import type { Db } from '../store/db.js';
 import { OutboxStore, type OutboxRow } from '../store/outbox.js';
+import { DeadLetterStore, type DeadLetter } from '../store/dead-letters.js';
 import { SinkPositionStore, type SinkState } from '../store/sink-positions.js';
 import { backoffDelay, sleep } from './backoff.js';
 import { createSink, type SinkFactoryOptions } from './factory.js';
-import { isPermanentSinkError, type Sink } from './sink.js';
+import { isPermanentSinkError, SinkRejectedError, type Sink } from './sink.js';
 import { sinkStatus, type SinkStatus } from './status.js';
 import { retryAfterOf } from './webhook.js';
 
@@ -36,6 +37,8 @@ export interface DrainSinkResult {
   name: string;
   /** Events confirmed by this drain. */
   delivered: number;
+  /** Events the receiver refused for good and this drain set aside (on_reject = "dead-letter"); left out when none. */
+  deadLettered?: number;
   /** Events still waiting for the sink afterwards. */
   pending: number;
   state: SinkState;
@@ -51,6 +54,10 @@ export interface DrainResult {
 
 type StepOutcome =
   | { kind: 'delivered'; count: number }
+  /** An event refused for good was set aside (on_reject = "dead-letter"); delivery goes on. */
+  | { kind: 'dead-lettered' }
+  /** A refused batch of several events: they are offered one by one next, to set aside only the refused ones. */
+  | { kind: 'isolating' }
   | { kind: 'idle' }
   | { kind: 'stopped'; error: string | null }
   | { kind: 'failed'; error: string; retryAfterMs: number | undefined }
@@ -67,6 +74,8 @@ interface Runner {
   /** notify() arrived while the loop was busy: look again before sleeping. */
   notified: boolean;
   pendingGaugeAt: number;
+  /** After a refused batch, batches of one event up to this outbox seq (see deadLetter). */
+  isolateThrough: number;
 }
 
 /**
@@ -83,6 +92,7 @@ export class DeliveryService {
   private readonly db: Db;
   private readonly outbox: OutboxStore;
   private readonly positions: SinkPositionStore;
+  private readonly deadLetters: DeadLetterStore;
   private readonly runners: Runner[];
   private readonly logger: Logger;
   private readonly metrics: Metrics | undefined;
@@ -94,6 +104,7 @@ export class DeliveryService {
     this.db = options.db;
     this.outbox = new OutboxStore(options.db);
     this.positions = new SinkPositionStore(options.db);
+    this.deadLetters = new DeadLetterStore(options.db);
     this.logger = (options.logger ?? silentLogger).child({ component: 'delivery' });
     this.metrics = options.metrics;
     const names = new Set<string>();
@@ -110,6 +121,7 @@ export class DeliveryService {
       waitingFor: undefined,
       notified: false,
       pendingGaugeAt: 0,
+      isolateThrough: 0,
     }));
   }
 
@@ -214,6 +226,8 @@ export class DeliveryService {
       if (this.stopping) break;
       switch (outcome.kind) {
         case 'delivered':
+        case 'dead-lettered':
+        case 'isolating':
           break;
         case 'idle':
           await this.wait(r, 'events', pollMs);
@@ -233,12 +247,17 @@ export class DeliveryService {
   private async drainOne(r: Runner, target: number, signal: AbortSignal): Promise<DrainSinkResult> {
     const name = r.config.name;
     let delivered = 0;
+    let deadLettered = 0;
     let error: string | null = null;
     let attempts = 0;
-    while (!signal.aborted && this.positions.get(name).position < target) {
+    // Dead letters queued by "sinks dead-letters retry" are offered too, even with the outbox done.
+    while (!signal.aborted && (this.positions.get(name).position < target || (r.state === 'active' && this.deadLetters.nextRetry(name) !== undefined))) {
       const outcome = await this.step(r, signal);
       if (outcome.kind === 'delivered') {
         delivered += outcome.count;
+        attempts = 0;
+      } else if (outcome.kind === 'dead-lettered' || outcome.kind === 'isolating') {
+        if (outcome.kind === 'dead-lettered') deadLettered += 1;
         attempts = 0;
       } else if (outcome.kind === 'failed') {
         error = outcome.error;
@@ -259,7 +278,7 @@ export class DeliveryService {
     if (signal.aborted && error === null && this.positions.get(name).position < target) error = 'interrupted';
     const pending = this.outbox.countAfter(this.positions.get(name).position, r.config.eservices);
     this.metrics?.sinkPending.set({ sink: name }, pending);
-    return { name, delivered, pending, state: r.state, error: pending === 0 ? null : error };
+    return { name, delivered, ...(deadLettered > 0 ? { deadLettered } : {}), pending, state: r.state, error: pending === 0 ? null : error };
   }
 
   /** One batch: read after the position, deliver, advance. Never throws. */
@@ -267,15 +286,18 @@ export class DeliveryService {
     const name = r.config.name;
     if (r.state === 'stopped') return { kind: 'stopped', error: this.positions.get(name).lastError };
     r.notified = false;
+    const redelivery = await this.redeliverDeadLetter(r, signal);
+    if (redelivery !== undefined) return redelivery;
     let rows: OutboxRow[];
     let position: number;
     let maxSeq: number;
-    const limit = Math.max(1, Math.min(this.options.batchSize, r.sink.maxBatchSize));
+    let limit = Math.max(1, Math.min(this.options.batchSize, r.sink.maxBatchSize));
     try {
       // One read transaction: the batch and the outbox end come from the same snapshot.
-      ({ rows, position, maxSeq } = this.db.transaction(() => {
+      ({ rows, position, maxSeq, limit } = this.db.transaction(() => {
         const pos = this.positions.get(name).position;
-        return { position: pos, rows: this.outbox.readAfter(pos, limit, r.config.eservices), maxSeq: this.outbox.maxSeq() };
+        const lim = pos < r.isolateThrough ? 1 : limit;
+        return { position: pos, limit: lim, rows: this.outbox.readAfter(pos, lim, r.config.eservices), maxSeq: this.outbox.maxSeq() };
       })());
     } catch (err) {
       return this.failed(r, err);
@@ -292,6 +314,7 @@ export class DeliveryService {
       await r.sink.deliver(rows, signal);
     } catch (err) {
       if (signal.aborted) return { kind: 'aborted' };
+      if (isPermanentSinkError(err) && r.config.type !== 'file' && r.config.type !== 'stdout' && r.config.onReject === 'dead-letter') return this.deadLetter(r, rows, end, err);
       return this.failed(r, err);
     }
     try {
@@ -305,6 +328,67 @@ export class DeliveryService {
     this.metrics?.eventsDelivered.inc({ sink: name }, rows.length);
     this.updatePendingGauge(r, false);
     return { kind: 'delivered', count: rows.length };
+  }
+
+  /**
+   * on_reject = "dead-letter": a refused single event goes to the dead letters and the position
+   * moves past it, in one transaction. A refused batch of several events says nothing about
+   * which one the receiver objects to: its events are offered one at a time next (isolateThrough),
+   * so only the refused ones are set aside.
+   */
+  private deadLetter(r: Runner, rows: readonly OutboxRow[], end: number, err: unknown): StepOutcome {
+    const name = r.config.name;
+    this.metrics?.sinkFailures.inc({ sink: name });
+    if (rows.length > 1) {
+      r.isolateThrough = rows[rows.length - 1]!.seq;
+      this.logger.warn({ sink: name, events: rows.length, ...errorLogFields(err) }, 'batch refused: offering its events one at a time to set aside only the refused ones');
+      return { kind: 'isolating' };
+    }
+    const row = rows[0]!;
+    const rejection = err as SinkRejectedError;
+    const status = rejection.status ?? exitCodeOf(rejection);
+    try {
+      this.db
+        .transaction(() => {
+          this.deadLetters.add({ sink: name, seq: row.seq, eventId: row.eventId, eserviceId: row.eserviceId, payload: row.payload, status, response: rejection instanceof SinkRejectedError ? (rejection.response ?? null) : null, error: rejection.message });
+          this.positions.advance(name, end, 0);
+        })
+        .immediate();
+    } catch (storeErr) {
+      return this.failed(r, storeErr);
+    }
+    this.metrics?.deadLetters.inc({ sink: name });
+    this.logger.warn({ sink: name, eventId: row.eventId, seq: row.seq, ...errorLogFields(err) }, 'event refused by the receiver: set aside as a dead letter, delivery goes on ("sinks dead-letters list")');
+    this.updatePendingGauge(r, false);
+    return { kind: 'dead-lettered' };
+  }
+
+  /** A dead letter queued by "sinks dead-letters retry", offered again before the outbox. */
+  private async redeliverDeadLetter(r: Runner, signal: AbortSignal): Promise<StepOutcome | undefined> {
+    const name = r.config.name;
+    let letter: DeadLetter | undefined;
+    try {
+      letter = this.deadLetters.nextRetry(name);
+    } catch (err) {
+      return this.failed(r, err);
+    }
+    if (letter === undefined) return undefined;
+    const row: OutboxRow = { seq: letter.seq, eventId: letter.eventId, eserviceId: letter.eserviceId, signalId: null, kind: kindOf(letter.payload), payload: letter.payload, createdAt: letter.createdAt };
+    try {
+      await r.sink.deliver([row], signal);
+    } catch (err) {
+      if (signal.aborted) return { kind: 'aborted' };
+      if (!isPermanentSinkError(err)) return this.failed(r, err);
+      const rejection = err as SinkRejectedError;
+      this.safely(() => this.deadLetters.add({ sink: name, seq: row.seq, eventId: row.eventId, eserviceId: row.eserviceId, payload: row.payload, status: rejection.status ?? exitCodeOf(rejection), response: rejection instanceof SinkRejectedError ? (rejection.response ?? null) : null, error: rejection.message }));
+      this.metrics?.deadLetters.inc({ sink: name });
+      this.logger.warn({ sink: name, eventId: row.eventId, deadLetter: letter.id, ...errorLogFields(err) }, 'dead letter refused again: it stays a dead letter');
+      return { kind: 'dead-lettered' };
+    }
+    this.safely(() => this.deadLetters.remove(letter.id));
+    this.metrics?.eventsDelivered.inc({ sink: name });
+    this.logger.info({ sink: name, eventId: row.eventId, deadLetter: letter.id }, 'dead letter delivered');
+    return { kind: 'delivered', count: 1 };
   }
 
   private advance(r: Runner, seq: number, count: number): void {
@@ -364,5 +448,19 @@ export class DeliveryService {
     } catch (err) {
       this.logger.error({ ...errorLogFields(err) }, 'cannot record sink state');
     }
+  }
+}
+
+/** The exec sink's exit code, when that is what refused. */
+function exitCodeOf(err: { details?: Record<string, unknown> }): number | null {
+  const code = err.details?.exitCode;
+  return typeof code === 'number' ? code : null;
+}
+
+function kindOf(payload: string): OutboxRow['kind'] {
+  try {
+    return (JSON.parse(payload) as { type: OutboxRow['kind'] }).type;
+  } catch {
+    return 'signal';
   }
 }

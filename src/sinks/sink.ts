@@ -6,7 +6,7 @@ import type { OutboxRow } from '../store/outbox.js';
  * accepted the whole batch (HTTP 2xx, fsync, exit 0); the caller advances the sink's position
  * after that and never before. A rejection is a SINK_FAILED (retryable: the same batch is
  * offered again after a backoff) or a SINK_REJECTED (permanent: the sink stops until an
- * operator runs `sinks retry`).
+ * operator runs `sinks retry`, or with on_reject = "dead-letter" the event is set aside).
  */
 export interface Sink {
   readonly name: string;
@@ -26,8 +26,21 @@ export function sinkFailed(sink: string, message: string, options: { cause?: unk
   return new AppError('SINK_FAILED', `sink "${sink}": ${message}`, { ...options, retryable: true });
 }
 
-export function sinkRejected(sink: string, message: string, options: { cause?: unknown; status?: number; details?: Record<string, unknown> } = {}): AppError {
-  return new AppError('SINK_REJECTED', `sink "${sink}": ${message}`, { ...options, retryable: false });
+/**
+ * A permanent refusal. `response` (the receiver's answer, clipped) is kept for the dead-letter
+ * table only: it is not a log field, since a receiver may echo anything in it.
+ */
+export class SinkRejectedError extends AppError {
+  readonly response: string | undefined;
+  constructor(message: string, options: { cause?: unknown; status?: number; details?: Record<string, unknown>; response?: string }) {
+    const { response, ...rest } = options;
+    super('SINK_REJECTED', message, { ...rest, retryable: false });
+    this.response = response;
+  }
+}
+
+export function sinkRejected(sink: string, message: string, options: { cause?: unknown; status?: number; details?: Record<string, unknown>; response?: string } = {}): SinkRejectedError {
+  return new SinkRejectedError(`sink "${sink}": ${message}`, options);
 }
 
 /** Permanent failures stop a sink; anything else (including unexpected errors) is retried. */

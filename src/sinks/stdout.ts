@@ -2,6 +2,7 @@ import type { Writable } from 'node:stream';
 import type { StdoutSinkConfig } from '../config/types.js';
 import type { OutboxEvent } from '../events.js';
 import type { OutboxRow } from '../store/outbox.js';
+import { escapeForTerminal } from '../terminal.js';
 import { ndjson, sinkFailed, type Sink } from './sink.js';
 
 export interface StdoutSinkOptions {
@@ -68,8 +69,14 @@ function writeAccepted(stream: Writable, text: string, signal: AbortSignal): Pro
 /**
  * `2024-05-01T10:00:00.000Z  Anagrafe  UPDATE domicile  ref=PR-1  #42` and, for a resync,
  * `... Anagrafe  RESYNC REQUIRED signals 10..20 (seed-history-missing)`. Never the subject key.
+ * Control characters in any field (objectType is the producer's choice) are escaped: see
+ * src/terminal.ts.
  */
 export function prettyLine(row: OutboxRow): string {
+  return escapeForTerminal(rawPrettyLine(row));
+}
+
+function rawPrettyLine(row: OutboxRow): string {
   let event: OutboxEvent;
   try {
     event = JSON.parse(row.payload) as OutboxEvent;

@@ -151,4 +151,29 @@ CREATE TABLE skipped_signals (
 CREATE INDEX skipped_signals_by_time ON skipped_signals (skipped_at);
 `,
   },
+  {
+    // Sinks with on_reject = "dead-letter": an event the receiver refused for good is kept here
+    // (with its payload: the outbox may prune it once every sink moved past) and delivery goes on.
+    version: 3,
+    name: 'dead letters',
+    sql: `
+CREATE TABLE dead_letters (
+  id          INTEGER PRIMARY KEY,
+  sink        TEXT NOT NULL,
+  seq         INTEGER NOT NULL,      -- outbox seq of the event
+  event_id    TEXT NOT NULL,
+  eservice_id TEXT NOT NULL,
+  payload     TEXT NOT NULL,         -- the event as offered to the sink
+  status      INTEGER,               -- HTTP status, or the exec command's exit code
+  response    TEXT,                  -- the receiver's answer, clipped (see src/sinks/webhook.ts)
+  error       TEXT NOT NULL,
+  state       TEXT NOT NULL DEFAULT 'dead', -- dead | retry (queued again by "sinks dead-letters retry")
+  attempts    INTEGER NOT NULL DEFAULT 1,
+  created_at  INTEGER NOT NULL,
+  updated_at  INTEGER NOT NULL,
+  UNIQUE (sink, event_id)
+);
+CREATE INDEX dead_letters_by_state ON dead_letters (sink, state, id);
+`,
+  },
 ];

@@ -38,6 +38,18 @@ export interface InboxResult {
 
 const JOB = '.job.json';
 const RESULT = '.result.json';
+const ATTEMPTED = '.attempted';
+
+/** Written and fsynced: the mark must survive the crash it is there for. */
+function writeSynced(file: string, text: string): void {
+  const fd = fs.openSync(file, 'w', 0o600);
+  try {
+    fs.writeSync(fd, text);
+    fs.fsyncSync(fd);
+  } finally {
+    fs.closeSync(fd);
+  }
+}
 
 export class SubjectInbox {
   readonly dir: string;
@@ -69,11 +81,23 @@ export class SubjectInbox {
     return names.filter((n) => n.endsWith(JOB)).map((n) => n.slice(0, -JOB.length)).sort();
   }
 
-  /** Applies one queued job on `db` (the caller holds the writer lock) and records its result. */
+  /**
+   * Applies one queued job on `db` (the caller holds the writer lock) and records its result.
+   * Never throws: a job that fails gets a result with the error, and its files are removed, so
+   * no job is tried again and again. The job is marked as attempted (`<id>.attempted`, synced)
+   * before it is applied: a job found marked was being applied when the process died (a file
+   * that exhausts memory would otherwise crash the daemon at every start), and is reported as
+   * failed instead of applied again.
+   */
   async apply(id: string, db: Db, config: Config): Promise<InboxResult> {
-    const job = JSON.parse(fs.readFileSync(this.file(id, JOB), 'utf8')) as QueuedImport;
     let result: InboxResult;
+    const attempted = this.file(id, ATTEMPTED);
     try {
+      if (fs.existsSync(attempted)) {
+        throw new AppError('INPUT_INVALID', `queued import ${id} was being applied when the daemon stopped (${fs.readFileSync(attempted, 'utf8').trim() || 'time unknown'}), perhaps because of this file; it is not applied again: check the file and import it again`);
+      }
+      const job = JSON.parse(fs.readFileSync(this.file(id, JOB), 'utf8')) as QueuedImport;
+      writeSynced(attempted, `attempted at ${new Date().toISOString()}\n`);
       const report = await importSubjects(db, fs.createReadStream(this.file(id, '.data')), {
         format: job.format,
         source: job.source,
@@ -92,6 +116,7 @@ export class SubjectInbox {
     fs.renameSync(tmp, this.file(id, RESULT));
     fs.rmSync(this.file(id, JOB), { force: true });
     fs.rmSync(this.file(id, '.data'), { force: true });
+    fs.rmSync(attempted, { force: true });
     return result;
   }
 

@@ -4,7 +4,6 @@
  * keys and e-services belongs to the import. Messages name lines and columns, never the values
  * of the `key` column (personal data).
  */
-import readline from 'node:readline';
 import { StringDecoder } from 'node:string_decoder';
 import { Readable, Transform, pipeline, type TransformCallback } from 'node:stream';
 import { parse as parseCsv, type CsvError } from 'csv-parse';
@@ -58,9 +57,9 @@ export function readSubjectFile(input: Readable, format: SubjectFormat, source: 
     case 'csv':
       return readCsv(input, source);
     case 'ndjson':
-      return readNdjson(input);
+      return readNdjson(input, source);
     case 'lines':
-      return readLines(input);
+      return readLines(input, source);
   }
 }
 
@@ -97,7 +96,7 @@ const CSV_FATAL_REASONS: Record<string, string> = {
   CSV_INVALID_CLOSING_QUOTE: 'malformed CSV: characters after a closing quote',
   CSV_QUOTE_NOT_CLOSED: 'malformed CSV: quote not closed',
   CSV_NON_TRIMABLE_CHAR_AFTER_CLOSING_QUOTE: 'malformed CSV: characters after a closing quote',
-  CSV_MAX_RECORD_SIZE: 'malformed CSV: record too large',
+  CSV_MAX_RECORD_SIZE: `record longer than ${1 << 20} characters (a subject line is short: is a line break missing?)`,
 };
 
 /**
@@ -125,18 +124,27 @@ async function sniffCsv(input: Readable, source: string): Promise<{ text: Readab
   const chunks = decoder[Symbol.asyncIterator]() as AsyncIterator<Buffer | string>;
   const head: string[] = [];
   let headText = '';
+  // Scanned once, chunk by chunk: whether a non-blank character was seen, then whether a line
+  // break followed it. (A regex re-run over the growing text would be quadratic on one long line.)
+  let sawText = false;
+  let complete = false;
   try {
-    while (headText.length < HEADER_PEEK_CHARS && !/\S[^\n]*\n/.test(headText)) {
+    while (headText.length < HEADER_PEEK_CHARS && !complete) {
       const next = await chunks.next();
       if (next.done) break;
       const chunk = typeof next.value === 'string' ? next.value : next.value.toString('utf8');
       head.push(chunk);
       headText += chunk;
+      for (let i = 0; i < chunk.length && !complete; i++) {
+        const c = chunk.charCodeAt(i);
+        if (c === 10) complete = sawText;
+        else if (!sawText && !/\s/.test(chunk[i]!)) sawText = true;
+      }
     }
   } catch (err) {
     throw inputError(err, source);
   }
-  const headerLine = headText.split('\n').find((line) => line.trim() !== '') ?? '';
+  const headerLine = headText.slice(0, HEADER_PEEK_CHARS).split('\n').find((line) => line.trim() !== '') ?? '';
   async function* replay(): AsyncGenerator<string> {
     yield* head;
     for (;;) {
@@ -156,7 +164,7 @@ async function* readCsv(input: Readable, source: string): AsyncGenerator<Subject
   // skip_records_with_error: a thrown parse error would drop the records parsed before it in
   // the same chunk. Instead the first syntax error is noted with the number of records before
   // it, and reading stops there: after broken quoting nothing can be trusted.
-  const parser = parseCsv({ bom: true, delimiter, record_delimiter: '\n', relax_column_count: true, skip_records_with_error: true, max_record_size: 1 << 20 });
+  const parser = parseCsv({ bom: true, delimiter, record_delimiter: '\n', relax_column_count: true, skip_records_with_error: true, max_record_size: MAX_LINE_CHARS });
   let syntaxError: { code: string; line: number | undefined; recordsBefore: number } | undefined;
   parser.on('skip', (err: CsvError) => {
     const line = err.lines;
@@ -246,20 +254,51 @@ function splitEservices(value: string): string[] | 'all' {
   return list.length === 0 ? 'all' : list;
 }
 
-/** Lines of a text stream, numbered from 1, without the BOM and line endings (LF or CRLF). */
-async function* numberedLines(input: Readable): AsyncGenerator<{ line: number; text: string }> {
-  const rl = readline.createInterface({ input, crlfDelay: Infinity });
+/**
+ * Longest line of an NDJSON or plain-lines subject file (and CSV record: csv-parse's
+ * max_record_size). A subject line is tens of characters; a file without line breaks must fail
+ * on its first mebibyte with its line number, not after filling memory (a 600 MB line would end
+ * the process with "Invalid string length").
+ */
+export const MAX_LINE_CHARS = 1 << 20;
+
+/** Lines of a text stream, numbered from 1, without the BOM and line endings (LF or CRLF), each at most MAX_LINE_CHARS. */
+async function* numberedLines(input: Readable, source: string): AsyncGenerator<{ line: number; text: string }> {
+  const decoder = new StringDecoder('utf8');
   let line = 0;
-  for await (const raw of rl) {
+  let partial = '';
+  const tooLong = (): AppError =>
+    new AppError('INPUT_INVALID', `${source}:${line + 1}: line longer than ${MAX_LINE_CHARS} characters (a subject line is short: is a line break missing?); nothing after it was read`);
+  const finish = (raw: string): { line: number; text: string } => {
     line++;
-    yield { line, text: line === 1 && raw.startsWith('\uFEFF') ? raw.slice(1) : raw };
+    const text = raw.endsWith('\r') ? raw.slice(0, -1) : raw;
+    return { line, text: line === 1 && text.startsWith('\uFEFF') ? text.slice(1) : text };
+  };
+  try {
+    for await (const chunk of input as AsyncIterable<Buffer | string>) {
+      const text = typeof chunk === 'string' ? chunk : decoder.write(chunk);
+      let start = 0;
+      for (let nl = text.indexOf('\n'); nl !== -1; nl = text.indexOf('\n', start)) {
+        if (partial.length + (nl - start) > MAX_LINE_CHARS) throw tooLong();
+        yield finish(partial + text.slice(start, nl));
+        partial = '';
+        start = nl + 1;
+      }
+      if (partial.length + (text.length - start) > MAX_LINE_CHARS) throw tooLong();
+      partial += text.slice(start);
+    }
+  } catch (err) {
+    throw inputError(err, source);
   }
+  partial += decoder.end();
+  if (partial.length > MAX_LINE_CHARS) throw tooLong();
+  if (partial !== '') yield finish(partial);
 }
 
 const NDJSON_FIELDS = new Set(['key', 'ref', 'eservices']);
 
-async function* readNdjson(input: Readable): AsyncGenerator<SubjectFileItem> {
-  for await (const { line, text } of numberedLines(input)) {
+async function* readNdjson(input: Readable, source: string): AsyncGenerator<SubjectFileItem> {
+  for await (const { line, text } of numberedLines(input, source)) {
     if (text.trim() === '') continue;
     let value: unknown;
     try {
@@ -303,8 +342,8 @@ function ndjsonRecord(value: unknown, line: number): SubjectFileItem {
 }
 
 /** One key per line: for `subjects remove --file` and plain key lists. */
-async function* readLines(input: Readable): AsyncGenerator<SubjectFileItem> {
-  for await (const { line, text } of numberedLines(input)) {
+async function* readLines(input: Readable, source: string): AsyncGenerator<SubjectFileItem> {
+  for await (const { line, text } of numberedLines(input, source)) {
     if (text.trim() === '') continue;
     yield { kind: 'record', line, key: text, ref: undefined, eservices: undefined };
   }

@@ -7,7 +7,7 @@ import type { Simulator } from '../../src/simulator/index.js';
  * A failure names the kind, the form, the offset and a fingerprint of the secret, never the
  * secret itself: the failure message ends up in CI logs too.
  */
-export type SecretKind = 'private-key' | 'seed' | 'voucher' | 'client-assertion' | 'dpop-proof' | 'webhook-secret' | 'subject-key' | 'token';
+export type SecretKind = 'private-key' | 'seed' | 'voucher' | 'client-assertion' | 'dpop-proof' | 'webhook-secret' | 'webhook-path' | 'subject-key' | 'token';
 
 export interface Leak {
   kind: SecretKind;
@@ -132,6 +132,30 @@ export class SecretSet {
   /** Any other credential (a token in a URL's query string, a password in a URL), as written. */
   addToken(token: string, label = 'token'): this {
     this.add('token', 'raw', label, token);
+    return this;
+  }
+
+  /**
+   * A webhook URL whose path is a credential (Slack, Teams: `/services/T…/B…/<token>`): the
+   * path with its query, the path alone, and every token-like segment (digits or mixed case)
+   * long enough to be told apart, as written and percent-decoded. Logs, errors and /readyz may name the host, never these.
+   */
+  addWebhookUrl(raw: string, label = 'webhook url path'): this {
+    const url = new URL(raw);
+    const forms: [string, string][] = [
+      ['path-and-query', `${url.pathname}${url.search}`],
+      ['path', url.pathname],
+      // Segments that read as words ("services", "webhooks") are route names, not credentials.
+      ...url.pathname
+        .split('/')
+        .map((segment, i): [string, string] => [`segment-${i}`, segment])
+        .filter(([, segment]) => /[0-9]/.test(segment) || (/[a-z]/.test(segment) && /[A-Z]/.test(segment))),
+    ];
+    for (const [form, text] of forms) {
+      for (const [suffix, variant] of [['', text], ['-decoded', decodeURIComponent(text)]] as const) {
+        if (variant.length >= MIN_NEEDLE_LENGTH) this.add('webhook-path', `${form}${suffix}`, label, variant);
+      }
+    }
     return this;
   }
 
