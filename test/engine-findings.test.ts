@@ -239,4 +239,20 @@ describe('issue 12 findings, each a regression test', () => {
     expect(t.events()).toEqual([40, 50]);
     t.db.close();
   });
+
+  it('an operator cursor moved forward is not undone by the lookback (the model test\'s F2)', async () => {
+    const t = await setup({ id: ES, name: 'residenze' });
+    const key = subjects[4]!;
+    t.writer.upsertBatch([{ key, ref: 'x', eservices: 'all' }]);
+    const skipped = Array.from({ length: 30 }, () => t.w.sim.depositForSubject(ES, key, 'UPDATE', 'r'));
+    await t.engine.syncEService(ES);
+    expect(t.events()).toEqual(skipped);
+    const ahead = Array.from({ length: 30 }, () => t.w.sim.depositForSubject(ES, key, 'UPDATE', 'r'));
+    // The operator skips the first 20 of these on purpose.
+    new EServiceStore(t.db).setCursor(ES, ahead[19]!);
+    await t.engine.syncEService(ES);
+    await t.engine.syncEService(ES); // and a second run, whose lookback reaches back to the skip
+    expect(t.events()).toEqual([...skipped, ...ahead.slice(20)]);
+    t.db.close();
+  });
 });

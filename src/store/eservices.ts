@@ -9,6 +9,8 @@ export interface EServiceRow {
   cursor: number;
   /** Highest signalId ever processed: ids at or below it may be re-reads (rescans, cursor moved back). */
   highWater: number;
+  /** The highest cursor an operator moved forward to: the lookback never re-reads below it. */
+  skipFloor: number;
   lastPullAt: number | null;
   caughtUpAt: number | null;
   state: EServiceState;
@@ -26,6 +28,7 @@ interface RawRow {
   name: string;
   cursor: number;
   high_water: number;
+  skip_floor: number;
   last_pull_at: number | null;
   caught_up_at: number | null;
   state: EServiceState;
@@ -43,6 +46,7 @@ const toRow = (r: RawRow): EServiceRow => ({
   name: r.name,
   cursor: r.cursor,
   highWater: r.high_water,
+  skipFloor: r.skip_floor,
   lastPullAt: r.last_pull_at,
   caughtUpAt: r.caught_up_at,
   state: r.state,
@@ -95,9 +99,15 @@ export class EServiceStore {
     this.advanceStmt.run(cursor, cursor, signals, matches, rowId);
   }
 
-  /** Administrative: sets the cursor to any value (cursor set/reset). */
+  /**
+   * Administrative: sets the cursor to any value (cursor set/reset). Moving it forward also
+   * raises the skip floor: the late-lower-id lookback re-reads only what was processed, never
+   * back into the range the operator chose to skip.
+   */
   setCursor(eserviceId: string, cursor: number): boolean {
-    return this.db.prepare('UPDATE eservices SET cursor = ? WHERE eservice_id = ?').run(cursor, eserviceId).changes === 1;
+    const row = this.get(eserviceId);
+    const forward = row !== undefined && cursor > row.cursor;
+    return this.db.prepare(`UPDATE eservices SET cursor = ?${forward ? ', skip_floor = MAX(skip_floor, ?)' : ''} WHERE eservice_id = ?`).run(...(forward ? [cursor, cursor, eserviceId] : [cursor, eserviceId])).changes === 1;
   }
 
   markPulled(rowId: number, now: number, caughtUp: boolean): void {

@@ -135,7 +135,7 @@ CREATE INDEX resync_reports_open ON resync_reports (eservice_id) WHERE acked_at 
   },
   {
     version: 2,
-    name: 'skipped signals',
+    name: 'skipped signals, cursor skip floor',
     sql: `
 -- Signals of a page that parsed but that cannot be matched (ARCHITECTURE invariant 7): recorded
 -- and passed. No objectId is kept: a malformed one may be anything, personal data included.
@@ -149,6 +149,10 @@ CREATE TABLE skipped_signals (
   PRIMARY KEY (eservice, signal_id)
 ) WITHOUT ROWID;
 CREATE INDEX skipped_signals_by_time ON skipped_signals (skipped_at);
+
+-- The highest cursor an operator moved forward to (cursor set): the late-lower-id lookback
+-- never re-reads below it, into the range the operator chose to skip.
+ALTER TABLE eservices ADD COLUMN skip_floor INTEGER NOT NULL DEFAULT 0;
 `,
   },
   {

@@ -262,8 +262,9 @@ export class SyncEngine {
     // covers the clock difference between the hub and us. Counted from the end of the last run,
     // not from now: when runs are further apart than that (a daemon polling every minute), what
     // the last run saw near its end must still be re-read once by the next one.
-    const lastPull = this.eservices.get(row.eserviceId)?.lastPullAt ?? this.now();
-    return this.signalLog.lookbackStart(row.id, Math.min(this.now(), lastPull) - 2 * windowMs, this.config.hub.lookbackMaxSignals);
+    const current = this.eservices.get(row.eserviceId)!;
+    const start = this.signalLog.lookbackStart(row.id, Math.min(this.now(), current.lastPullAt ?? this.now()) - 2 * windowMs, this.config.hub.lookbackMaxSignals);
+    return start === undefined ? undefined : Math.max(start, current.skipFloor);
   }
 
   // ---- epochs ------------------------------------------------------------------------------
