@@ -175,6 +175,28 @@ describe('engine scenarios (exact outbox and resync reports)', () => {
     t.db.close();
   });
 
+  it('a SEEDUPDATE deleted by the retention while away: what follows is reported, never matched under the stale seed (the model test\'s F1)', async () => {
+    const t = await setup([{ id: ES, name: 'residenze' }], '');
+    const key = fiscalCode(53);
+    t.writer.upsertBatch([{ key, ref: 'x', eservices: 'all' }]);
+    const engine = t.clockEngine(t.clock);
+    await engine.syncEService(ES);
+    const a = t.w.sim.depositForSubject(ES, key, 'CREATE');
+    await engine.syncEService(ES);
+    t.tick(31 * 86_400_000);
+    const s = t.w.sim.rotateSeed(ES);
+    t.w.sim.purge(ES, s); // the SEEDUPDATE is gone with the retention
+    const b = t.w.sim.depositForSubject(ES, key, 'UPDATE'); // under the new seed
+    const s2 = t.w.sim.rotateSeed(ES);
+    const c = t.w.sim.depositForSubject(ES, key, 'DELETE');
+    await engine.syncEService(ES);
+    expect(t.signalEvents().map((e) => e.signalId)).toEqual([a, c]);
+    const reports = t.reports();
+    expect(reports.map((r) => r.reason)).toEqual(['retention-gap', 'retention-gap']);
+    expect(reports.some((r) => r.from <= b && b <= r.to && r.to < s2)).toBe(true);
+    t.db.close();
+  });
+
   it('a retention gap is reported once even when the runs that find it fail afterwards', async () => {
     const t = await setup([{ id: ES, name: 'residenze', includeSignalId: true }], '');
     const key = fiscalCode(50);

@@ -187,7 +187,11 @@ export class SyncEngine {
         // The first pull comes before any crypto fetch: a hub 401/403 is what a new installation
         // must hear about first, not a producer's 404 behind it.
         if (outcome.pages === 0) await this.ensureInitialEpoch(ctx);
-        if (retentionGapSince !== undefined && outcome.pages === 0) this.recordRetentionGap(es, row, page, retentionGapSince, ctx.log);
+        if (retentionGapSince !== undefined && outcome.pages === 0) {
+          // The seed first: should the producer fail, the next run still finds the gap.
+          await this.revalidateSeedAfterGap(ctx);
+          this.recordRetentionGap(es, row, page, retentionGapSince, ctx.log);
+        }
         const { signals, matches } = await this.processPage(ctx, page);
         outcome.pages++;
         advancing = counted;
@@ -317,6 +321,35 @@ export class SyncEngine {
     );
     fillEpochPseudonyms(this.db, { epochId: epoch.id, eserviceId: es.id, seed: info.seed, algorithm: info.cryptoHashFunction, template: es.recipe.template, encoding: es.recipe.encoding });
     return epoch;
+  }
+
+  /**
+   * After a retention gap, a SEEDUPDATE may have been deleted unseen: the seed in force for what
+   * follows is then not the one this consumer holds. If the producer's current seed is still
+   * that one, nothing rotated; otherwise what follows (up to the next SEEDUPDATE still on the
+   * hub) is under a seed that cannot be told, and is reported rather than matched under a
+   * stale one (a silent miss).
+   */
+  private async revalidateSeedAfterGap(ctx: RunContext): Promise<void> {
+    const { es, row, log, signal } = ctx;
+    if (ctx.identity) return;
+    const cursor = this.cursorOf(row);
+    const epochs = this.epochs.forEService(row.id);
+    const inForce = epochForSignal(epochs, cursor + 1);
+    if (inForce === undefined || inForce.status === 'unknown') return;
+    const current = await this.crypto.fetch(es, signal ? { signal } : {});
+    if (current.fingerprint === inForce.seedFingerprint) return;
+    const plans: EpochPlan[] = [];
+    if (current.signalId !== undefined && current.signalId > inForce.startSignalId && current.signalId <= cursor) {
+      plans.push({ start: current.signalId, status: 'known', info: current });
+    } else {
+      plans.push({ start: cursor, status: 'unknown', reason: 'retention-gap' });
+      if (current.signalId !== undefined && current.signalId > cursor) plans.push({ start: current.signalId, status: 'known', info: current });
+    }
+    this.db.transaction(() => {
+      for (const plan of plans) if (!epochs.some((e) => e.startSignalId === plan.start)) this.createEpoch(ctx, plan);
+    }).immediate();
+    log.warn({ cursor, seedFingerprint: current.fingerprint, producerSignalId: current.signalId }, 'the producer rotated its seed during the retention gap: what follows up to the next SEEDUPDATE is reported unless its seed is known');
   }
 
   /** `?signalId=S` with history (404 is an answer), else the current seed. */
