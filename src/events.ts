@@ -12,7 +12,8 @@ export interface SignalEvent {
   eserviceId: string;
   eserviceName: string;
   signalId: number;
-  signalType: ChangeSignalType;
+  /** CREATE, UPDATE or DELETE today; a type a later hub adds is delivered as sent. */
+  signalType: ChangeSignalType | (string & {});
   objectType: string;
   objectId: string;
   /** The subject's local reference (never the fiscal code, unless includeSubjectKey). */

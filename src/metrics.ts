@@ -10,6 +10,7 @@ export class Metrics {
 
   readonly pulls = new Counter({ name: 'signalhub_pulls_total', help: 'Signal Hub pull requests by e-service and HTTP status (or "error" for network failures)', labelNames: ['eservice', 'status'] as const, registers: [this.registry] });
   readonly signalsSeen = new Counter({ name: 'signalhub_signals_seen_total', help: 'Signals received from the hub', labelNames: ['eservice', 'signal_type'] as const, registers: [this.registry] });
+  readonly signalsSkipped = new Counter({ name: 'signalhub_signals_skipped_total', help: 'Signals passed without matching (empty or undecodable objectId, bad objectType, ...), by reason', labelNames: ['eservice', 'reason'] as const, registers: [this.registry] });
   readonly matches = new Counter({ name: 'signalhub_matches_total', help: 'Signals that matched a local subject', labelNames: ['eservice'] as const, registers: [this.registry] });
   readonly eventsWritten = new Counter({ name: 'signalhub_events_written_total', help: 'Events written to the outbox', labelNames: ['eservice', 'kind'] as const, registers: [this.registry] });
   readonly eventsDelivered = new Counter({ name: 'signalhub_events_delivered_total', help: 'Events confirmed by a sink', labelNames: ['sink'] as const, registers: [this.registry] });

@@ -61,10 +61,6 @@ describe('parsePullBody: every malformed answer is HUB_BAD_RESPONSE naming what 
     ['id above 2^53-1 (parsed unsafe)', `{"signals":[${JSON.stringify(sig(1)).replace('"signalId":1', '"signalId":9007199254740993')}],"lastSignalId":9007199254740993}`, /signals\[0\]\.signalId: 9007199254740992 is above 2\^53-1/],
     ['fraction rounded to an integer by JSON.parse', `{"signals":[${JSON.stringify(sig(1)).replace('"signalId":1', '"signalId":12.0000000000000001')}],"lastSignalId":12}`, /signalId: literal 12\.0000000000000001 at offset \d+ is not a plain integer/],
     ['exponent literal', `{"signals":[${JSON.stringify(sig(1)).replace('"signalId":1', '"signalId":1.2e1')}],"lastSignalId":12}`, /signalId: literal 1\.2e1 .* is not a plain integer/],
-    ['other e-service', JSON.stringify({ signals: [sig(11), sig(12, { eserviceId: 'another-eservice' })], lastSignalId: 12 }), /signals\[1\]\.eserviceId: "another-eservice" is not the requested e-service/],
-    ['unknown signalType', JSON.stringify({ signals: [sig(11, { signalType: 'PATCH' })], lastSignalId: 11 }), /signals\[0\]\.signalType: not one of CREATE, UPDATE, DELETE, SEEDUPDATE \(got "PATCH"\)/],
-    ['empty objectId', JSON.stringify({ signals: [sig(11, { objectId: '' })], lastSignalId: 11 }), /signals\[0\]\.objectId: empty/],
-    ['objectType not a string', JSON.stringify({ signals: [sig(11, { objectType: 3 })], lastSignalId: 11 }), /signals\[0\]\.objectType: not a string/],
     ['lastSignalId mismatch', JSON.stringify({ signals: [sig(11), sig(12)], lastSignalId: 13 }), /lastSignalId: 13 differs from the last signal's id 12/],
     ['lastSignalId null on a non-empty page', JSON.stringify({ signals: [sig(11)], lastSignalId: null }), /lastSignalId: null on a page of 1 signals/],
     ['lastSignalId set on an empty page', '{"signals":[],"lastSignalId":10}', /lastSignalId: must be null on an empty page/],
@@ -83,8 +79,40 @@ describe('parsePullBody: every malformed answer is HUB_BAD_RESPONSE naming what 
   });
 
   it('keeps objectId values (possibly personal data) out of messages', () => {
-    const err = rejection(JSON.stringify({ signals: [sig(11, { objectId: 'RSSMRA80A01H501Z', eserviceId: 'x' })], lastSignalId: 11 }));
+    const err = rejection(JSON.stringify({ signals: [sig(12, { objectId: 'RSSMRA80A01H501Z' }), sig(11, { objectId: 'RSSMRA80A01H501Z' })], lastSignalId: 11 }));
+    expect(err.message).toMatch(/not strictly ascending/);
     expect(err.message).not.toContain('RSSMRA80A01H501Z');
+  });
+
+  // Invariant 7: one signal never blocks an e-service. What is wrong with one signal (not with
+  // the page's structure) marks it skipped; the page and its other signals are kept.
+  const defects: [string, Record<string, unknown>, string | undefined][] = [
+    ['empty objectId (the real push API accepts it)', { objectId: '' }, 'empty-object-id'],
+    ['objectId not a string', { objectId: 42 }, 'malformed-object-id'],
+    ['objectId missing', { objectId: undefined }, 'malformed-object-id'],
+    ['empty objectType', { objectType: '' }, 'bad-object-type'],
+    ['objectType not a string', { objectType: 3 }, 'bad-object-type'],
+    ['objectType over 255 characters', { objectType: 'x'.repeat(256) }, 'bad-object-type'],
+    ['signalType not a string', { signalType: null }, 'malformed-signal-type'],
+    ['empty signalType', { signalType: '' }, 'malformed-signal-type'],
+    ['another e-service in the page', { eserviceId: 'another-eservice' }, 'foreign-eservice'],
+    ['a signal type this version does not know', { signalType: 'FROBNICATE' }, undefined],
+    ['objectType of exactly 255 characters', { objectType: 'x'.repeat(255) }, undefined],
+  ];
+  it.each(defects)('%s: the page parses, the signal is marked, its neighbours are intact', (_name, over, reason) => {
+    const page = parsePullBody(JSON.stringify({ signals: [sig(11), sig(12, over), sig(13)], lastSignalId: 13 }), ctx());
+    expect(page.signals.map((s) => s.signalId)).toEqual([11, 12, 13]);
+    expect(page.signals[0]).toEqual(sig(11));
+    expect(page.signals[2]).toEqual(sig(13));
+    expect(page.signals[1]!.skip).toBe(reason);
+    if (reason !== undefined) expect(page.signals[1]!.objectId).toBe(''); // what cannot be matched is not kept
+    if (reason === undefined) expect(page.signals[1]).toEqual(sig(12, over));
+  });
+
+  it('a skipped objectId never reaches the parsed signal (it may be personal data)', () => {
+    const page = parsePullBody(JSON.stringify({ signals: [sig(11, { objectId: 'RSSMRA80A01H501Z', eserviceId: 'x' })], lastSignalId: 11 }), ctx());
+    expect(page.signals[0]!.skip).toBe('foreign-eservice');
+    expect(JSON.stringify(page)).not.toContain('RSSMRA80A01H501Z');
   });
 
   it('does not mistake an id-like text inside a string for an id', () => {

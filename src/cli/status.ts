@@ -51,6 +51,10 @@ export function formatStatus(status: SyncStatus): string {
       const err = e.lastError!;
       out.push(`last error of ${e.name}: ${err.code ?? 'ERROR'}${err.at ? ` ${err.at.at}` : ''}: ${err.message}`);
     }
+    for (const e of status.eservices) {
+      const reasons = Object.entries(e.skippedSignals);
+      if (reasons.length > 0) out.push(`skipped signals of ${e.name} (recorded, not matched): ${reasons.map(([r, n]) => `${r} ${n}`).join(', ')}`);
+    }
   }
   out.push('');
   if (status.sinks.length === 0) out.push('no sinks configured: events stay in the outbox (see "events list")');

@@ -67,6 +67,9 @@ export interface HubConfig {
   initialRateLimit: number;
   /** Re-read this many ids behind the cursor on each poll (late lower ids, SPEC §3); 0 = off. */
   rescanOverlap: number;
+  /** SPEC §10: lower ids can become visible behind the cursor for about this long; 0 = no lookback. */
+  timeWindowSeconds: number;
+  lookbackMaxSignals: number;
   /** Signals older than this are deleted by the hub (SPEC §3). */
   retentionDays: number;
 }

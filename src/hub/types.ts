@@ -1,16 +1,34 @@
 /** The Signal Hub pull API's data, as validated at the edge (validate.ts). SPEC §2–§3. */
 
+/** The types this version knows. A later server may add more (SPEC §2): see `Signal.signalType`. */
 export const SIGNAL_TYPES = ['CREATE', 'UPDATE', 'DELETE', 'SEEDUPDATE'] as const;
-export type SignalType = (typeof SIGNAL_TYPES)[number];
+export type KnownSignalType = (typeof SIGNAL_TYPES)[number];
+
+/** Longest objectType the hub's push API accepts (SPEC §10). */
+export const MAX_OBJECT_TYPE_LENGTH = 255;
+
+/**
+ * Why a signal of a page that parsed is passed without matching (ARCHITECTURE invariant 7).
+ * The first four are found at the edge (validate.ts); `undecodable-object-id` by the engine,
+ * under the recipe of the signal's epoch.
+ */
+export const SKIP_REASONS = ['empty-object-id', 'malformed-object-id', 'bad-object-type', 'malformed-signal-type', 'foreign-eservice', 'undecodable-object-id'] as const;
+export type SkipReason = (typeof SKIP_REASONS)[number];
 
 export interface Signal {
   /** Positive safe integer, strictly increasing per e-service; gaps are normal. */
   signalId: number;
-  signalType: SignalType;
-  /** The pseudonym of the subject (`-` on a SEEDUPDATE). */
+  /**
+   * As sent. Types this version does not know (a later server's) are matched like changes and
+   * delivered with the type as sent; only SEEDUPDATE is special.
+   */
+  signalType: string;
+  /** The pseudonym of the subject (`-` on a SEEDUPDATE). Empty when `skip` says so. */
   objectId: string;
   objectType: string;
   eserviceId: string;
+  /** Set when the signal cannot be matched: it is recorded and passed, never a reason to stop. */
+  skip?: SkipReason;
 }
 
 export interface Page {

@@ -1,10 +1,17 @@
 import { AppError } from '../errors.js';
-import { SIGNAL_TYPES, type Page, type Signal, type SignalType } from './types.js';
+import { MAX_OBJECT_TYPE_LENGTH, type Page, type Signal, type SkipReason } from './types.js';
 
 /**
  * Parses a pull answer (200/206) into a Page, or throws HUB_BAD_RESPONSE naming the first
- * problem and where it is. Never returns a partial page: the caller's cursor moves only over a
- * page that is valid as a whole (ARCHITECTURE invariants 4 and 6).
+ * structural problem and where it is. Never returns a partial page: the caller's cursor moves
+ * only over a page whose structure is valid as a whole (ARCHITECTURE invariants 4 and 6).
+ *
+ * Structure is: a JSON object with a `signals` array of objects whose ids are positive safe
+ * integers, strictly ascending above the cursor, and a matching `lastSignalId`. Anything else
+ * wrong with one signal (an empty or non-string objectId, an empty, non-string or over-long
+ * objectType, a non-string signalType, another e-service's id) marks that signal `skip` and the
+ * page is still processed: one signal never blocks an e-service (invariant 7). The real server
+ * accepts `"objectId": ""` and serves it (SPEC §10), and a later server may add signal types.
  *
  * Decisions where SPEC §3 leaves room:
  * - Unknown extra fields (top level or in a signal) are ignored, so that a server adding a field
@@ -28,8 +35,6 @@ export interface PullContext {
 
 /** Largest body accepted from the hub: 100 signals are a few tens of kB. */
 export const MAX_PULL_BODY_BYTES = 1024 * 1024;
-
-const SIGNAL_TYPE_SET: ReadonlySet<string> = new Set(SIGNAL_TYPES);
 
 export function parsePullBody(text: string, ctx: PullContext): Page {
   const fail = (where: string, problem: string): never => {
@@ -85,17 +90,28 @@ function parseSignal(raw: unknown, where: string, ctx: PullContext, fail: Fail):
   if (!isPlainObject(raw)) fail(where, `not an object (got ${describe(raw)})`);
   const record = raw as Record<string, unknown>;
   const signalId = checkId(record.signalId, `${where}.signalId`, fail);
-
-  const signalType = record.signalType;
-  if (typeof signalType !== 'string' || !SIGNAL_TYPE_SET.has(signalType)) {
-    fail(`${where}.signalType`, `not one of ${SIGNAL_TYPES.join(', ')} (got ${describeValue(signalType)})`);
+  const { signalType, objectId, objectType, eserviceId } = record;
+  const text = (value: unknown): string => (typeof value === 'string' ? value : '');
+  const signal: Signal = { signalId, signalType: text(signalType), objectId: text(objectId), objectType: text(objectType), eserviceId: ctx.eserviceId };
+  const skip = signalDefect(signalType, objectId, objectType, eserviceId, ctx);
+  if (skip !== undefined) {
+    signal.skip = skip;
+    // What cannot be matched is not kept: a malformed objectId may be anything, personal data included.
+    signal.objectId = '';
+    signal.objectType = clip(signal.objectType, 64);
   }
-  const objectId = nonEmptyString(record.objectId, `${where}.objectId`, fail);
-  const objectType = nonEmptyString(record.objectType, `${where}.objectType`, fail);
-  const eserviceId = nonEmptyString(record.eserviceId, `${where}.eserviceId`, fail);
-  if (eserviceId !== ctx.eserviceId) fail(`${where}.eserviceId`, `${JSON.stringify(clip(eserviceId))} is not the requested e-service`);
+  return signal;
+}
 
-  return { signalId, signalType: signalType as SignalType, objectId, objectType, eserviceId };
+/** The first reason this signal cannot be matched, if any (the order is the reported one). */
+function signalDefect(signalType: unknown, objectId: unknown, objectType: unknown, eserviceId: unknown, ctx: PullContext): SkipReason | undefined {
+  if (typeof signalType !== 'string' || signalType.length === 0) return 'malformed-signal-type';
+  if (eserviceId !== ctx.eserviceId) return 'foreign-eservice';
+  if (signalType === 'SEEDUPDATE') return undefined; // its objectId/objectType are never used
+  if (typeof objectType !== 'string' || objectType.length === 0 || objectType.length > MAX_OBJECT_TYPE_LENGTH) return 'bad-object-type';
+  if (typeof objectId !== 'string') return 'malformed-object-id';
+  if (objectId.length === 0) return 'empty-object-id';
+  return undefined;
 }
 
 /** A signal id: a positive integer the server's JS serializer can represent exactly (SPEC §2). */
@@ -128,13 +144,6 @@ function checkIdLiterals(text: string, fail: Fail): void {
   }
 }
 
-function nonEmptyString(value: unknown, where: string, fail: Fail): string {
-  if (value === undefined) fail(where, 'missing');
-  if (typeof value !== 'string') fail(where, `not a string (got ${describe(value)})`);
-  if ((value as string).length === 0) fail(where, 'empty');
-  return value as string;
-}
-
 function badResponse(ctx: PullContext, problem: string): AppError {
   const at = ctx.correlationId === undefined ? `status ${ctx.status}` : `status ${ctx.status}, correlationId ${ctx.correlationId}`;
   return new AppError('HUB_BAD_RESPONSE', `Signal Hub pull of e-service ${ctx.eserviceId} from cursor ${ctx.cursor} (${at}): ${problem}`, {
@@ -156,11 +165,6 @@ function describe(value: unknown): string {
   if (Array.isArray(value)) return 'an array';
   if (typeof value === 'number') return `number ${value}`;
   return typeof value;
-}
-
-/** For enum-like fields, the value is useful and short. */
-function describeValue(value: unknown): string {
-  return typeof value === 'string' ? JSON.stringify(clip(value)) : describe(value);
 }
 
 function clip(text: string, max = 40): string {

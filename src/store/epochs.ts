@@ -138,6 +138,15 @@ export class EpochStore {
     this.noteStmt.run(first, last, count, id);
   }
 
+  /**
+   * The epoch was matched under a seed now known not to be its own: from now on its signals
+   * are reported, like those of an epoch whose seed was never had.
+   */
+  markUnknown(id: number, note: string, now = Date.now()): void {
+    this.retire(id, now);
+    this.db.prepare("UPDATE epochs SET status = 'unknown', note = ?, seed_fingerprint = NULL WHERE id = ?").run(note, id);
+  }
+
   /** Drops the pseudonyms and forgets the seed: nothing can need them any more. */
   retire(id: number, now = Date.now()): void {
     this.db.prepare('DELETE FROM pseudonyms WHERE epoch = ?').run(id);

@@ -133,4 +133,22 @@ CREATE TABLE resync_reports (
 CREATE INDEX resync_reports_open ON resync_reports (eservice_id) WHERE acked_at IS NULL;
 `,
   },
+  {
+    version: 2,
+    name: 'skipped signals',
+    sql: `
+-- Signals of a page that parsed but that cannot be matched (ARCHITECTURE invariant 7): recorded
+-- and passed. No objectId is kept: a malformed one may be anything, personal data included.
+CREATE TABLE skipped_signals (
+  eservice    INTEGER NOT NULL,
+  signal_id   INTEGER NOT NULL,
+  signal_type TEXT NOT NULL,
+  object_type TEXT NOT NULL,        -- clipped
+  reason      TEXT NOT NULL,        -- see SkipReason in src/hub/types.ts
+  skipped_at  INTEGER NOT NULL,
+  PRIMARY KEY (eservice, signal_id)
+) WITHOUT ROWID;
+CREATE INDEX skipped_signals_by_time ON skipped_signals (skipped_at);
+`,
+  },
 ];

@@ -108,6 +108,23 @@ export class SignalLogStore {
     this.db.prepare('INSERT INTO temp.unmatched_lookup_source (built_from) VALUES (?)').run(current);
   }
 
+  /**
+   * Where to re-read from for late lower ids (SPEC §10): the highest id processed before the
+   * first signal seen since `since`, but no further back than the last `maxSignals` signals.
+   * Undefined when nothing was seen since `since`. Every query walks the primary key over at
+   * most `maxSignals` rows, so this stays cheap right after a catch-up of millions.
+   */
+  lookbackStart(eservice: number, since: number, maxSignals: number): number | undefined {
+    const floor = (this.db.prepare('SELECT signal_id FROM signal_log WHERE eservice = ? ORDER BY signal_id DESC LIMIT 1 OFFSET ?').pluck().get(eservice, maxSignals) as number | undefined) ?? 0;
+    const firstRecent = this.db
+      .prepare('SELECT MIN(signal_id) FROM (SELECT signal_id, received_at FROM signal_log WHERE eservice = ? AND signal_id > ? ORDER BY signal_id) WHERE received_at >= ?')
+      .pluck()
+      .get(eservice, floor, since) as number | null;
+    if (firstRecent === null) return undefined;
+    const before = (this.db.prepare('SELECT MAX(signal_id) FROM signal_log WHERE eservice = ? AND signal_id < ?').pluck().get(eservice, firstRecent) as number | null) ?? 0;
+    return Math.max(before, floor);
+  }
+
   prune(before: number): number {
     return this.db.prepare('DELETE FROM signal_log WHERE received_at < ?').run(before).changes;
   }

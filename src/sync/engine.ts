@@ -3,18 +3,20 @@ import type { Config, EServiceConfig } from '../config/types.js';
 import type { CryptoInfo } from '../crypto/crypto-info-client.js';
 import { decodeObjectId, digestLength, type PseudonymEncoding } from '../crypto/pseudonym.js';
 import { AppError, errorLogFields, isAppError } from '../errors.js';
-import type { ChangeSignalType, ResyncEvent, ResyncReason, SignalEvent } from '../events.js';
-import type { Page, Signal } from '../hub/types.js';
+import type { SignalEvent } from '../events.js';
+import type { Page, Signal, SkipReason } from '../hub/types.js';
 import { silentLogger, type Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import type { Db } from '../store/db.js';
-import { EpochStore, epochForSignal, type Epoch, type EpochStatus } from '../store/epochs.js';
+import { EpochStore, epochForSignal, type Epoch } from '../store/epochs.js';
 import { EServiceStore, type EServiceRow } from '../store/eservices.js';
 import { OutboxStore } from '../store/outbox.js';
-import { ResyncStore, type ResyncReport } from '../store/resync.js';
 import { SignalLogStore, type LoggedSignal } from '../store/signal-log.js';
+import { SkippedSignalStore } from '../store/skipped-signals.js';
 import { storeError } from '../store/sqlite-errors.js';
 import { fillEpochPseudonyms } from './reseed.js';
+import { ResyncReporter } from './resync-reports.js';
+import { decideInitial, decideRotation, type CryptoAnswer, type EpochPlan, type RotationDecision } from './rotation.js';
 
 /** What the engine needs of the Signal Hub pull client (src/hub/client.ts). */
 export interface PageSource {
@@ -37,6 +39,8 @@ export interface SyncEngineOptions {
   /** Called after a transaction wrote outbox events (wakes the delivery loops). */
   onEvents?: () => void;
   now?: () => number;
+  /** How the rotation race is waited out; tests pass a fake clock's. */
+  sleep?: (ms: number, signal?: AbortSignal) => Promise<void>;
 }
 
 export interface SyncOutcome {
@@ -44,20 +48,27 @@ export interface SyncOutcome {
   /** The hub answered 200: nothing more to pull now. */
   caughtUp: boolean;
   pages: number;
+  /** Signals processed for the first time (re-reads of the lookback are not counted). */
   signals: number;
   matches: number;
+  skipped: number;
   cursor: number;
 }
 
-/** How the seed of the epoch opened by a SEEDUPDATE was resolved. */
-interface RotationOutcome {
-  status: EpochStatus;
-  info: CryptoInfo | undefined;
-  note: ResyncReason | undefined;
-  /** The answer belongs to a later SEEDUPDATE (its signalId > S): open that epoch too. */
-  later: CryptoInfo | undefined;
-  /** The epoch before S was processed under a seed now known not to be its own. */
-  invalidatePrevious: ResyncReason | undefined;
+/** One syncEService call: what it works on and what it has learnt so far. */
+interface RunContext {
+  es: EServiceConfig;
+  row: EServiceRow;
+  log: Logger;
+  signal: AbortSignal | undefined;
+  identity: boolean;
+  /**
+   * A whole rotation wait already expired in this run: the producer's answers are settled, so
+   * later stale answers conclude at once and a backlog spanning N rotations waits once, not N times.
+   */
+  raceWaitSpent: boolean;
+  skippedWarned: number;
+  skipped: number;
 }
 
 interface MatchContext {
@@ -67,12 +78,16 @@ interface MatchContext {
 }
 
 const DAY_MS = 86_400_000;
+/** Warn lines for skipped signals per run; the rest are counted in one summary line. */
+const SKIP_WARN_LINES = 10;
 
 /**
  * The sync engine: per e-service, pulls pages from the stored cursor and turns each page into
  * one SQLite transaction that writes the outbox events of its matched signals and advances the
- * cursor (invariant 1). SEEDUPDATEs open new seed epochs; every signal is matched only against
- * the epoch in force for its id, and signals no seed can be had for are reported (invariant 3).
+ * cursor (invariant 1). SEEDUPDATEs open new seed epochs (the policy is in rotation.ts); every
+ * signal is matched only against the epoch in force for its id, and signals no seed can be had
+ * for are reported (invariant 3, resync-reports.ts). A signal that cannot be matched is recorded
+ * and passed (invariant 7).
  */
 export class SyncEngine {
   private readonly db: Db;
@@ -83,11 +98,13 @@ export class SyncEngine {
   private readonly logger: Logger;
   private readonly onEvents: () => void;
   private readonly now: () => number;
+  private readonly sleep: (ms: number, signal?: AbortSignal) => Promise<void>;
   private readonly eservices: EServiceStore;
   private readonly epochs: EpochStore;
   private readonly outbox: OutboxStore;
-  private readonly resync: ResyncStore;
+  private readonly reports: ResyncReporter;
   private readonly signalLog: SignalLogStore;
+  private readonly skippedSignals: SkippedSignalStore;
   private readonly matchStmt;
   private readonly keepSignalLog: boolean;
 
@@ -100,15 +117,18 @@ export class SyncEngine {
     this.logger = options.logger ?? silentLogger;
     this.onEvents = options.onEvents ?? (() => {});
     this.now = options.now ?? Date.now;
+    this.sleep = options.sleep ?? ((ms, signal) => delay(ms, undefined, signal ? { signal } : {}));
     this.eservices = new EServiceStore(this.db);
     this.epochs = new EpochStore(this.db);
     this.outbox = new OutboxStore(this.db);
-    this.resync = new ResyncStore(this.db);
+    this.reports = new ResyncReporter(this.db, this.epochs, this.outbox, this.logger, this.metrics, this.now);
     this.signalLog = new SignalLogStore(this.db);
+    this.skippedSignals = new SkippedSignalStore(this.db);
     this.matchStmt = this.db.prepare(
       'SELECT s.id, s.key, s.ref FROM pseudonyms p JOIN subjects s ON s.id = p.subject_id WHERE p.epoch = ? AND p.digest = ?',
     );
-    this.keepSignalLog = this.config.subjects.backfill || this.config.hub.rescanOverlap > 0;
+    // The log de-duplicates re-reads (lookback, rescan overlap) and feeds back-matching.
+    this.keepSignalLog = this.config.subjects.backfill || this.config.hub.rescanOverlap > 0 || this.config.hub.timeWindowSeconds > 0;
   }
 
   private eserviceConfig(eserviceId: string): EServiceConfig {
@@ -133,14 +153,21 @@ export class SyncEngine {
   private async runEService(eserviceId: string, opts: { signal?: AbortSignal; maxPages?: number }): Promise<SyncOutcome> {
     const es = this.eserviceConfig(eserviceId);
     const row = this.eservices.ensure(es.id, es.name, this.now());
-    const log = this.logger.child({ eservice: es.id, eserviceName: es.name });
-    const outcome: SyncOutcome = { eserviceId, caughtUp: false, pages: 0, signals: 0, matches: 0, cursor: row.cursor };
+    const ctx: RunContext = {
+      es,
+      row,
+      log: this.logger.child({ eservice: es.id, eserviceName: es.name }),
+      signal: opts.signal,
+      identity: (es.recipe.encoding as string) === 'identity',
+      raceWaitSpent: false,
+      skippedWarned: 0,
+      skipped: 0,
+    };
+    const outcome: SyncOutcome = { eserviceId, caughtUp: false, pages: 0, signals: 0, matches: 0, skipped: 0, cursor: row.cursor };
     this.eservices.markState(row.id, 'syncing');
     try {
       const retentionGapSince = this.retentionGapSince(row);
-      await this.ensureInitialEpoch(es, row, log, opts.signal);
-      const overlap = this.config.hub.rescanOverlap;
-      let from = overlap > 0 ? Math.max(0, this.cursorOf(row) - overlap) : this.cursorOf(row);
+      let from = this.pullStart(row);
       let next: Promise<Page> | undefined;
       for (;;) {
         opts.signal?.throwIfAborted();
@@ -153,8 +180,11 @@ export class SyncEngine {
           next = this.hub.pull(es.id, Math.max(cursorBefore, page.lastSignalId!), this.config.hub.pageSize, opts.signal);
           next.catch(() => {}); // observed when awaited; never an unhandled rejection
         }
-        if (retentionGapSince !== undefined && outcome.pages === 0) this.recordRetentionGap(es, row, page, retentionGapSince, log);
-        const { signals, matches } = await this.processPage(es, row, page, log, opts.signal);
+        // The first pull comes before any crypto fetch: a hub 401/403 is what a new installation
+        // must hear about first, not a producer's 404 behind it.
+        if (outcome.pages === 0) await this.ensureInitialEpoch(ctx);
+        if (retentionGapSince !== undefined && outcome.pages === 0) this.recordRetentionGap(es, row, page, retentionGapSince, ctx.log);
+        const { signals, matches } = await this.processPage(ctx, page);
         outcome.pages++;
         outcome.signals += signals;
         outcome.matches += matches;
@@ -163,7 +193,7 @@ export class SyncEngine {
         this.eservices.markPulled(row.id, this.now(), caughtUp);
         this.metrics?.lastSuccessfulPull.set({ eservice: es.id }, this.now() / 1000);
         if (caughtUp) {
-          this.closeGrowingReports(es, row, undefined);
+          if (this.reports.closeGrowing(es, row.id, undefined)) this.onEvents();
           outcome.caughtUp = true;
           break;
         }
@@ -173,7 +203,9 @@ export class SyncEngine {
       this.retireUnneededEpochs(row);
       this.pruneSignalLog();
       outcome.cursor = this.cursorOf(row);
-      log.debug({ pages: outcome.pages, signals: outcome.signals, matches: outcome.matches, cursor: outcome.cursor, caughtUp: outcome.caughtUp }, 'sync run finished');
+      outcome.skipped = ctx.skipped;
+      if (ctx.skipped > ctx.skippedWarned) ctx.log.warn({ skipped: ctx.skipped, logged: ctx.skippedWarned }, 'more signals were skipped than logged one by one: see status');
+      ctx.log.debug({ pages: outcome.pages, signals: outcome.signals, matches: outcome.matches, skipped: outcome.skipped, cursor: outcome.cursor, caughtUp: outcome.caughtUp }, 'sync run finished');
       return outcome;
     } catch (err) {
       // An abort surfaces in many shapes (its reason, the hub client's SHUTTING_DOWN, an
@@ -189,13 +221,13 @@ export class SyncEngine {
       } catch (recordErr) {
         // The database that just failed (busy, full) may refuse this small write too: the
         // failure itself is what must reach the caller and the log.
-        log.warn(errorLogFields(storeError(recordErr, this.db.name)), 'cannot record the e-service state');
+        ctx.log.warn(errorLogFields(storeError(recordErr, this.db.name)), 'cannot record the e-service state');
       }
-      if (!opts.signal?.aborted) log.warn(errorLogFields(failure), 'sync run failed');
+      if (!opts.signal?.aborted) ctx.log.warn(errorLogFields(failure), 'sync run failed');
       throw failure;
     } finally {
       this.metrics?.cursor.set({ eservice: es.id }, this.cursorOf(row));
-      this.metrics?.resyncOpen.set({ eservice: es.id }, this.resync.list({ eserviceId: es.id }).length);
+      this.metrics?.resyncOpen.set({ eservice: es.id }, this.reports.openCount(es.id));
     }
   }
 
@@ -203,44 +235,68 @@ export class SyncEngine {
     return this.eservices.get(row.eserviceId)!.cursor;
   }
 
-  // ---- epochs ------------------------------------------------------------------------------
-
-  private epochFor(eservice: number, signalId: number, list = this.epochs.forEService(eservice)): Epoch | undefined {
-    return epochForSignal(list, signalId);
-  }
+  // ---- where to pull from --------------------------------------------------------------------
 
   /**
-   * Before the first pull: the seed in force now. A producer that sends `signalId` tells where
-   * that seed starts; signals between the cursor and that start belong to older seeds, which a
-   * fresh consumer cannot know (an unknown epoch, reported as its signals arrive). Without
-   * `signalId` the seed is assumed to cover the backlog until a SEEDUPDATE proves otherwise.
+   * The cursor, minus `rescan_overlap`, minus the late-lower-id lookback: after a signal was
+   * seen, a lower id can still become visible for about one time window (SPEC §10). Re-reads
+   * are de-duplicated against the signal log.
    */
-  private async ensureInitialEpoch(es: EServiceConfig, row: EServiceRow, log: Logger, signal?: AbortSignal): Promise<void> {
-    if (this.epochs.forEService(row.id).length > 0) return;
-    signal?.throwIfAborted();
-    const info = await this.crypto.fetch(es, signal ? { signal } : {});
+  private pullStart(row: EServiceRow): number {
     const cursor = this.cursorOf(row);
-    const started = this.now();
-    this.db.transaction(() => {
-      if (info.signalId !== undefined && info.signalId > cursor) {
-        this.epochs.create({ eservice: row.id, startSignalId: cursor, status: 'unknown', seed: null, seedFingerprint: null, algorithm: null, template: null, encoding: null, producerSignalId: null, note: 'backlog-predates-seed' }, this.now());
-        this.createSeededEpoch(es, row, info.signalId, 'known', info, undefined);
-      } else {
-        this.createSeededEpoch(es, row, info.signalId ?? cursor, info.signalId !== undefined ? 'known' : 'assumed', info, undefined);
-      }
-    }).immediate();
-    this.metrics?.reseedSeconds.observe({ eservice: es.id }, (this.now() - started) / 1000);
-    log.info({ seedFingerprint: info.fingerprint, algorithm: info.cryptoHashFunction, producerSignalId: info.signalId }, 'initial seed epoch ready');
+    const overlap = this.config.hub.rescanOverlap;
+    const from = overlap > 0 ? Math.max(0, cursor - overlap) : cursor;
+    const lookback = this.lookbackStart(row);
+    return lookback === undefined ? from : Math.min(from, lookback);
   }
 
-  private createSeededEpoch(es: EServiceConfig, row: EServiceRow, start: number, status: EpochStatus, info: CryptoInfo, note: ResyncReason | undefined): Epoch {
+  private lookbackStart(row: EServiceRow): number | undefined {
+    const windowMs = this.config.hub.timeWindowSeconds * 1000;
+    if (windowMs <= 0) return undefined;
+    // A lower id is visible at most one window after a higher one was seen; one more window
+    // covers the clock difference between the hub and us and the time a run takes.
+    return this.signalLog.lookbackStart(row.id, this.now() - 2 * windowMs, this.config.hub.lookbackMaxSignals);
+  }
+
+  // ---- epochs ------------------------------------------------------------------------------
+
+  /** Before the first page is processed: the epoch(s) the backlog starts in (rotation.ts: decideInitial). */
+  private async ensureInitialEpoch(ctx: RunContext): Promise<void> {
+    const { es, row, log, signal } = ctx;
+    if (this.epochs.forEService(row.id).length > 0) return;
+    signal?.throwIfAborted();
+    const cursor = this.cursorOf(row);
+    const started = this.now();
+    let plans: EpochPlan[];
+    if (ctx.identity) {
+      plans = [{ start: 0, status: 'known', info: { seed: '', cryptoHashFunction: 'SHA-256', fingerprint: 'identity' } as CryptoInfo }];
+    } else {
+      const first: CryptoAnswer | undefined = es.cryptoHistory && cursor === 0 ? await this.askSeed(es, 0, signal) : undefined;
+      const decided = decideInitial({ cursor, history: es.cryptoHistory, ...(first ? { first } : {}) });
+      plans = decided !== 'need-current' ? decided : (decideInitial({ cursor, history: es.cryptoHistory, ...(first ? { first } : {}), current: await this.crypto.fetch(es, signal ? { signal } : {}) }) as EpochPlan[]);
+    }
+    this.db.transaction(() => {
+      for (const plan of plans) this.createEpoch(ctx, plan);
+    }).immediate();
+    this.metrics?.reseedSeconds.observe({ eservice: es.id }, (this.now() - started) / 1000);
+    for (const plan of plans) {
+      log.info({ start: plan.start, epochStatus: plan.status, ...(plan.status === 'unknown' ? { note: plan.reason } : { seedFingerprint: ctx.identity ? undefined : plan.info.fingerprint, algorithm: plan.info.cryptoHashFunction, producerSignalId: plan.info.signalId }) }, 'initial seed epoch ready');
+    }
+  }
+
+  private createEpoch(ctx: RunContext, plan: EpochPlan, note?: string): Epoch {
+    const { es, row } = ctx;
+    if (plan.status === 'unknown') {
+      return this.epochs.create({ eservice: row.id, startSignalId: plan.start, status: 'unknown', seed: null, seedFingerprint: null, algorithm: null, template: null, encoding: null, producerSignalId: null, note: plan.reason }, this.now());
+    }
+    const { info } = plan;
     const epoch = this.epochs.create(
       {
         eservice: row.id,
-        startSignalId: start,
-        status,
+        startSignalId: plan.start,
+        status: plan.status,
         seed: info.seed,
-        seedFingerprint: info.fingerprint,
+        seedFingerprint: ctx.identity ? null : info.fingerprint,
         algorithm: info.cryptoHashFunction,
         template: es.recipe.template,
         encoding: es.recipe.encoding,
@@ -253,96 +309,104 @@ export class SyncEngine {
     return epoch;
   }
 
+  /** `?signalId=S` with history (404 is an answer), else the current seed. */
+  private async askSeed(es: EServiceConfig, S: number, signal: AbortSignal | undefined): Promise<CryptoAnswer> {
+    try {
+      const info = await this.crypto.fetch(es, { ...(es.cryptoHistory ? { signalId: S } : {}), ...(signal ? { signal } : {}) });
+      return { kind: 'seed', info };
+    } catch (err) {
+      if (es.cryptoHistory && isAppError(err) && err.code === 'CRYPTO_NOT_FOUND') return { kind: 'not-found' };
+      throw err;
+    }
+  }
+
   /**
-   * SPEC §8 race: right after S is visible the producer may still serve the old seed. Re-fetch
-   * with backoff for at most `crypto.rotationWaitSeconds`, then conclude from what was seen.
+   * Asks the producer for the seed of SEEDUPDATE S until rotation.ts decides. SPEC §8 race:
+   * right after S is visible the producer may still serve the old seed; answers that look stale
+   * are asked again with backoff for at most `crypto.rotation_wait_seconds`, once per run.
    */
-  private async resolveRotation(es: EServiceConfig, S: number, previous: Epoch | undefined, log: Logger, signal?: AbortSignal): Promise<RotationOutcome> {
+  private async resolveRotation(ctx: RunContext, S: number, earlier: Epoch[]): Promise<RotationDecision & { kind: 'open' }> {
+    const { es, log, signal } = ctx;
     const deadline = this.now() + this.config.crypto.rotationWaitSeconds * 1000;
     let backoff = 250;
     let attempts = 0;
     for (;;) {
       signal?.throwIfAborted();
       attempts++;
-      let info: CryptoInfo | undefined;
-      try {
-        info = await this.crypto.fetch(es, { ...(es.cryptoHistory ? { signalId: S } : {}), ...(signal ? { signal } : {}) });
-      } catch (err) {
-        if (!(isAppError(err) && err.code === 'CRYPTO_NOT_FOUND' && es.cryptoHistory)) throw err;
-      }
-      const stale =
-        info === undefined ||
-        (info.signalId !== undefined ? info.signalId < S : previous?.seedFingerprint != null && info.fingerprint === previous.seedFingerprint);
-      if (!stale && info !== undefined) {
-        if (info.signalId === undefined) return { status: es.cryptoHistory ? 'known' : 'assumed', info, note: undefined, later: undefined, invalidatePrevious: undefined };
-        if (info.signalId === S) return { status: 'known', info, note: undefined, later: undefined, invalidatePrevious: undefined };
-        return { status: 'unknown', info: undefined, note: 'seed-from-later-epoch', later: info, invalidatePrevious: undefined };
-      }
-      const left = deadline - this.now();
-      if (left <= 0) {
-        log.warn({ seedupdate: S, attempts, producerSignalId: info?.signalId, seedFingerprint: info?.fingerprint }, 'seed did not change after SEEDUPDATE within crypto.rotation_wait_seconds');
-        if (info === undefined) return { status: 'unknown', info: undefined, note: 'seed-history-missing', later: undefined, invalidatePrevious: undefined };
-        if (info.signalId !== undefined || es.cryptoHistory || previous?.status !== 'assumed') {
-          return { status: 'unknown', info: undefined, note: 'seed-unchanged', later: undefined, invalidatePrevious: undefined };
+      const answer = await this.askSeed(es, S, signal);
+      const expired = ctx.raceWaitSpent || this.now() >= deadline;
+      const facts = { S, answer, history: es.cryptoHistory, earlier, waitExpired: expired };
+      const decision = decideRotation(facts);
+      if (decision.kind === 'open') {
+        if (expired && decideRotation({ ...facts, waitExpired: false }).kind === 'wait') {
+          ctx.raceWaitSpent = true;
+          const seen = answer.kind === 'seed' ? { producerSignalId: answer.info.signalId, seedFingerprint: answer.info.fingerprint } : { answer: 'not-found' };
+          log.warn({ seedupdate: S, attempts, ...seen }, 'the producer did not serve the seed of this SEEDUPDATE within crypto.rotation_wait_seconds (waited once per run)');
         }
-        // The assumed seed of the previous epoch is the one in force after S: the signals
-        // processed before S were pseudonymized with an older seed nobody can tell us.
-        const first = this.epochs.forEService(previous.eservice)[0];
-        return { status: 'assumed', info, note: undefined, later: undefined, invalidatePrevious: first?.id === previous.id ? 'backlog-predates-seed' : 'seed-unchanged' };
+        return decision;
       }
-      await delay(Math.min(backoff, left), undefined, signal ? { signal } : {});
+      if (attempts === 1) {
+        log.info({ seedupdate: S, until: new Date(deadline).toISOString(), reason: decision.reason }, 'waiting for the producer to serve the new seed (SPEC §8 race)');
+      }
+      await this.sleep(Math.max(0, Math.min(backoff, deadline - this.now())), signal);
       backoff = Math.min(backoff * 2, 10_000);
     }
   }
 
-  private async rotate(es: EServiceConfig, row: EServiceRow, seedUpdate: Signal, log: Logger, signal?: AbortSignal): Promise<void> {
+  private async rotate(ctx: RunContext, seedUpdate: Signal): Promise<void> {
+    const { es, row, log } = ctx;
     const S = seedUpdate.signalId;
     const existing = this.epochs.forEService(row.id);
-    const alreadyOpen = existing.some((e) => e.startSignalId === S);
-    const previous = this.epochFor(row.id, S);
-    const outcome = alreadyOpen ? undefined : await this.resolveRotation(es, S, previous, log, signal);
+    const earlier = existing.filter((e) => e.startSignalId < S);
+    // An identity e-service has no seed: a SEEDUPDATE changes nothing (SPEC §8b).
+    const alreadyOpen = ctx.identity || existing.some((e) => e.startSignalId === S);
+    const decision = alreadyOpen ? undefined : await this.resolveRotation(ctx, S, earlier);
     const started = this.now();
     // A SEEDUPDATE that became visible after later signals (SPEC §3 late lower ids): those
     // were matched with the previous seed. The new epoch still starts at S for what follows.
     const cursorBefore = this.cursorOf(row);
     let wrote = false;
     this.db.transaction(() => {
-      if (outcome && S < cursorBefore) {
+      if (decision && S < cursorBefore) {
         log.warn({ seedupdate: S, cursor: cursorBefore }, 'SEEDUPDATE arrived behind the cursor (late lower id)');
-        wrote = this.recordClosedReport(es, S + 1, cursorBefore, 'late-seedupdate', `SEEDUPDATE ${S} became visible after signals up to ${cursorBefore} were matched with the previous seed`) || wrote;
+        wrote = this.reports.recordClosed(es, S + 1, cursorBefore, 'late-seedupdate', `SEEDUPDATE ${S} became visible after signals up to ${cursorBefore} were matched with the previous seed`) || wrote;
       }
-      if (outcome) {
-        if (outcome.invalidatePrevious && previous && previous.firstSignalId !== null) {
-          wrote = this.recordClosedReport(es, previous.firstSignalId, previous.lastSignalId!, outcome.invalidatePrevious, `signals before SEEDUPDATE ${S} were matched with a seed that was not theirs (seed ${previous.seedFingerprint}); their real seed cannot be obtained`) || wrote;
+      if (decision) {
+        for (const { epochId, reason } of decision.invalidate) {
+          const wrong = this.epochs.get(epochId)!;
+          if (wrong.firstSignalId !== null) {
+            wrote = this.reports.recordClosed(es, wrong.firstSignalId, wrong.lastSignalId!, reason, `signals of the epoch opened at ${wrong.startSignalId} were matched with seed ${wrong.seedFingerprint}, which the producer's answer for SEEDUPDATE ${S} shows was not theirs; their real seed cannot be obtained`) || wrote;
+          }
+          log.warn({ seedupdate: S, epochStart: wrong.startSignalId, seedFingerprint: wrong.seedFingerprint, reason }, 'an assumed seed was not the one in force: its signals are reported');
+          this.epochs.markUnknown(epochId, reason, this.now());
         }
-        if (outcome.info) {
-          this.createSeededEpoch(es, row, S, outcome.status, outcome.info, outcome.invalidatePrevious);
-        } else {
-          this.epochs.create({ eservice: row.id, startSignalId: S, status: 'unknown', seed: null, seedFingerprint: null, algorithm: null, template: null, encoding: null, producerSignalId: null, note: outcome.note! }, this.now());
-        }
-        if (outcome.later && !existing.some((e) => e.startSignalId === outcome.later!.signalId)) {
-          this.createSeededEpoch(es, row, outcome.later.signalId!, 'known', outcome.later, undefined);
+        const previousInvalidated = decision.invalidate.find((i) => i.epochId === earlier.at(-1)?.id);
+        for (const plan of decision.epochs) {
+          if (existing.some((e) => e.startSignalId === plan.start)) continue;
+          this.createEpoch(ctx, plan, plan.status === 'assumed' ? previousInvalidated?.reason : undefined);
         }
       }
       if (this.keepSignalLog) {
-        this.signalLog.add({ eservice: row.id, signalId: S, epoch: null, unmatched: false, signalType: 'SEEDUPDATE', objectType: seedUpdate.objectType, objectId: seedUpdate.objectId, receivedAt: this.now() });
+        this.signalLog.add({ eservice: row.id, signalId: S, epoch: null, unmatched: false, signalType: 'SEEDUPDATE', objectType: seedUpdate.objectType, objectId: '', receivedAt: this.now() });
       }
       this.eservices.advance(row.id, S, 1, 0);
-      wrote = this.closeGrowingReports(es, row, S) || wrote;
+      wrote = this.reports.closeGrowing(es, row.id, S) || wrote;
       this.retireUnneededEpochs(row);
     }).immediate();
-    if (outcome) {
+    if (decision) {
       this.metrics?.reseedSeconds.observe({ eservice: es.id }, (this.now() - started) / 1000);
-      log.info({ seedupdate: S, epochStatus: outcome.status, note: outcome.note, seedFingerprint: outcome.info?.fingerprint ?? outcome.later?.fingerprint }, 'seed epoch opened');
+      for (const plan of decision.epochs) {
+        log.info({ seedupdate: S, start: plan.start, epochStatus: plan.status, ...(plan.status === 'unknown' ? { note: plan.reason } : { seedFingerprint: plan.info.fingerprint }) }, 'seed epoch opened');
+      }
     }
     this.metrics?.signalsSeen.inc({ eservice: es.id, signal_type: 'SEEDUPDATE' });
     if (wrote) this.onEvents();
   }
 
-  /** Pseudonyms of an epoch are dropped once no rescan can reach a signal of it. */
+  /** Pseudonyms of an epoch are dropped once no re-read (lookback, rescan overlap) can reach a signal of it. */
   private retireUnneededEpochs(row: EServiceRow): void {
     const cursor = this.cursorOf(row);
-    const horizon = cursor - this.config.hub.rescanOverlap;
+    const horizon = Math.min(cursor - this.config.hub.rescanOverlap, this.lookbackStart(row) ?? cursor);
     const list = this.epochs.forEService(row.id);
     for (let i = 0; i + 1 < list.length; i++) {
       const e = list[i]!;
@@ -352,42 +416,47 @@ export class SyncEngine {
 
   // ---- pages -------------------------------------------------------------------------------
 
-  private async processPage(es: EServiceConfig, row: EServiceRow, page: Page, log: Logger, signal?: AbortSignal): Promise<{ signals: number; matches: number }> {
+  private async processPage(ctx: RunContext, page: Page): Promise<{ signals: number; matches: number }> {
+    const { row } = ctx;
     let segment: Signal[] = [];
     let signals = 0;
     let matches = 0;
     const flush = () => {
       if (segment.length === 0) return;
-      matches += this.writeSegment(es, row, segment);
-      signals += segment.length;
+      const written = this.writeSegment(ctx, segment);
+      matches += written.matches;
+      signals += written.processed;
       segment = [];
     };
     for (const s of page.signals) {
-      if (s.signalType !== 'SEEDUPDATE') {
+      if (s.signalType !== 'SEEDUPDATE' || s.skip !== undefined) {
         segment.push(s);
         continue;
       }
       flush(); // commit what precedes the SEEDUPDATE before anything is fetched
-      if (s.signalId <= this.cursorOf(row) && this.signalLog.has(row.id, s.signalId)) continue; // a re-read
-      await this.rotate(es, row, s, log, signal);
+      const current = this.eservices.get(row.eserviceId)!;
+      if (s.signalId <= Math.max(current.cursor, current.highWater) && this.signalLog.has(row.id, s.signalId)) continue; // a re-read
+      await this.rotate(ctx, s);
       signals++;
     }
     flush();
     return { signals, matches };
   }
 
-  /** One transaction: events of matched signals, signal log, epoch accounting, cursor. */
-  private writeSegment(es: EServiceConfig, row: EServiceRow, segment: Signal[]): number {
+  /** One transaction: events of matched signals, signal log, skipped signals, epoch accounting, cursor. */
+  private writeSegment(ctx: RunContext, segment: Signal[]): { matches: number; processed: number } {
+    const { es, row } = ctx;
     const receivedAt = this.now();
     const receivedIso = new Date(receivedAt).toISOString();
     let wrote = false;
     let matches = 0;
     let fresh = 0;
+    const skipped: { signalId: number; signalType: string; reason: SkipReason }[] = [];
     this.db.transaction(() => {
       const current = this.eservices.get(row.eserviceId)!;
       const cursor = current.cursor;
-      // Ids at or below the high-water mark may have been processed already (a rescan of late
-      // lower ids, or a cursor moved back by an operator): the signal log says which.
+      // Ids at or below the high-water mark may have been processed already (a re-read of the
+      // lookback or the rescan overlap, a cursor moved back by an operator): the log says which.
       const highWater = Math.max(current.highWater, cursor);
       const epochList = this.epochs.forEService(row.id);
       const contexts = new Map<number, MatchContext | null>();
@@ -395,15 +464,34 @@ export class SyncEngine {
       let processed = 0;
       let maxId = cursor;
       const logged: LoggedSignal[] = [];
+      const skip = (s: Signal, reason: SkipReason) => {
+        if (this.skippedSignals.add({ eservice: row.id, signalId: s.signalId, signalType: s.signalType, objectType: s.objectType, reason, skippedAt: receivedAt })) skipped.push({ signalId: s.signalId, signalType: s.signalType, reason });
+        // In the log too, so that a re-read is recognised; no objectId: nothing can match it.
+        if (this.keepSignalLog) logged.push({ eservice: row.id, signalId: s.signalId, epoch: null, unmatched: false, signalType: s.signalType, objectType: s.objectType.slice(0, 64), objectId: '', receivedAt });
+      };
       for (const s of segment) {
         if (s.signalId > maxId) maxId = s.signalId; // re-reads too: the cursor passes over them
         if (s.signalId <= highWater && this.signalLog.has(row.id, s.signalId)) continue;
         processed++;
-        const epoch = this.epochFor(row.id, s.signalId, epochList);
-        let ctx = epoch ? contexts.get(epoch.id) : null;
-        if (epoch && ctx === undefined) {
-          ctx = epoch.status === 'unknown' || epoch.retiredAt !== null ? null : { epoch, encoding: epoch.encoding!, length: digestLength(epoch.algorithm!) };
-          contexts.set(epoch.id, ctx);
+        if (s.skip !== undefined) {
+          skip(s, s.skip);
+          continue;
+        }
+        const epoch = epochForSignal(epochList, s.signalId);
+        let match = epoch ? contexts.get(epoch.id) : null;
+        if (epoch && match === undefined) {
+          match = epoch.status === 'unknown' || epoch.retiredAt !== null ? null : { epoch, encoding: epoch.encoding!, length: digestLength(epoch.algorithm!) };
+          contexts.set(epoch.id, match);
+        }
+        let digest: Buffer | null = null;
+        if (match) {
+          digest = decodeObjectId(s.objectId, match.encoding, match.length);
+          if (digest === null) {
+            // Not a pseudonym under this epoch's recipe: no subject can ever match it, so it
+            // costs neither matching nor room in the log beyond its id.
+            skip(s, 'undecodable-object-id');
+            continue;
+          }
         }
         if (epoch) {
           const t = touched.get(epoch.id);
@@ -413,9 +501,8 @@ export class SyncEngine {
           } else touched.set(epoch.id, { first: s.signalId, last: s.signalId, count: 1 });
         }
         let matched = false;
-        if (ctx) {
-          const digest = decodeObjectId(s.objectId, ctx.encoding, ctx.length);
-          const subject = digest && (this.matchStmt.get(ctx.epoch.id, digest) as { id: number; key: string; ref: string | null } | undefined);
+        if (match && digest) {
+          const subject = this.matchStmt.get(match.epoch.id, digest) as { id: number; key: string; ref: string | null } | undefined;
           if (subject) {
             matched = true;
             matches++;
@@ -425,101 +512,47 @@ export class SyncEngine {
               eserviceId: es.id,
               eserviceName: es.name,
               signalId: s.signalId,
-              signalType: s.signalType as ChangeSignalType,
+              signalType: s.signalType,
               objectType: s.objectType,
               objectId: s.objectId,
               subjectRef: subject.ref,
               ...(this.config.events.includeSubjectKey ? { subjectKey: subject.key } : {}),
-              epoch: ctx.epoch.id,
+              epoch: match.epoch.id,
               receivedAt: receivedIso,
             };
             if (this.outbox.append(event, receivedAt)) wrote = true;
           }
         }
         if (this.keepSignalLog) {
-          logged.push({ eservice: row.id, signalId: s.signalId, epoch: ctx ? ctx.epoch.id : null, unmatched: ctx !== null && ctx !== undefined && !matched, signalType: s.signalType, objectType: s.objectType, objectId: s.objectId, receivedAt });
+          logged.push({ eservice: row.id, signalId: s.signalId, epoch: match ? match.epoch.id : null, unmatched: !!match && !matched, signalType: s.signalType, objectType: s.objectType, objectId: match ? s.objectId : '', receivedAt });
         }
       }
       this.signalLog.addMany(logged);
       for (const [epochId, t] of touched) {
         this.epochs.noteSignals(epochId, t.first, t.last, t.count);
         const epoch = this.epochs.get(epochId)!;
-        if (epoch.status === 'unknown' || epoch.retiredAt !== null) this.growReport(es, epoch, t.first, t.last);
+        if (epoch.status === 'unknown' || epoch.retiredAt !== null) this.reports.grow(es, epoch, t.first, t.last);
       }
       this.eservices.advance(row.id, maxId, processed, matches);
-      wrote = this.closeGrowingReports(es, row, maxId) || wrote;
+      wrote = this.reports.closeGrowing(es, row.id, maxId) || wrote;
       fresh = processed;
     }).immediate();
     if (matches > 0) {
       this.metrics?.matches.inc({ eservice: es.id }, matches);
       this.metrics?.eventsWritten.inc({ eservice: es.id, kind: 'signal' }, matches);
     }
-    // Re-reads (rescan overlap, a cursor moved back) were skipped: the counter matches the database's.
+    // Re-reads (lookback, rescan overlap, a cursor moved back) were skipped: the counter matches the database's.
     if (fresh > 0) this.metrics?.signalsSeen.inc({ eservice: es.id, signal_type: 'change' }, fresh);
-    if (wrote) this.onEvents();
-    return matches;
-  }
-
-  // ---- resync reports ----------------------------------------------------------------------
-
-  private growReport(es: EServiceConfig, epoch: Epoch, first: number, last: number): void {
-    const open = this.resync.openForEpoch(epoch.id);
-    if (open) {
-      this.resync.extend(open.id, last);
-      return;
-    }
-    const reason: ResyncReason = epoch.status === 'unknown' ? ((epoch.note as ResyncReason | null) ?? 'seed-unchanged') : 'seed-unchanged';
-    const detail = epoch.status === 'unknown'
-      ? `no seed can be obtained for the epoch opened at signal ${epoch.startSignalId} (${reason}): its signals cannot be matched`
-      : `late signals arrived for the epoch opened at signal ${epoch.startSignalId} after its pseudonyms were dropped`;
-    this.resync.create({ eserviceId: es.id, from: first, to: last, reason, detail, epoch: epoch.id, closed: false }, this.now());
-  }
-
-  /**
-   * Growing reports close (and their resync-required event is written) when processing has
-   * moved past their epoch (`upTo`), or at the end of a run that caught up (`upTo` undefined).
-   */
-  private closeGrowingReports(es: EServiceConfig, row: EServiceRow, upTo: number | undefined): boolean {
-    const growing = this.resync.growing(es.id);
-    if (growing.length === 0) return false;
-    const epochs = this.epochs.forEService(row.id);
-    let wrote = false;
-    const close = () => {
-      for (const report of growing) {
-        if (upTo !== undefined) {
-          const idx = epochs.findIndex((e) => e.id === report.epoch);
-          const next = epochs[idx + 1];
-          if (idx < 0 || next === undefined || next.startSignalId > upTo) continue;
-        }
-        wrote = this.emitResync(es, this.resync.close(report.id, this.now())) || wrote;
+    for (const k of skipped) {
+      ctx.skipped++;
+      this.metrics?.signalsSkipped.inc({ eservice: es.id, reason: k.reason });
+      if (ctx.skippedWarned < SKIP_WARN_LINES) {
+        ctx.skippedWarned++;
+        ctx.log.warn({ signalId: k.signalId, signalType: k.signalType, reason: k.reason }, 'signal skipped: it cannot be matched (recorded, the stream goes on)');
       }
-    };
-    if (this.db.inTransaction) close();
-    else this.db.transaction(close).immediate();
-    if (wrote && !this.db.inTransaction) this.onEvents();
-    return wrote;
-  }
-
-  private recordClosedReport(es: EServiceConfig, from: number, to: number, reason: ResyncReason, detail: string): boolean {
-    return this.emitResync(es, this.resync.create({ eserviceId: es.id, from, to, reason, detail, closed: true }, this.now()));
-  }
-
-  private emitResync(es: EServiceConfig, report: ResyncReport): boolean {
-    const event: ResyncEvent = {
-      id: `${es.id}:resync:${report.id}`,
-      type: 'resync-required',
-      eserviceId: es.id,
-      eserviceName: es.name,
-      reportId: report.id,
-      fromSignalId: report.fromSignalId,
-      toSignalId: report.toSignalId,
-      reason: report.reason,
-      detail: report.detail ?? '',
-      createdAt: new Date(report.createdAt).toISOString(),
-    };
-    this.logger.warn({ eservice: es.id, reportId: report.id, from: report.fromSignalId, to: report.toSignalId, reason: report.reason }, 'resync required');
-    this.metrics?.eventsWritten.inc({ eservice: es.id, kind: 'resync-required' });
-    return this.outbox.append(event, this.now());
+    }
+    if (wrote) this.onEvents();
+    return { matches, processed: fresh };
   }
 
   /** SPEC §3: the hub deletes signals 30 days after insertion, silently. */
@@ -535,7 +568,7 @@ export class SyncEngine {
     const to = Math.max(cursor + 1, (firstAfter ?? cursor + 2) - 1);
     let wrote = false;
     this.db.transaction(() => {
-      wrote = this.recordClosedReport(es, cursor + 1, to, 'retention-gap', `last successful pull ${new Date(since).toISOString()} is older than the hub's retention (${this.config.hub.retentionDays} days): signals after ${cursor} may have been deleted unseen`);
+      wrote = this.reports.recordClosed(es, cursor + 1, to, 'retention-gap', `last successful pull ${new Date(since).toISOString()} is older than the hub's retention (${this.config.hub.retentionDays} days): signals after ${cursor} may have been deleted unseen`);
       // This pull succeeded: with the report it closes the gap, so a run failing later on this
       // page (a producer down at a SEEDUPDATE, a crash) does not report the same gap again.
       this.eservices.markPulled(row.id, this.now(), false);
@@ -546,6 +579,8 @@ export class SyncEngine {
 
   private pruneSignalLog(): void {
     if (!this.keepSignalLog) return;
-    this.signalLog.prune(this.now() - this.config.hub.retentionDays * DAY_MS);
+    const before = this.now() - this.config.hub.retentionDays * DAY_MS;
+    this.signalLog.prune(before);
+    this.skippedSignals.prune(before);
   }
 }

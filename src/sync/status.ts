@@ -4,6 +4,8 @@ import { EpochStore, epochForSignal, type Epoch, type EpochStatus } from '../sto
 import { EServiceStore, type EServiceRow, type EServiceState } from '../store/eservices.js';
 import { ResyncStore } from '../store/resync.js';
 import { backpressureFor, backpressuredEServices, sinkStatus, type SinkStatus } from '../sinks/status.js';
+import { SkippedSignalStore } from '../store/skipped-signals.js';
+import type { SkipReason } from '../hub/types.js';
 
 /** A moment, as ISO text and as its age at the time the status was collected. */
 export interface Moment {
@@ -45,6 +47,8 @@ export interface EServiceStatus {
   epoch: EpochSummary | null;
   /** Resync reports not yet acknowledged. */
   openResyncReports: number;
+  /** Signals passed without matching within the retention period, by reason (invariant 7). */
+  skippedSignals: Partial<Record<SkipReason, number>>;
 }
 
 export interface StatusTotals {
@@ -52,6 +56,7 @@ export interface StatusTotals {
   signalsSeen: number;
   matches: number;
   openResyncReports: number;
+  skippedSignals: number;
   /** Events currently in the outbox (delivered ones are pruned after outbox.keep_days). */
   outboxEvents: number;
   /** Highest seq in the outbox (0: empty); `events list --since` takes seqs. */
@@ -77,6 +82,8 @@ export function collectStatus(db: Db, config: Pick<Config, 'database' | 'eservic
   const eserviceStore = new EServiceStore(db);
   const epochs = new EpochStore(db);
   const openReports = new ResyncStore(db).openCountByEService();
+  const skipped = new Map<string, Partial<Record<SkipReason, number>>>();
+  for (const c of new SkippedSignalStore(db).counts()) skipped.set(c.eserviceId, { ...skipped.get(c.eserviceId), [c.reason]: c.count });
   const paused = backpressuredEServices(db, config.sinks, config.outbox.maxPending);
   const rows = new Map(eserviceStore.all().map((r) => [r.eserviceId, r]));
 
@@ -109,6 +116,7 @@ export function collectStatus(db: Db, config: Pick<Config, 'database' | 'eservic
           }
         : null,
       openResyncReports: openReports.get(id) ?? 0,
+      skippedSignals: skipped.get(id) ?? {},
     };
   };
 
@@ -134,6 +142,7 @@ export function collectStatus(db: Db, config: Pick<Config, 'database' | 'eservic
       signalsSeen: eservices.reduce((n, e) => n + e.signalsSeen, 0),
       matches: eservices.reduce((n, e) => n + e.matches, 0),
       openResyncReports: eservices.reduce((n, e) => n + e.openResyncReports, 0),
+      skippedSignals: eservices.reduce((n, e) => n + Object.values(e.skippedSignals).reduce((a, b) => a + b, 0), 0),
       outboxEvents: outbox.n,
       lastSeq: outbox.lastSeq,
       maxPending: sinks.reduce((n, s) => Math.max(n, s.pending), 0),
