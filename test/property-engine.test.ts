@@ -18,7 +18,7 @@ import { propertyParameters, propertyTimeoutMs, yieldToEventLoop } from './helpe
 import { describeScenario, judge, modelPseudonym, playScenario, scenarioArbitrary, type Scenario } from './helpers/engine-model.js';
 
 /** The default wait: the engine's `sleep` option advances the model's clock instead of sleeping. */
-const ROTATION_WAIT_SECONDS = 0.02;
+const ROTATION_WAIT_SECONDS = 120;
 
 interface Vector {
   subject: string;
@@ -74,3 +74,35 @@ describe('property: the engine against the model (issue 12)', () => {
     propertyTimeoutMs(60_000),
   );
 });
+
+/**
+ * Minimal counterexamples the property found, each as the scenario that shows it (shrunk by hand
+ * from soak failures): the same model, the same judge. Each names the property it breaks.
+ */
+describe('model findings (issue 12), each a minimal scenario', () => {
+  it("F1: a SEEDUPDATE deleted by retention while the consumer was away: the signals after it, still kept, must be matched or reported (they were matched under the old seed: a silent miss)", async () => {
+    await expectModelHolds({"mode": {"cryptoHistory": false, "depth": 1, "includeSignalId": false}, "pageSize": 100, "initialSubjects": [0], "steps": [{"kind": "deposit", "signals": [{"who": 0, "type": "CREATE", "junk": "none", "gap": 0}]}, {"kind": "advance", "ms": 20000}, {"kind": "run"}, {"kind": "rotate", "stale": 0, "lateMs": 0}, {"kind": "advance", "ms": 2678400000}, {"kind": "deposit", "signals": [{"who": 0, "type": "UPDATE", "junk": "none", "gap": 0}]}]} as Scenario);
+  });
+  it("F2: an operator cursor moved forward is respected by the late-lower-id lookback (it re-read from 0 and wrote events for ids at or below the cursor)", async () => {
+    await expectModelHolds({"mode": {"cryptoHistory": false, "depth": 1, "includeSignalId": true}, "pageSize": 100, "operatorCursor": 0.67, "initialSubjects": [0], "steps": [{"kind": "deposit", "signals": [{"who": 0, "type": "CREATE", "junk": "none", "gap": 0}, {"who": 0, "type": "UPDATE", "junk": "none", "gap": 0}, {"who": 0, "type": "UPDATE", "junk": "none", "gap": 0}]}, {"kind": "advance", "ms": 20000}, {"kind": "run"}, {"kind": "run"}]} as Scenario);
+  });
+  it("F3: history depth 1, fresh start over two rotations whose newest races: the initial epoch, assumed from a stale current seed, must be reported when every later SEEDUPDATE ends unknown", async () => {
+    await expectModelHolds({"mode": {"cryptoHistory": true, "depth": 1, "includeSignalId": false}, "pageSize": 100, "initialSubjects": [0], "steps": [{"kind": "deposit", "signals": [{"who": 0, "type": "CREATE", "junk": "none", "gap": 0}]}, {"kind": "rotate", "stale": 0, "lateMs": 0}, {"kind": "rotate", "stale": 100000, "lateMs": 0}, {"kind": "deposit", "signals": [{"who": 0, "type": "UPDATE", "junk": "none", "gap": 0}]}]} as Scenario);
+  });
+  it("F3b: crypto_history with a producer that keeps no seed (depth 0): the assumed initial epoch of a backlog with a SEEDUPDATE must be reported, not kept", async () => {
+    await expectModelHolds({"mode": {"cryptoHistory": true, "depth": 0, "includeSignalId": false}, "pageSize": 100, "initialSubjects": [0], "steps": [{"kind": "deposit", "signals": [{"who": 0, "type": "CREATE", "junk": "none", "gap": 0}]}, {"kind": "rotate", "stale": 0, "lateMs": 0}, {"kind": "deposit", "signals": [{"who": 0, "type": "UPDATE", "junk": "none", "gap": 0}]}]} as Scenario);
+  });
+  it("F4: no history, no signalId, a short race after the last of two rotations: the initial epoch assumed from the stale read must be reported", async () => {
+    await expectModelHolds({"mode": {"cryptoHistory": false, "depth": 1, "includeSignalId": false}, "pageSize": 100, "initialSubjects": [0], "steps": [{"kind": "deposit", "signals": [{"who": 0, "type": "CREATE", "junk": "none", "gap": 0}]}, {"kind": "rotate", "stale": 0, "lateMs": 0}, {"kind": "deposit", "signals": [{"who": 0, "type": "UPDATE", "junk": "none", "gap": 0}]}, {"kind": "rotate", "stale": 2, "lateMs": 0}, {"kind": "deposit", "signals": [{"who": 0, "type": "DELETE", "junk": "none", "gap": 0}]}]} as Scenario);
+  });
+});
+
+async function expectModelHolds(scenario: Scenario): Promise<void> {
+  const dir = tempDir('shs-model-case-');
+  const played = await playScenario(scenario, { dir, dbFile: path.join(dir, 'case.db'), rotationWaitSeconds: ROTATION_WAIT_SECONDS, nonce: 'finding' });
+  try {
+    expect(judge(played).violations, describeScenario(scenario)).toEqual([]);
+  } finally {
+    played.db.close();
+  }
+}

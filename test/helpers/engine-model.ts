@@ -18,7 +18,8 @@ import type { Config, EServiceConfig } from '../../src/config/types.js';
 import { parseConfigText } from '../../src/config/load.js';
 import type { CryptoInfo } from '../../src/crypto/crypto-info-client.js';
 import { AppError } from '../../src/errors.js';
-import type { Page, Signal } from '../../src/hub/types.js';
+import type { Page } from '../../src/hub/types.js';
+import { parsePullBody } from '../../src/hub/validate.js';
 import { silentLogger } from '../../src/log.js';
 import { openDatabase, type Db } from '../../src/store/db.js';
 import { EServiceStore } from '../../src/store/eservices.js';
@@ -249,12 +250,16 @@ export class ModelWorld {
     this.add({ id, type: 'SEEDUPDATE', objectId: '-', objectType: 'seed', who: undefined, junk: 'none', insertedAt: this.clock + lateMs, late: lateMs > 0 });
   }
 
-  /** SPEC §10: a lower id is accepted while the highest stored one is younger than the window. */
+  /**
+   * SPEC §10: a lower id is accepted while the higher ones stored are younger than the window
+   * ("after a consumer has seen id X, a lower id can still appear for about one window; after
+   * that, none can"): the hole must lie above every signal older than the window.
+   */
   depositLate(spec: DepositSpec, pick: number): void {
-    const highest = this.signals.get(this.maxId);
-    if (!highest || highest.insertedAt <= this.clock - WINDOW_MS) return;
+    let floor = 0;
+    for (const s of this.signals.values()) if (s.insertedAt <= this.clock - WINDOW_MS && s.id > floor) floor = s.id;
     const holes: number[] = [];
-    for (let id = this.maxId - 1; id > 0 && holes.length < 8; id--) if (!this.signals.has(id)) holes.push(id);
+    for (let id = this.maxId - 1; id > floor && holes.length < 8; id--) if (!this.signals.has(id)) holes.push(id);
     if (holes.length === 0) return;
     const id = holes[pick % holes.length]!;
     this.add({ id, type: spec.type, ...this.objectFor(spec, id), who: spec.who, junk: spec.junk, insertedAt: this.clock, late: true });
@@ -290,8 +295,10 @@ export class ModelWorld {
       const last = page.at(-1)?.id ?? null;
       // SPEC §3: the 206 check ignores the time window.
       const more = last !== null && stored.some((s) => s.id > last);
-      const signals: Signal[] = page.map((s) => ({ signalId: s.id, signalType: s.type as Signal['signalType'], objectId: s.objectId, objectType: s.objectType, eserviceId }));
-      return { status: more ? 206 : 200, signals, lastSignalId: last };
+      // The wire body, parsed by the hub client's own edge parser: the engine sees exactly what
+      // the real client hands it (junk signals marked `skip`, SPEC §10).
+      const body = JSON.stringify({ signals: page.map((s) => ({ signalId: s.id, signalType: s.type, objectId: s.objectId, objectType: s.objectType, eserviceId })), lastSignalId: last });
+      return parsePullBody(body, { eserviceId, cursor, size, status: more ? 206 : 200 });
     },
   };
 
@@ -408,7 +415,7 @@ export async function playScenario(scenario: Scenario, opts: RunOptions): Promis
   const db = openDatabase(opts.dbFile);
   const writer = new SubjectWriter(db, { index: subjectIndexOptions(config), now: world.now });
   const eservices = new EServiceStore(db);
-  const engineOptions: SyncEngineOptions & { sleep: (ms: number, signal?: AbortSignal) => Promise<void> } = {
+  const engineOptions: SyncEngineOptions = {
     db,
     config,
     hub: world.hub,
@@ -493,7 +500,7 @@ export type Knowable = { is: 'yes' } | { is: 'no'; why: string } | { is: 'maybe'
  * `initial`: the epoch in force at the consumer's starting cursor, resolved before the first
  * SEEDUPDATE (the rules' "initial epoch").
  */
-export function epochKnowable(world: ModelWorld, start: number, run: RunSnapshot, initial: boolean): Knowable {
+export function epochKnowable(world: ModelWorld, start: number, run: RunSnapshot, initial: boolean, afterExcused = false): Knowable {
   const { mode } = world;
   const previousOfNewest = (() => {
     const i = world.rotations.findIndex((r) => r.id === run.newest);
@@ -509,6 +516,9 @@ export function epochKnowable(world: ModelWorld, start: number, run: RunSnapshot
       // (one full wait per run): timing the model does not predict, so either outcome.
       return huge && (mode.includeSignalId || mode.cryptoHistory) ? { is: 'no', why: 'race outlasts the wait' } : { is: 'maybe', why: 'race shorter than the wait' };
     }
+    // A consumer misled by an excused stale read (below) believes a wrong seed, so a stale
+    // answer no longer equals its belief; without history or signalId nothing tells it.
+    if (racing && afterExcused && !mode.cryptoHistory && !mode.includeSignalId) return { is: 'excused', why: 'stale read after an excused epoch' };
     // A racing producer serves the previous seed: by luck, this epoch's.
     if (racing && start === previousOfNewest) return { is: 'maybe', why: 'stale read served this epoch\'s own seed' };
     return { is: 'no', why: `a later seed (${run.newest}) was current when the consumer needed it` };
@@ -589,7 +599,11 @@ export function judge(played: ModelRun): Verdict {
     else {
       const su = world.signals.get(start)!;
       if (su.firstServedRun === undefined) k = { is: 'maybe', why: `SEEDUPDATE ${start} deleted by retention before it was served` };
-      else k = epochKnowable(world, start, world.runs[su.firstServedRun]!, false);
+      else {
+        const before = [...world.rotations].reverse().find((r) => r.id < start);
+        const afterExcused = before !== undefined && before.id >= 0 && verdictOf(before.id).is === 'excused';
+        k = epochKnowable(world, start, world.runs[su.firstServedRun]!, false, afterExcused);
+      }
     }
     epochVerdict.set(start, k);
     return k;
