@@ -612,7 +612,11 @@ export function judge(played: ModelRun): Verdict {
   const expected: ExpectedSignal[] = [];
   const byId = world.signals;
   for (const s of [...byId.values()].sort((a, b) => a.id - b.id)) {
-    if (s.type === 'SEEDUPDATE' || s.id <= c0) continue;
+    if (s.id <= c0) continue;
+    if (s.type === 'SEEDUPDATE') {
+      if (s.firstServedRun === undefined && !s.deleted) violations.push(`(a) SEEDUPDATE ${s.id} was never pulled`);
+      continue;
+    }
     const epoch = world.epochOf(s.id);
     let knowable = verdictOf(epoch.id);
     const su = epoch.id > c0 ? byId.get(epoch.id) : undefined;
