@@ -367,6 +367,29 @@ describe('cursor set / reset', () => {
   });
 });
 
+describe('sync --eservice', () => {
+  it('takes a configured name as well as an id; naming one e-service twice syncs it once', async () => {
+    const byName = await cliJson('sync', '--once', '--no-deliver', '--eservice', 'patenti', '--json');
+    expect(byName.eservices.map((e: { eserviceId: string }) => e.eserviceId)).toEqual([ES_IDLE]);
+    expect(byName.eservices[0]).toMatchObject({ ok: true, caughtUp: true });
+    const twice = await cliJson('sync', '--once', '--no-deliver', '--eservice', 'residenze', '--eservice', ES, '--json');
+    expect(twice.eservices).toEqual([expect.objectContaining({ eserviceId: ES, ok: true, cursor: ids.after })]);
+  });
+
+  it('an unknown e-service is a usage error (64) listing the configured ones, before anything is synced', async () => {
+    const requestsBefore = world.sim.stats().requests.pull ?? 0;
+    const unknown = await cli('sync', '--once', '--eservice', 'residenza');
+    expect(unknown.code).toBe(64);
+    expect(unknown.stdout).toBe('');
+    expect(unknown.stderr).toContain('--eservice residenza: no such e-service');
+    expect(unknown.stderr).toContain(`${ES} (residenze)`);
+    expect(unknown.stderr).toContain(`${ES_IDLE} (patenti)`);
+    // The good one before the bad one is not synced either.
+    expect((await cli('sync', '--once', '--eservice', 'patenti', '--eservice', 'nope')).code).toBe(64);
+    expect(world.sim.stats().requests.pull ?? 0).toBe(requestsBefore);
+  });
+});
+
 describe('without a database', () => {
   it('read commands exit 66 with a clear message; resync ack does not create one', async () => {
     const configFile = path.join(root, 'missing.toml');

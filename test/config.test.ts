@@ -38,6 +38,8 @@ describe('config: a valid file', () => {
       maxRateLimitWaitMs: 60_000,
       initialRateLimit: 25,
       rescanOverlap: 0,
+      timeWindowSeconds: 10,
+      lookbackMaxSignals: 300,
       retentionDays: 30,
     });
     expect(config.crypto).toEqual({ requestTimeoutMs: 10_000, rotationWaitSeconds: 120 });
@@ -157,6 +159,31 @@ audit = { audience = "https://producer2.example.it", claims = { userID = "u1", L
     expect(es.cryptoHistory).toBe(true);
     expect(es.recipe).toEqual({ template: '-${subject}-${algorithm}-${seed}-', encoding: 'HEX' });
     expect(es.audit).toEqual({ audience: 'https://producer2.example.it', claims: { userID: 'u1', LoA: 3, internal: true }, ttlSeconds: 300 });
+  });
+
+  it('an identity e-service (SPEC §8b) needs no crypto_info_url and shows no seed settings in the summary', () => {
+    const dir = configDir(tempDir());
+    const text = productionToml().replace('crypto_info_url = "https://producer2.example.it/pseudonymization"\n', 'recipe = { encoding = "identity" }\n');
+    const config = parseIn(dir, text);
+    const es = config.eservices[1]!;
+    expect(es.recipe.encoding).toBe('identity');
+    expect(es.cryptoInfoUrl).toBeNull();
+    expect(es.cryptoHistory).toBe(false);
+    expect(config.eservices[0]!.cryptoInfoUrl).toBe('https://producer.example.it/pseudonymization');
+    const summary = summarizeConfig(config);
+    expect(summary).toContain('crypto info none (identity recipe');
+    expect(summary).toContain('recipe identity, audit off');
+  });
+
+  it('with the simulator preset an identity e-service gets no default crypto_info_url', () => {
+    const dir = configDir(tempDir());
+    const text = productionToml()
+      .replace('preset = "production"', 'preset = "simulator"')
+      .replace('crypto_info_url = "https://producer.example.it/pseudonymization"\n', '')
+      .replace('crypto_info_url = "https://producer2.example.it/pseudonymization"\n', 'recipe = { encoding = "identity" }\n');
+    const config = parseIn(dir, text);
+    expect(config.eservices[0]!.cryptoInfoUrl).toMatch(/\/pseudonymization$/);
+    expect(config.eservices[1]!.cryptoInfoUrl).toBeNull();
   });
 
   it('sinks of every type, with e-service filters by id or name mapped to ids', () => {
@@ -315,6 +342,20 @@ describe('config: every kind of problem, with its key path', () => {
     ]);
   });
 
+  it('seed settings on an identity e-service are reported, each at its key', () => {
+    const dir = configDir(tempDir());
+    const text = productionToml().replace(
+      'crypto_info_url = "https://producer2.example.it/pseudonymization"\n',
+      'crypto_info_url = "https://producer2.example.it/pseudonymization"\ncrypto_history = true\nrecipe = { encoding = "identity", template = "${subject}${seed}" }\n',
+    );
+    const unused = 'not used with recipe.encoding = "identity" (objectIds are subject keys in clear, no seed): remove it, or choose the producer\'s digest encoding';
+    expect(problemLines(problemsOf(dir, text))).toEqual([
+      `eservices[1].crypto_info_url: ${unused}`,
+      `eservices[1].crypto_history: ${unused}`,
+      `eservices[1].recipe.template: ${unused}`,
+    ]);
+  });
+
   it('out-of-range numbers and bad enum values', () => {
     const dir = configDir(tempDir());
     const text = productionToml('[hub]\npage_size = 0\npoll_jitter = 0.9\n[log]\nlevel = "verbose"\n[[sinks]]\nname = "x"\ntype = "carrier-pigeon"\n')
@@ -322,7 +363,7 @@ describe('config: every kind of problem, with its key path', () => {
       .replace('name = "documents"', 'name = "documents"\nrecipe = { encoding = "base32" }');
     expect(problemLines(problemsOf(dir, text))).toEqual([
       'preset: must be one of "production", "uat", "simulator"',
-      'eservices[1].recipe.encoding: must be one of "base64", "base64url", "hex", "HEX"',
+      'eservices[1].recipe.encoding: must be one of "base64", "base64url", "hex", "HEX", "identity"',
       'hub.page_size: must be >= 1',
       'hub.poll_jitter: must be <= 0.5',
       'log.level: must be one of "fatal", "error", "warn", "info", "debug", "trace", "silent"',
@@ -498,7 +539,8 @@ describe('config: shipped files', () => {
     const config = await loadConfig(path.join(ROOT, 'config/signalhub-sync.example.toml'), { env: { CREDENTIALS_DIRECTORY: credentials } });
     expect(config.preset).toBe('production');
     expect(config.hub.baseUrl).toBe('https://api.signalhub.interop.pagopa.it/1.0/pull');
-    expect(config.eservices.map((e) => e.name)).toEqual(['residences', 'id-documents']);
+    expect(config.eservices.map((e) => e.name)).toEqual(['residences', 'id-documents', 'company-registry']);
+    expect(config.eservices[2]!).toMatchObject({ cryptoInfoUrl: null, recipe: { encoding: 'identity' } });
     expect(config.eservices[0]!.audit?.claims).toEqual({ userID: 'signalhub-sync', userLocation: 'data-center-1', LoA: 'LoA3' });
     expect(config.sinks.map((s) => s.type)).toEqual(['webhook', 'file']);
   });

@@ -176,4 +176,31 @@ describe('issue 12 findings, each a regression test', () => {
     for (const id of local.filter((i) => i < last)) expect(reported.some((r) => r.from <= id && id <= r.to)).toBe(true);
     t.db.close();
   });
+
+  it('a first run asks the hub before the producer: a hub 403 is what it reports, not the producer 404 behind it', async () => {
+    const t = await setup({ id: ES, name: 'residenze' });
+    t.w.sim.faults.inject('pull', { kind: 'status', status: 403, times: 1 });
+    t.w.sim.faults.inject('crypto', { kind: 'status', status: 404, times: 1 });
+    await expect(t.engine.syncEService(ES)).rejects.toMatchObject({ code: 'HUB_FORBIDDEN' });
+    t.db.close();
+  });
+
+  it('an identity e-service (SPEC §8b) matches objectIds in clear against normalized keys, never asks for crypto info, and follows SEEDUPDATEs harmlessly', async () => {
+    const t = await setup({ id: ES, name: 'imprese', toml: '[eservices.recipe]\nencoding = "identity"' });
+    const [a, b] = [subjects[0]!, subjects[1]!];
+    t.writer.upsertBatch([{ key: a, ref: 'a', eservices: 'all' }]);
+    // Any crypto-info request would fail the run.
+    t.w.sim.faults.inject('crypto', { kind: 'status', status: 500, times: 1000 });
+    t.w.sim.deposit(ES, { signalType: 'CREATE', objectId: a, objectType: 'impresa', signalId: 1 });
+    t.w.sim.deposit(ES, { signalType: 'CREATE', objectId: b, objectType: 'impresa', signalId: 2 });
+    t.w.sim.rotateSeed(ES);
+    t.w.sim.deposit(ES, { signalType: 'UPDATE', objectId: `  ${a.toLowerCase()} `, objectType: 'impresa', signalId: 10 });
+    await t.engine.syncEService(ES);
+    expect(t.outbox.all().map((r) => JSON.parse(r.payload)).map((e) => [e.signalId, e.subjectRef])).toEqual([[1, 'a'], [10, 'a']]);
+    expect(t.reports()).toEqual([]);
+    // A subject added later is back-matched from the signal log like any other.
+    t.writer.upsertBatch([{ key: b, ref: 'b', eservices: 'all' }]);
+    expect(t.events()).toEqual([1, 2, 10]);
+    t.db.close();
+  });
 });

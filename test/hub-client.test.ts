@@ -250,6 +250,59 @@ describe('errors of the status table', () => {
     expect(sim.stats().tokensIssued - tokensBefore).toBe(1);
   });
 
+  /** The shared provider's voucher is dropped, so the next get() asks the token endpoint (and meets any token fault). */
+  async function forgetCachedVoucher(): Promise<void> {
+    const real = m2mVoucherSource(provider);
+    real.invalidate(await real.get());
+  }
+
+  it.each(['nbf', 'organizationId'] as const)('500 9990 (a voucher without %s, SPEC §10): one new voucher, success, without transient retries', async (claim) => {
+    const es = newEService({ signals: 2 });
+    await forgetCachedVoucher();
+    sim.faults.inject('token', { kind: 'voucherLacksClaim', claim, times: 1 });
+    // No transient retries: only the fresh voucher can turn the 500 into a page.
+    const { client, vouchers, logs } = harness({ maxRetries: 0 });
+    const tokensBefore = sim.stats().tokensIssued;
+    const before = pullRequests();
+    const page = await client.pull(es, 0);
+    expect(page.lastSignalId).toBe(2);
+    expect(vouchers.invalidated).toBe(1);
+    expect(pullRequests() - before).toBe(2);
+    expect(sim.stats().tokensIssued - tokensBefore).toBe(2);
+    const warning = logs.map((l) => JSON.parse(l) as Record<string, unknown>).find((l) => l.msg === 'hub found a claim missing in the voucher (code 9990), retrying once with a new one');
+    expect(warning).toMatchObject({ level: 'warn', eservice: es, status: 500, problemCodes: ['9990'] });
+  });
+
+  it('500 9990 again with the new voucher: transient from then on, exactly one refresh, then HUB_UNAVAILABLE naming the claim', async () => {
+    const es = newEService({ signals: 1 });
+    await forgetCachedVoucher();
+    sim.faults.inject('token', { kind: 'voucherLacksClaim' });
+    try {
+      const { client, vouchers } = harness({ maxRetries: 2 });
+      const tokensBefore = sim.stats().tokensIssued;
+      const before = pullRequests();
+      const err = await failure(client.pull(es, 0));
+      expect(err).toMatchObject({ code: 'HUB_UNAVAILABLE', status: 500, problemCodes: ['9990'], retryable: true });
+      expect(err.message).toContain('claim');
+      expect(err.message).toContain('gave up after 3 attempts');
+      expect(vouchers.invalidated).toBe(1);
+      // First try, the refresh, then two transient retries with the same (second) voucher.
+      expect(pullRequests() - before).toBe(4);
+      expect(sim.stats().tokensIssued - tokensBefore).toBe(2);
+    } finally {
+      sim.faults.clear();
+      await forgetCachedVoucher();
+    }
+  });
+
+  it('a plain 500 (no 9990) does not cost a voucher', async () => {
+    const es = newEService({ signals: 1 });
+    const { client, vouchers } = harness({ maxRetries: 1 });
+    sim.faults.inject('pull', { kind: 'status', status: 500, times: 1, eserviceId: es });
+    expect((await client.pull(es, 0)).lastSignalId).toBe(1);
+    expect(vouchers.invalidated).toBe(0);
+  });
+
   it('403 (0004, no agreement) is HUB_FORBIDDEN, not retried', async () => {
     const es = newEService({ signals: 1, organizationIds: ['another-org'] });
     const { client } = harness();
@@ -306,6 +359,19 @@ describe('errors of the status table', () => {
     const err = await failure(client.pull(es, 0));
     expect(err).toMatchObject({ code: 'HUB_RATE_LIMITED', status: 429, problemCodes: ['10004'], retryable: true });
     expect(err.message).toContain('max_rate_limit_wait_ms');
+  });
+
+  it('429 with Retry-After 0, again and again: HUB_RATE_LIMITED naming the 20-answer cap, not the wait budget', async () => {
+    const es = newEService({ signals: 1 });
+    const { client } = harness({ maxRateLimitWaitMs: 60_000 });
+    sim.faults.inject('pull', { kind: 'status', status: 429, code: '10004', headers: { 'retry-after': '0' }, times: 30, eserviceId: es });
+    const before = pullRequests();
+    const err = await failure(client.pull(es, 0));
+    expect(err).toMatchObject({ code: 'HUB_RATE_LIMITED', status: 429, retryable: true });
+    expect(pullRequests() - before).toBe(21);
+    expect(err.message).toContain('gave up after 21 rate-limited answers');
+    expect(err.message).toContain('at most 20 times');
+    expect(err.message).not.toContain('would exceed');
   });
 
   it.each([500, 502, 503, 504])('%i is retried, then success', async (status) => {
@@ -402,7 +468,7 @@ describe('malformed answers from the simulator: HUB_BAD_RESPONSE, not retried', 
     ['id not above the cursor', (es) => ({ signals: [sig(es, 6), sig(es, 5)], lastSignalId: 5 }), /signals\[1\]\.signalId: 5 is not above the cursor 5/],
     ['not ascending', (es) => ({ signals: [sig(es, 8), sig(es, 7)], lastSignalId: 7 }), /signals\[1\]\.signalId: 7 is not above the previous id 8/],
     ['id above 2^53-1', (es) => ({ signals: [sig(es, 2 ** 53 + 2)], lastSignalId: 2 ** 53 + 2 }), /is above 2\^53-1/],
-    ['another e-service', (es) => ({ signals: [sig(es, 6, { eserviceId: 'someone-else' })], lastSignalId: 6 }), /signals\[0\]\.eserviceId: "someone-else" is not the requested e-service/],
+    ['ids not ascending', (es) => ({ signals: [sig(es, 7), sig(es, 6)], lastSignalId: 6 }), /signals\[1\]\.signalId: 6 is not above the previous id 7/],
     ['lastSignalId mismatch', (es) => ({ signals: [sig(es, 6), sig(es, 7)], lastSignalId: 9 }), /lastSignalId: 9 differs from the last signal's id 7/],
   ];
   it.each(shapes)('%s', async (_name, body, expected) => {

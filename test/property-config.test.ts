@@ -204,7 +204,7 @@ function checkConfig(config: Config): void {
   expect(config.hub.pageSize).toBeGreaterThanOrEqual(1);
   expect(config.hub.pageSize).toBeLessThanOrEqual(100);
   expect(Number.isInteger(config.hub.pageSize)).toBe(true);
-  for (const url of [config.pdnd.tokenUrl, config.hub.baseUrl, ...config.eservices.map((e) => e.cryptoInfoUrl)]) {
+  for (const url of [config.pdnd.tokenUrl, config.hub.baseUrl, ...config.eservices.flatMap((e) => (e.cryptoInfoUrl === null ? [] : [e.cryptoInfoUrl]))]) {
     const protocol = new URL(url).protocol;
     expect(protocol === 'https:' || (protocol === 'http:' && isLoopbackUrl(url)), `${url} is neither https nor loopback http`).toBe(true);
   }

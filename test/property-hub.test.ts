@@ -191,7 +191,12 @@ function modelString(lit: Lit): string | undefined {
   return typeof value === 'string' && value.length > 0 ? value : undefined;
 }
 
-/** The page SPEC §3 accepts for this body, or undefined when it must be rejected. */
+/**
+ * The page SPEC §3 accepts for this body, or undefined when it must be rejected. Only the page's
+ * structure rejects it (not an object, ids missing, not ascending above the cursor, unsafe,
+ * `lastSignalId` wrong); a signal that is wrong in itself is kept, marked skipped, with no
+ * objectId (ARCHITECTURE invariant 7).
+ */
 function modelPage(page: RawPage, cursor: number, size: number, status: 200 | 206, correlationId: string | undefined): Page | undefined {
   if (!Array.isArray(page.signals)) return undefined;
   if (page.signals.length > size) return undefined;
@@ -199,17 +204,28 @@ function modelPage(page: RawPage, cursor: number, size: number, status: 200 | 20
   let previous = BigInt(cursor);
   for (const item of page.signals) {
     if (item.kind === 'literal') return undefined;
-    const field = (name: string): Lit => item.fields.find(([k]) => k === name)?.[1];
-    const id = modelId(field('signalId'));
+    const field = (name: string): unknown => {
+      const lit = item.fields.find(([k]) => k === name)?.[1];
+      return lit === undefined ? undefined : JSON.parse(lit);
+    };
+    const id = modelId(item.fields.find(([k]) => k === 'signalId')?.[1]);
     if (id === undefined || id <= previous) return undefined;
     previous = id;
-    const signalType = modelString(field('signalType'));
-    if (signalType === undefined || !SIGNAL_TYPES.includes(signalType)) return undefined;
-    const objectId = modelString(field('objectId'));
-    const objectType = modelString(field('objectType'));
-    const eserviceId = modelString(field('eserviceId'));
-    if (objectId === undefined || objectType === undefined || eserviceId !== ES) return undefined;
-    signals.push({ signalId: Number(id), signalType: signalType as Signal['signalType'], objectId, objectType, eserviceId });
+    const signalType = field('signalType');
+    const objectId = field('objectId');
+    const objectType = field('objectType');
+    const asText = (v: unknown) => (typeof v === 'string' ? v : '');
+    let skip: Signal['skip'];
+    if (typeof signalType !== 'string' || signalType === '') skip = 'malformed-signal-type';
+    else if (field('eserviceId') !== ES) skip = 'foreign-eservice';
+    else if (signalType !== 'SEEDUPDATE') {
+      if (typeof objectType !== 'string' || objectType === '' || objectType.length > 255) skip = 'bad-object-type';
+      else if (typeof objectId !== 'string') skip = 'malformed-object-id';
+      else if (objectId === '') skip = 'empty-object-id';
+    }
+    const signal: Signal = { signalId: Number(id), signalType: asText(signalType), objectId: skip ? '' : asText(objectId), objectType: skip ? asText(objectType).slice(0, 64) : asText(objectType), eserviceId: ES };
+    if (skip) signal.skip = skip;
+    signals.push(signal);
   }
   const last = signals.at(-1);
   if (last === undefined) {
@@ -461,7 +477,7 @@ describe('sync engine against a generated second page', () => {
     });
     world = await createWorld({
       eservices: [{ id: ES, name: 'residenze' }],
-      toml: `[hub]\nbase_url = "${server.url}/1.0/pull"\npage_size = ${PAGE_SIZE}\nmax_retries = 0\nmax_retry_delay_ms = 5\nmax_rate_limit_wait_ms = 30\n[crypto]\nrotation_wait_seconds = 0\n`,
+      toml: `[hub]\nbase_url = "${server.url}/1.0/pull"\npage_size = ${PAGE_SIZE}\nmax_retries = 0\nmax_retry_delay_ms = 5\nmax_rate_limit_wait_ms = 30\ntime_window_seconds = 0\n[crypto]\nrotation_wait_seconds = 0\n`,
     });
     remotes = createRemotes(world.config, { logger: silentLogger });
   });
@@ -510,7 +526,7 @@ describe('sync engine against a generated second page', () => {
             const lastId = accepted.lastSignalId ?? FIRST_PAGE_LAST;
             expect((after.eservice as Array<{ cursor: number }>)[0]!.cursor).toBe(lastId);
             const newEvents = (after.outbox as Array<{ payload: string; kind: string }>).slice(before.outbox.length).map((row) => JSON.parse(row.payload) as { signalId: number; subjectRef: string });
-            const expected = accepted.signals.filter((s) => refOf.has(s.objectId)).map((s) => ({ signalId: s.signalId, subjectRef: refOf.get(s.objectId) }));
+            const expected = accepted.signals.filter((s) => s.skip === undefined && refOf.has(s.objectId)).map((s) => ({ signalId: s.signalId, subjectRef: refOf.get(s.objectId) }));
             expect(newEvents.map((e) => ({ signalId: e.signalId, subjectRef: e.subjectRef }))).toEqual(expected);
             expect(after.outbox.slice(0, before.outbox.length)).toEqual(before.outbox);
           } finally {

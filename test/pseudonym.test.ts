@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { PseudonymHasher, digestLength, normalizeSubjectKey, type PseudonymEncoding } from '../src/crypto/pseudonym.js';
+import { IDENTITY_ALGORITHM, PseudonymHasher, decodeObjectId, digestLength, normalizeSubjectKey, type PseudonymEncoding } from '../src/crypto/pseudonym.js';
 import { runCli } from './helpers/cli.js';
 import { tempDir } from './helpers/fs.js';
 
@@ -77,6 +77,42 @@ describe('PseudonymHasher template expansion', () => {
       const hasher = new PseudonymHasher({ template, encoding: 'base64' }, seed, name);
       expect(hasher.pseudonym(SUBJECT)).toBe(reference(`${SUBJECT}|${name}|${seed}|${SUBJECT}|${seed}`, nodeAlg, outputLength));
     }
+  });
+});
+
+describe('identity recipe (SPEC §8b: objectId is the subject key in clear)', () => {
+  const KEY = 'RSSMRA80A01H501Z';
+  const sha256 = (text: string) => createHash('sha256').update(text, 'utf8').digest();
+
+  it('hashes the normalized key with IDENTITY_ALGORITHM, ignoring seed, algorithm and template', () => {
+    const a = new PseudonymHasher({ template: '${subject}${seed}', encoding: 'identity' }, 'seed-a', 'SHA-512');
+    const b = new PseudonymHasher({ template: 'no placeholder at all', encoding: 'identity' }, '', 'not-an-algorithm');
+    expect(a.digest(KEY)).toEqual(sha256(KEY));
+    expect(b.digest(KEY)).toEqual(sha256(KEY));
+    expect(a.digest(` ${KEY.toLowerCase()}\t`)).toEqual(sha256(KEY));
+    expect(a.algorithm.canonical).toBe(IDENTITY_ALGORITHM);
+    expect(digestLength(IDENTITY_ALGORITHM)).toBe(32);
+    expect(a.pseudonym(' rssmra80a01h501z ')).toBe(KEY);
+    expect(a.objectIdOf(KEY, a.digest(KEY))).toBe(KEY);
+  });
+
+  it('decodeObjectId gives the same digest as the hasher for the key as any producer spells it', () => {
+    const hasher = new PseudonymHasher({ template: '${subject}${seed}', encoding: 'identity' }, 'ignored', 'SHA-256');
+    const length = digestLength(IDENTITY_ALGORITHM);
+    for (const objectId of [KEY, KEY.toLowerCase(), `  ${KEY} `, '01234567890']) {
+      expect(decodeObjectId(objectId, 'identity', length), objectId).toEqual(hasher.digest(normalizeSubjectKey(objectId)));
+    }
+    expect(decodeObjectId('FLZCRN65R02E202N', 'identity', length)).not.toEqual(hasher.digest(KEY));
+  });
+
+  it('decodeObjectId refuses a blank objectId and a length other than the identity hash\'s', () => {
+    expect(decodeObjectId('', 'identity', 32)).toBeNull();
+    expect(decodeObjectId('   ', 'identity', 32)).toBeNull();
+    expect(decodeObjectId(KEY, 'identity', 64)).toBeNull();
+  });
+
+  it('a digest encoding still never matches a key in clear', () => {
+    expect(decodeObjectId(KEY, 'base64', 32)).toBeNull();
   });
 });
 
@@ -156,5 +192,25 @@ describe('signalhub-sync pseudonym', () => {
     expect(noFile.code).toBe(64);
     const asArg = await runCli(['pseudonym', '--algorithm', 'SHA-256', '--seed', SEED], { input: '' });
     expect(asArg.code).toBe(64);
+  });
+
+  it('with --encoding identity prints the normalized keys and needs no seed or algorithm', async () => {
+    const res = await runCli(['pseudonym', '--encoding', 'identity'], { input: ' rssmra80a01h501z \r\n\n01234567890\n' });
+    expect(res.stderr).toBe('');
+    expect(res.code).toBe(0);
+    expect(res.stdout).toBe('RSSMRA80A01H501Z\n\n01234567890\n');
+  });
+
+  it('rejects a seed or an algorithm with --encoding identity (exit 64), and still needs --algorithm otherwise', async () => {
+    const withSeed = await runCli(['pseudonym', '--encoding', 'identity', '--seed-file', seedFile(SEED)], { input: '' });
+    expect(withSeed.code).toBe(64);
+    expect(withSeed.stderr).toContain('--encoding identity');
+    expect(withSeed.stderr).not.toContain(SEED);
+    const withAlgorithm = await runCli(['pseudonym', '--encoding', 'identity', '--algorithm', 'SHA-256'], { input: '' });
+    expect(withAlgorithm.code).toBe(64);
+    const noAlgorithm = await runCli(['pseudonym', '--seed-file', seedFile(SEED)], { input: 'RSSMRA80A01H501Z\n' });
+    expect(noAlgorithm.code).toBe(64);
+    expect(noAlgorithm.stderr).toContain('--algorithm');
+    expect(noAlgorithm.stdout).toBe('');
   });
 });

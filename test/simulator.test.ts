@@ -279,6 +279,19 @@ describe('simulated Signal Hub pull API', () => {
     expectProblem(await get(url, { authorization: `Bearer ${forged}` }), 401, '9994');
   });
 
+  it('500 9990 (no rate-limit headers) for a voucher lacking nbf or organizationId, as the real hub (SPEC §10); the next voucher is good', async () => {
+    const { sim, clock } = await setup();
+    for (const claim of ['nbf', 'organizationId'] as const) {
+      sim.faults.inject('token', { kind: 'voucherLacksClaim', claim, times: 1 });
+      const lacking = await m2mVoucher(sim, clock.now);
+      expect(decodeJwt(lacking)[claim]).toBeUndefined();
+      const r = await pull(sim, lacking);
+      expectProblem(r, 500, '9990');
+      expect(r.headers.get('x-rate-limit-limit')).toBeNull();
+      expect((await pull(sim, await m2mVoucher(sim, clock.now))).status).toBe(200);
+    }
+  });
+
   it('401 9994 for a voucher issued by another simulator instance', async () => {
     const { sim } = await setup();
     const { sim: other, clock } = await setup();

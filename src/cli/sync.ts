@@ -5,6 +5,7 @@ import { DeliveryService } from '../sinks/delivery.js';
 import { catchUpAll, catchUpExitCode, describeFailure } from '../sync/catchup.js';
 import { closeRemotes, createEngine, createRemotes } from '../sync/runtime.js';
 import { action, cliLogger, loadCliConfig } from './common.js';
+import { resolveEService } from './status.js';
 import { openWriter } from './db.js';
 
 interface SyncOptions {
@@ -19,7 +20,7 @@ export function registerSync(program: Command): void {
     .command('sync')
     .description('Catch-up run: sync every e-service until the hub has nothing more, deliver pending events to the sinks, exit')
     .option('--once', 'required: run once and exit (the daemon is "run")')
-    .option('--eservice <id>', 'only this e-service (repeatable)', (v: string, acc: string[] = []) => [...acc, v])
+    .option('--eservice <id-or-name>', 'only this e-service, by id or configured name (repeatable)', (v: string, acc: string[] = []) => [...acc, v])
     .option('--no-deliver', 'do not deliver pending events to the sinks')
     .option('--json', 'print the result as JSON')
     .addHelpText('after', '\nExit codes: 0 all synced; 3 some e-services failed; 64 usage; 69 hub or producer unavailable; 75 database in use by the daemon; 77 not authorized (401/403); 78 configuration error.')
@@ -28,10 +29,9 @@ export function registerSync(program: Command): void {
         if (!opts.once) throw new AppError('USAGE', 'sync needs --once (the long-running daemon is "signalhub-sync run")');
         const config = await loadCliConfig(cmd);
         const logger = cliLogger(cmd, config);
-        const ids = opts.eservice ?? config.eservices.map((e) => e.id);
-        for (const id of ids) {
-          if (!config.eservices.some((e) => e.id === id)) throw new AppError('USAGE', `--eservice ${id}: not in the configuration`);
-        }
+        // Resolved before the database is opened: a typo is a usage error (64) that touches nothing.
+        // An e-service named twice (by id and by name) is synced once.
+        const ids = opts.eservice ? [...new Set(opts.eservice.map((ref) => resolveEService(config, ref).id))] : config.eservices.map((e) => e.id);
         const store = openWriter(config, 'sync --once');
         const abort = new AbortController();
         const onSignal = () => {
@@ -60,14 +60,14 @@ export function registerSync(program: Command): void {
           const summary = results.map((r) => ({
             eserviceId: r.eserviceId,
             ok: r.error === undefined,
-            ...(r.outcome ? { pages: r.outcome.pages, signals: r.outcome.signals, matches: r.outcome.matches, cursor: r.outcome.cursor, caughtUp: r.outcome.caughtUp } : {}),
+            ...(r.outcome ? { pages: r.outcome.pages, signals: r.outcome.signals, matches: r.outcome.matches, skipped: r.outcome.skipped, cursor: r.outcome.cursor, caughtUp: r.outcome.caughtUp } : {}),
             ...(r.error !== undefined ? { error: describeFailure(r.error) } : {}),
           }));
           if (opts.json) {
             process.stdout.write(`${JSON.stringify({ eservices: summary, delivery: delivery?.sinks ?? [] })}\n`);
           } else {
             for (const s of summary) {
-              process.stdout.write(s.ok ? `${s.eserviceId}: ${s.signals} signals, ${s.matches} matches, cursor ${s.cursor}${s.caughtUp ? '' : ' (interrupted)'}\n` : `${s.eserviceId}: FAILED ${s.error}\n`);
+              process.stdout.write(s.ok ? `${s.eserviceId}: ${s.signals} signals, ${s.matches} matches${s.skipped ? `, ${s.skipped} skipped (see status)` : ''}, cursor ${s.cursor}${s.caughtUp ? '' : ' (interrupted)'}\n` : `${s.eserviceId}: FAILED ${s.error}\n`);
             }
             for (const d of delivery?.sinks ?? []) process.stdout.write(`sink ${d.name}: delivered ${d.delivered}, pending ${d.pending}${d.error ? `, ${d.error}` : ''}\n`);
           }

@@ -38,7 +38,15 @@ export function crossCheck(document: Record<string, unknown>): ConfigProblem[] {
         problems.push({ path: `eservices[${i}].${key}`, message: `required with ${set.join(' and ')} (an e-service client needs client_id, key_id and private_key_file)` });
       }
     }
-    if (eservice.crypto_info_url === undefined && preset !== 'simulator' && document.preset === preset) {
+    const identity = isPlainObject(eservice.recipe) && eservice.recipe.encoding === 'identity';
+    if (identity) {
+      // SPEC §8b: the objectId is the subject key in clear. A seed setting here means the recipe
+      // is probably wrong (a hashing producer set to identity matches nothing): say so.
+      const unused = 'not used with recipe.encoding = "identity" (objectIds are subject keys in clear, no seed): remove it, or choose the producer\'s digest encoding';
+      if (eservice.crypto_info_url !== undefined) problems.push({ path: `eservices[${i}].crypto_info_url`, message: unused });
+      if (eservice.crypto_history === true) problems.push({ path: `eservices[${i}].crypto_history`, message: unused });
+      if (isPlainObject(eservice.recipe) && eservice.recipe.template !== undefined) problems.push({ path: `eservices[${i}].recipe.template`, message: unused });
+    } else if (eservice.crypto_info_url === undefined && preset !== 'simulator' && document.preset === preset) {
       problems.push({ path: `eservices[${i}].crypto_info_url`, message: 'required (defaults only with preset = "simulator")' });
     }
     noteDuplicate(eservice.id, i, firstById, 'id', problems, (v) => v.toLowerCase());

@@ -138,7 +138,7 @@ function toConfig(data: FileConfig, { file, env }: { file: string; env: NodeJS.P
         ? { clientId: e.client_id, keyId: e.key_id, privateKeyFile: e.private_key_file }
         : required(shared, `eservices[${i}].client_id`),
     purposeId: e.purpose_id,
-    cryptoInfoUrl: required(e.crypto_info_url ?? known.cryptoInfoUrl?.(e.id), `eservices[${i}].crypto_info_url`),
+    cryptoInfoUrl: e.recipe.encoding === 'identity' ? null : required(e.crypto_info_url ?? known.cryptoInfoUrl?.(e.id), `eservices[${i}].crypto_info_url`),
     cryptoHistory: e.crypto_history,
     recipe: { template: e.recipe.template, encoding: e.recipe.encoding },
     pollIntervalSeconds: e.poll_interval_seconds ?? data.hub.poll_interval_seconds,

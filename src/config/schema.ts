@@ -86,7 +86,7 @@ export function buildFileSchema(ctx: SchemaContext | null) {
       template: z
         .string()
         .default('${subject}${seed}')
-        .describe('How the producer builds the hashed text: ${subject}, ${seed}, ${algorithm} placeholders (never environment-expanded). GovWay default: ${subject}${seed}.')
+        .describe('How the producer builds the hashed text: ${subject}, ${seed}, ${algorithm} placeholders (never environment-expanded). GovWay default: ${subject}${seed}. Not set with encoding = "identity".')
         .superRefine((template, issues) => {
           if (!template.includes('${subject}')) issues.addIssue({ code: 'custom', message: 'must contain ${subject}', input: template });
           const unknown = [...template.matchAll(/\$\{[^}]*\}/g)].map((m) => m[0]).filter((p) => !(RECIPE_PLACEHOLDERS as readonly string[]).includes(p));
@@ -94,7 +94,10 @@ export function buildFileSchema(ctx: SchemaContext | null) {
             issues.addIssue({ code: 'custom', message: `unknown placeholder ${unknown[0]!.slice(0, 40)} (allowed: ${RECIPE_PLACEHOLDERS.join(', ')})`, input: template });
           }
         }),
-      encoding: z.enum(ENCODINGS).default('base64').describe('Encoding of the digest: base64 (GovWay default, padded), base64url, hex, HEX.'),
+      encoding: z
+        .enum(ENCODINGS)
+        .default('base64')
+        .describe('Encoding of the digest: base64 (GovWay default, padded), base64url, hex, HEX; or identity: the objectId is the subject key in clear (non-personal data, legal persons), matched after trimming and upper-casing, with no seed, so no crypto_info_url, crypto_history or template.'),
     })
     .prefault({});
 
@@ -114,7 +117,7 @@ export function buildFileSchema(ctx: SchemaContext | null) {
     client_id: uuid().optional().describe('E-service client; default [pdnd.eservice_client]. Set with key_id and private_key_file.'),
     key_id: nonEmpty().optional(),
     private_key_file: keyFile().optional(),
-    crypto_info_url: url().optional().describe('The producer\'s crypto-info ("pseudonymization") endpoint. Required unless preset = "simulator".'),
+    crypto_info_url: url().optional().describe('The producer\'s crypto-info ("pseudonymization") endpoint. Required unless preset = "simulator" or recipe.encoding = "identity" (then not allowed).'),
     crypto_history: z.boolean().default(false).describe('The producer answers ?signalId=S with the seed introduced at S (GovWay history).'),
     poll_interval_seconds: z.number().positive().optional().describe('Default: hub.poll_interval_seconds.'),
     recipe,

@@ -40,8 +40,9 @@ export function summarizeConfig(config: Config): string {
   for (const e of config.eservices) {
     lines.push(`  ${e.name} ${e.id}`);
     lines.push(`    purpose ${e.purposeId}, client ${e.client.clientId}`);
-    lines.push(`    crypto info ${redactedUrl(e.cryptoInfoUrl)}${e.cryptoHistory ? ' (with seed history)' : ''}`);
-    lines.push(`    recipe ${e.recipe.template} as ${e.recipe.encoding}, audit ${e.audit ? `on (aud ${e.audit.audience})` : 'off'}, every ${e.pollIntervalSeconds} s`);
+    if (e.cryptoInfoUrl === null) lines.push('    crypto info none (identity recipe: objectIds are subject keys in clear)');
+    else lines.push(`    crypto info ${redactedUrl(e.cryptoInfoUrl)}${e.cryptoHistory ? ' (with seed history)' : ''}`);
+    lines.push(`    recipe ${e.recipe.encoding === 'identity' ? 'identity' : `${e.recipe.template} as ${e.recipe.encoding}`}, audit ${e.audit ? `on (aud ${e.audit.audience})` : 'off'}, every ${e.pollIntervalSeconds} s`);
   }
 
   lines.push('', `sinks (${config.sinks.length})`);

@@ -87,8 +87,8 @@ export interface EServiceConfig {
   /** Client used for e-service vouchers on this producer (defaults to pdnd.eservice_client). */
   client: ClientConfig;
   purposeId: string;
-  /** The producer's crypto-info ("pseudonymization") endpoint. */
-  cryptoInfoUrl: string;
+  /** The producer's crypto-info ("pseudonymization") endpoint; null with the identity recipe, which needs no seed. */
+  cryptoInfoUrl: string | null;
   /** The producer answers `?signalId=S` with the seed introduced at S (GovWay history). */
   cryptoHistory: boolean;
   recipe: PseudonymRecipe;

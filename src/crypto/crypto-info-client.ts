@@ -71,6 +71,8 @@ export class CryptoInfoClient {
 
   async fetch(eservice: EServiceConfig, opts: { signalId?: number; signal?: AbortSignal } = {}): Promise<CryptoInfo> {
     const { signal } = opts;
+    // An identity e-service (SPEC §8b) has no seed to fetch: asking is a bug of the caller.
+    if (eservice.cryptoInfoUrl === null) throw new AppError('INTERNAL', `e-service ${eservice.name} (${eservice.id}) uses the identity recipe: it has no crypto info`);
     const url = new URL(eservice.cryptoInfoUrl);
     if (opts.signalId !== undefined) {
       if (!Number.isSafeInteger(opts.signalId) || opts.signalId < 0) {

@@ -4,7 +4,7 @@ import { AppError, isAppError } from '../errors.js';
 import { silentLogger, type Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import type { HubConfig } from '../config/types.js';
-import { classifyStatus, correlationIdOf, httpError, isTimeout, networkFailureDescription, parseProblem, type HttpFailure } from './errors.js';
+import { classifyStatus, correlationIdOf, httpError, isTimeout, isVoucherLacksClaim, networkFailureDescription, parseProblem, VOUCHER_LACKS_CLAIM_CODE, type HttpFailure } from './errors.js';
 import { parseRateLimitHeaders, type RateLimiter, type RateLimitInfo } from './rate-limiter.js';
 import { parseRetryAfter } from '../retry-after.js';
 import { PRIVATE_CA_HINT, isCertificateFailure } from '../pdnd/http.js';
@@ -19,6 +19,8 @@ import { MAX_PAGE_SIZE, MIN_PAGE_SIZE, type Page, type VoucherSource } from './t
  * - 429: the organization's budget pauses for Retry-After, then the same request again, as long
  *   as the waits of this call stay within `maxRateLimitWaitMs`; then HUB_RATE_LIMITED;
  * - 401: one new voucher and one more try, then HUB_UNAUTHORIZED;
+ * - 500 code 9990 (the voucher lacks a claim, SPEC §10): one new voucher first (shared with the
+ *   401 refresh: one per call), then transient like any 500;
  * - 400 (and other 4xx), 403, malformed pages: thrown at once, never retried here.
  */
 export interface HubClientOptions {
@@ -82,7 +84,7 @@ interface CallTarget {
   eserviceId?: string;
 }
 
-/** Per-call state that outlives p-retry's attempts: a call refreshes its voucher once, and its 429 waits add up. */
+/** Per-call state that outlives p-retry's attempts: a call refreshes its voucher once (401 or 500 9990), and its 429 waits add up. */
 interface CallState {
   voucherRefreshed: boolean;
   rateLimitWaitedMs: number;
@@ -235,7 +237,14 @@ export class HubClient {
           state.rateLimitAnswers += 1;
           state.rateLimitedSince ??= Date.now();
           state.rateLimitWaitedMs = Math.max(state.rateLimitWaitedMs, Date.now() - state.rateLimitedSince);
-          if (state.rateLimitWaitedMs + waitMs > this.options.maxRateLimitWaitMs || state.rateLimitAnswers > MAX_RATE_LIMIT_RETRIES) {
+          // Two different limits, named apart: the operator can raise the wait budget, not the cap.
+          if (state.rateLimitAnswers > MAX_RATE_LIMIT_RETRIES) {
+            throw httpError('HUB_RATE_LIMITED', failure, {
+              retryable: true,
+              note: `gave up after ${state.rateLimitAnswers} rate-limited answers: one request is retried at most ${MAX_RATE_LIMIT_RETRIES} times after a 429, however short the Retry-After (${state.rateLimitWaitedMs} ms waited, within hub.max_rate_limit_wait_ms ${this.options.maxRateLimitWaitMs})`,
+            });
+          }
+          if (state.rateLimitWaitedMs + waitMs > this.options.maxRateLimitWaitMs) {
             throw httpError('HUB_RATE_LIMITED', failure, {
               retryable: true,
               note: `gave up after ${state.rateLimitAnswers} rate-limited answer(s): waiting ${waitMs} ms more would exceed hub.max_rate_limit_wait_ms (${this.options.maxRateLimitWaitMs}, ${state.rateLimitWaitedMs} ms already waited)`,
@@ -250,6 +259,21 @@ export class HubClient {
         case 'bad-request':
           throw httpError('HUB_BAD_REQUEST', failure);
         case 'transient':
+          if (isVoucherLacksClaim(answer.status, problem)) {
+            if (!state.voucherRefreshed) {
+              state.voucherRefreshed = true;
+              this.options.vouchers.invalidate(answer.voucher);
+              this.logger.warn(
+                { eservice: target.eservice, status: 500, correlationId: failure.correlationId, problemCodes: problem?.codes },
+                'hub found a claim missing in the voucher (code 9990), retrying once with a new one',
+              );
+              continue;
+            }
+            throw httpError('HUB_UNAVAILABLE', failure, {
+              retryable: true,
+              note: `transient; code ${VOUCHER_LACKS_CLAIM_CODE} means the hub found a claim it requires (nbf, organizationId, a string aud) missing in the voucher, also in a new one: check the token endpoint (pdnd.token_url) and the M2M client`,
+            });
+          }
           throw httpError('HUB_UNAVAILABLE', failure, { retryable: true, note: 'transient' });
         case 'unexpected':
           throw httpError('HUB_BAD_RESPONSE', failure, { retryable: true, note: 'not a status the pull API answers with' });

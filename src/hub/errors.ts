@@ -14,6 +14,17 @@ export interface Problem {
   codes: string[];
 }
 
+/**
+ * Problem code of the hub's 500 for a voucher whose signature and audience are valid but that
+ * lacks a claim it requires (`nbf`, `organizationId`, a string `aud`): SPEC §10.
+ */
+export const VOUCHER_LACKS_CLAIM_CODE = '9990';
+
+/** Whether an answer is the hub's "voucher lacks a claim" 500, which a fresh voucher may cure. */
+export function isVoucherLacksClaim(status: number, problem: Problem | undefined): boolean {
+  return status === 500 && problem !== undefined && problem.codes.includes(VOUCHER_LACKS_CLAIM_CODE);
+}
+
 /** What an HTTP status means for a consumer of the pull API. */
 export type StatusClass = 'success' | 'bad-request' | 'unauthorized' | 'forbidden' | 'rate-limited' | 'transient' | 'unexpected';
 

@@ -98,7 +98,7 @@ function parseSignal(raw: unknown, where: string, ctx: PullContext, fail: Fail):
     signal.skip = skip;
     // What cannot be matched is not kept: a malformed objectId may be anything, personal data included.
     signal.objectId = '';
-    signal.objectType = clip(signal.objectType, 64);
+    signal.objectType = signal.objectType.slice(0, 64);
   }
   return signal;
 }

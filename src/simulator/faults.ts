@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { CLAIMS_HUB_REQUIRES, type VoucherClaimHubRequires } from './vouchers.js';
 
 export const ROUTES = ['token', 'pull', 'status', 'push', 'crypto'] as const;
 export type SimRoute = (typeof ROUTES)[number];
@@ -32,6 +33,11 @@ export type Fault = (
      * serve normally: this request's own voucher is then refused (401 `9001`), new ones are good.
      */
     { kind: 'expireVouchers' }
+  | /**
+     * Token route: this voucher is issued without `claim` (default `nbf`), then the request is
+     * served. Signal Hub answers such a voucher 500 code `9990` (SPEC §10), not 401.
+     */
+    { kind: 'voucherLacksClaim'; claim?: VoucherClaimHubRequires }
 ) & { times?: number; after?: number; eserviceId?: string };
 
 export const faultSchema: z.ZodType<Fault> = z.intersection(
@@ -44,6 +50,7 @@ export const faultSchema: z.ZodType<Fault> = z.intersection(
     z.object({ kind: z.literal('wrongShape'), body: z.unknown().optional(), status: z.number().int().min(200).max(299).optional() }),
     z.object({ kind: z.literal('drip'), intervalMs: z.number().int().min(1).max(600_000), chunkBytes: z.number().int().positive().optional() }),
     z.object({ kind: z.literal('expireVouchers') }),
+    z.object({ kind: z.literal('voucherLacksClaim'), claim: z.enum(CLAIMS_HUB_REQUIRES).optional() }),
   ]),
   z.object({ times: z.number().int().positive().optional(), after: z.number().int().nonnegative().optional(), eserviceId: z.string().optional() }),
 ) as z.ZodType<Fault>;

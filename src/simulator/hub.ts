@@ -2,13 +2,15 @@ import type { IncomingHttpHeaders } from 'node:http';
 import { formatRetryAfter } from './rate-limit.js';
 import { json, problem, rawJson, type SimResponse } from './http.js';
 import type { SimState } from './state.js';
-import type { VoucherClaims } from './vouchers.js';
+import { CLAIMS_HUB_REQUIRES, type VoucherClaims } from './vouchers.js';
 
 /** Signal Hub problem codes (SPEC §3). */
 export const HUB_CODES = {
   badQuery: '0001',
   forbidden: '0004',
   voucherExpired: '9001',
+  /** A voucher with a valid signature and audience that lacks a claim the hub requires: a 500 (SPEC §10). */
+  voucherLacksClaim: '9990',
   voucherInvalid: '9994',
   voucherMissing: '10000',
   rateLimited: '10004',
@@ -38,7 +40,9 @@ export async function authorizeHub(state: SimState, headers: IncomingHttpHeaders
   if (audience !== undefined && check.claims.aud !== audience) {
     return { ok: false, response: problem(401, HUB_CODES.voucherInvalid, 'Voucher audience not valid for Signal Hub') };
   }
-  if (typeof check.claims.organizationId !== 'string') return { ok: false, response: problem(401, HUB_CODES.voucherInvalid, 'Voucher without organizationId') };
+  // As the real hub: a missing claim surfaces as an internal error, without rate-limit headers.
+  const lacking = CLAIMS_HUB_REQUIRES.find((claim) => claim === 'nbf' ? typeof check.claims.nbf !== 'number' : typeof check.claims.organizationId !== 'string');
+  if (lacking !== undefined) return { ok: false, response: problem(500, HUB_CODES.voucherLacksClaim, `Voucher without ${lacking}`) };
   return { ok: true, claims: check.claims };
 }
 

@@ -5,6 +5,7 @@ import { errorLogFields } from '../errors.js';
 import { json, problem, readBody, send, statusTitle, type SimResponse } from './http.js';
 import type { Fault, SimRoute } from './faults.js';
 import type { SimState } from './state.js';
+import type { VoucherClaimHubRequires } from './vouchers.js';
 import { handleToken } from './token-endpoint.js';
 import { handlePull, handlePush, handleStatus } from './hub.js';
 import { handleCryptoInfo } from './producer.js';
@@ -17,6 +18,8 @@ interface Routed {
   route: SimRoute | 'admin';
   eserviceId?: string;
   handle: (body: string) => Promise<SimResponse>;
+  /** Token route only: issue the voucher without this claim (fault `voucherLacksClaim`). */
+  handleLacking?: (body: string, claim: VoucherClaimHubRequires) => Promise<SimResponse>;
   readsBody: boolean;
 }
 
@@ -26,7 +29,7 @@ function routeOf(state: SimState, req: IncomingMessage, url: URL): Routed | SimR
   const path = url.pathname;
   const headers = req.headers;
   if (path === '/token.oauth2') {
-    return method === 'POST' ? { route: 'token', readsBody: true, handle: (body) => handleToken(state, body) } : notAllowed(method, path);
+    return method === 'POST' ? { route: 'token', readsBody: true, handle: (body) => handleToken(state, body), handleLacking: (body, claim) => handleToken(state, body, claim) } : notAllowed(method, path);
   }
   if (path === '/1.0/pull/status') {
     return method === 'GET' ? { route: 'status', readsBody: false, handle: () => handleStatus(state, headers) } : notAllowed(method, path);
@@ -100,6 +103,13 @@ async function serve(state: SimState, req: IncomingMessage, res: ServerResponse)
     state.authority.expireAllIssued();
     state.logger.debug({ route, fault: fault.kind }, 'simulator: fault injected');
     fault = undefined;
+  } else if (fault?.kind === 'voucherLacksClaim') {
+    state.logger.debug({ route, fault: fault.kind }, 'simulator: fault injected');
+    const lacking = routed.handleLacking;
+    const response = lacking ? await lacking(body, fault.claim ?? 'nbf') : await routed.handle(body);
+    state.countResponse(route, response.status);
+    send(res, response);
+    return;
   }
   if (fault) {
     const faulted = await applyFault(fault, res, () => routed.handle(body));
@@ -114,7 +124,7 @@ async function serve(state: SimState, req: IncomingMessage, res: ServerResponse)
 }
 
 /** Sends the faulty answer; returns the status sent, or null when nothing was. */
-async function applyFault(fault: Exclude<Fault, { kind: 'delay' | 'expireVouchers' }>, res: ServerResponse, real: () => Promise<SimResponse>): Promise<number | null> {
+async function applyFault(fault: Exclude<Fault, { kind: 'delay' | 'expireVouchers' | 'voucherLacksClaim' }>, res: ServerResponse, real: () => Promise<SimResponse>): Promise<number | null> {
   switch (fault.kind) {
     case 'status': {
       const headers = fault.headers ?? {};

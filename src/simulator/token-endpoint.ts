@@ -1,6 +1,7 @@
 import { decodeProtectedHeader, jwtVerify, errors as joseErrors } from 'jose';
 import { json, problem, type SimResponse } from './http.js';
 import type { SimState } from './state.js';
+import type { VoucherClaimHubRequires } from './vouchers.js';
 
 export const CLIENT_ASSERTION_TYPE = 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer';
 const ALLOWED_HEADER = new Set(['alg', 'kid', 'typ']);
@@ -15,9 +16,9 @@ class Rejected extends Error {}
  * 400 problem `015-0008`, as the real one answers; the precise reason is kept in the stats
  * (`tokenRejections`) so tests and operators of the simulator can see it.
  */
-export async function handleToken(state: SimState, rawBody: string): Promise<SimResponse> {
+export async function handleToken(state: SimState, rawBody: string, lacking?: VoucherClaimHubRequires): Promise<SimResponse> {
   try {
-    const voucher = await issueFor(state, new URLSearchParams(rawBody));
+    const voucher = await issueFor(state, new URLSearchParams(rawBody), lacking);
     state.noteSecret('voucher', voucher);
     state.counters.tokensIssued++;
     return json(200, { access_token: voucher, token_type: 'Bearer', expires_in: state.settings.voucherTtlSeconds });
@@ -29,7 +30,7 @@ export async function handleToken(state: SimState, rawBody: string): Promise<Sim
   }
 }
 
-async function issueFor(state: SimState, form: URLSearchParams): Promise<string> {
+async function issueFor(state: SimState, form: URLSearchParams, lacking: VoucherClaimHubRequires | undefined): Promise<string> {
   const { settings } = state;
   if (form.get('grant_type') !== 'client_credentials') throw new Rejected('grant_type must be client_credentials');
   if (form.get('client_assertion_type') !== CLIENT_ASSERTION_TYPE) throw new Rejected('client_assertion_type must be jwt-bearer');
@@ -119,6 +120,7 @@ async function issueFor(state: SimState, form: URLSearchParams): Promise<string>
       ...(digest !== undefined ? { digest } : {}),
     },
     state.settings.voucherTtlSeconds,
+    lacking,
   );
 }
 

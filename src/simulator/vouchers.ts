@@ -16,6 +16,10 @@ export interface VoucherClaims {
   digest?: { alg: string; value: string };
 }
 
+/** Claims Signal Hub requires beyond a valid signature and audience; without one it answers 500 `9990` (SPEC §10). */
+export const CLAIMS_HUB_REQUIRES = ['nbf', 'organizationId'] as const;
+export type VoucherClaimHubRequires = (typeof CLAIMS_HUB_REQUIRES)[number];
+
 export type VoucherCheck =
   | { ok: true; claims: VoucherClaims }
   | { ok: false; reason: 'malformed' | 'signature' | 'expired' };
@@ -55,12 +59,15 @@ export class VoucherAuthority {
     return new VoucherAuthority(privateKey, publicKey, now);
   }
 
-  async issue(claims: Omit<VoucherClaims, 'iss' | 'jti' | 'iat' | 'nbf' | 'exp'>, ttlSeconds: number): Promise<string> {
+  /** `lacking`: a claim left out, as a misconfigured authorization server could (the fault `voucherLacksClaim`). */
+  async issue(claims: Omit<VoucherClaims, 'iss' | 'jti' | 'iat' | 'nbf' | 'exp'>, ttlSeconds: number, lacking?: VoucherClaimHubRequires): Promise<string> {
     const iat = Math.floor(this.now() / 1000);
     const full: VoucherClaims = { ...claims, iss: ISSUER, jti: randomUUID(), iat, nbf: iat, exp: iat + ttlSeconds };
     if (this.issuedJtis.size >= 10_000) this.issuedJtis.clear();
     this.issuedJtis.add(full.jti);
-    return new SignJWT({ ...full }).setProtectedHeader({ alg: 'RS256', kid: this.kid, typ: 'at+jwt' }).sign(this.privateKey);
+    const payload: Partial<VoucherClaims> = { ...full };
+    if (lacking !== undefined) delete payload[lacking];
+    return new SignJWT(payload).setProtectedHeader({ alg: 'RS256', kid: this.kid, typ: 'at+jwt' }).sign(this.privateKey);
   }
 
   async check(token: string): Promise<VoucherCheck> {

@@ -79,6 +79,19 @@ export class SignalLogStore {
     return stmt;
   }
 
+  /** Logged signals with ids in `(after, upTo]`, ascending. */
+  range(eservice: number, after: number, upTo: number): { signalId: number; epoch: number | null; unmatched: boolean; signalType: string; objectType: string; objectId: string }[] {
+    const rows = this.db
+      .prepare('SELECT signal_id AS signalId, epoch, unmatched, signal_type AS signalType, object_type AS objectType, object_id AS objectId FROM signal_log WHERE eservice = ? AND signal_id > ? AND signal_id <= ? ORDER BY signal_id')
+      .all(eservice, after, upTo) as { signalId: number; epoch: number | null; unmatched: number; signalType: string; objectType: string; objectId: string }[];
+    return rows.map((r) => ({ ...r, unmatched: r.unmatched === 1 }));
+  }
+
+  /** A logged signal now belongs to another epoch (a SEEDUPDATE that became visible late). */
+  reassign(eservice: number, signalId: number, epoch: number, unmatched: boolean): void {
+    this.db.prepare('UPDATE signal_log SET epoch = ?, unmatched = ? WHERE eservice = ? AND signal_id = ?').run(epoch, unmatched ? 1 : 0, eservice, signalId);
+  }
+
   has(eservice: number, signalId: number): boolean {
     return this.existsStmt.get(eservice, signalId) !== undefined;
   }

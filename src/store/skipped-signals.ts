@@ -27,6 +27,10 @@ export class SkippedSignalStore {
     return this.insert.run(s.eservice, s.signalId, s.signalType.slice(0, 64), s.objectType.slice(0, 64), s.reason, s.skippedAt).changes === 1;
   }
 
+  has(eservice: number, signalId: number): boolean {
+    return this.db.prepare('SELECT 1 FROM skipped_signals WHERE eservice = ? AND signal_id = ?').get(eservice, signalId) !== undefined;
+  }
+
   /** Counts per e-service (hub id) and reason. */
   counts(): { eserviceId: string; reason: SkipReason; count: number; lastSignalId: number }[] {
     return this.db

@@ -1,7 +1,7 @@
 import { setTimeout as delay } from 'node:timers/promises';
 import type { Config, EServiceConfig } from '../config/types.js';
 import type { CryptoInfo } from '../crypto/crypto-info-client.js';
-import { decodeObjectId, digestLength, type PseudonymEncoding } from '../crypto/pseudonym.js';
+import { IDENTITY_ALGORITHM, decodeObjectId, digestLength, type PseudonymEncoding } from '../crypto/pseudonym.js';
 import { AppError, errorLogFields, isAppError } from '../errors.js';
 import type { SignalEvent } from '../events.js';
 import type { Page, Signal, SkipReason } from '../hub/types.js';
@@ -158,7 +158,7 @@ export class SyncEngine {
       row,
       log: this.logger.child({ eservice: es.id, eserviceName: es.name }),
       signal: opts.signal,
-      identity: (es.recipe.encoding as string) === 'identity',
+      identity: es.recipe.encoding === 'identity',
       raceWaitSpent: false,
       skippedWarned: 0,
       skipped: 0,
@@ -269,7 +269,8 @@ export class SyncEngine {
     const started = this.now();
     let plans: EpochPlan[];
     if (ctx.identity) {
-      plans = [{ start: 0, status: 'known', info: { seed: '', cryptoHashFunction: 'SHA-256', fingerprint: 'identity' } as CryptoInfo }];
+      // No seed: the objectId is the key in clear (SPEC §8b), matched through its digest.
+      plans = [{ start: 0, status: 'known', info: { seed: '', cryptoHashFunction: IDENTITY_ALGORITHM, fingerprint: 'identity', signalId: undefined } }];
     } else {
       const first: CryptoAnswer | undefined = es.cryptoHistory && cursor === 0 ? await this.askSeed(es, 0, signal) : undefined;
       const decided = decideInitial({ cursor, history: es.cryptoHistory, ...(first ? { first } : {}) });
@@ -367,10 +368,6 @@ export class SyncEngine {
     const cursorBefore = this.cursorOf(row);
     let wrote = false;
     this.db.transaction(() => {
-      if (decision && S < cursorBefore) {
-        log.warn({ seedupdate: S, cursor: cursorBefore }, 'SEEDUPDATE arrived behind the cursor (late lower id)');
-        wrote = this.reports.recordClosed(es, S + 1, cursorBefore, 'late-seedupdate', `SEEDUPDATE ${S} became visible after signals up to ${cursorBefore} were matched with the previous seed`) || wrote;
-      }
       if (decision) {
         for (const { epochId, reason } of decision.invalidate) {
           const wrong = this.epochs.get(epochId)!;
@@ -385,6 +382,7 @@ export class SyncEngine {
           if (existing.some((e) => e.startSignalId === plan.start)) continue;
           this.createEpoch(ctx, plan, plan.status === 'assumed' ? previousInvalidated?.reason : undefined);
         }
+        if (S < cursorBefore) wrote = this.settleLateSeedUpdate(ctx, S, cursorBefore, earlier.at(-1)) || wrote;
       }
       if (this.keepSignalLog) {
         this.signalLog.add({ eservice: row.id, signalId: S, epoch: null, unmatched: false, signalType: 'SEEDUPDATE', objectType: seedUpdate.objectType, objectId: '', receivedAt: this.now() });
@@ -401,6 +399,71 @@ export class SyncEngine {
     }
     this.metrics?.signalsSeen.inc({ eservice: es.id, signal_type: 'SEEDUPDATE' });
     if (wrote) this.onEvents();
+  }
+
+  /**
+   * A SEEDUPDATE S that became visible after later signals (SPEC §10 late lower ids): the
+   * signals after it were matched under the previous seed. When the signal log holds each of
+   * them and S's seed is had, they are matched again under S's seed, exactly (a hash under the
+   * wrong seed never matched, so nothing emitted is wrong). Otherwise the range is reported.
+   * Inside the rotation's transaction, after S's epoch exists.
+   */
+  private settleLateSeedUpdate(ctx: RunContext, S: number, cursorBefore: number, previous: Epoch | undefined): boolean {
+    const { es, row, log } = ctx;
+    const epochs = this.epochs.forEService(row.id);
+    const opened = epochs.find((e) => e.startSignalId === S);
+    const upTo = Math.min(cursorBefore, epochs.find((e) => e.startSignalId > S)?.startSignalId ?? cursorBefore);
+    const rows = this.keepSignalLog ? this.signalLog.range(row.id, S, upTo) : [];
+    const recoverable =
+      opened !== undefined &&
+      opened.status !== 'unknown' &&
+      previous !== undefined &&
+      this.keepSignalLog &&
+      rows.every((r) => (r.epoch === previous.id && r.unmatched && r.objectId !== '') || (r.epoch === null && this.skippedSignals.has(row.id, r.signalId)));
+    if (!recoverable) {
+      log.warn({ seedupdate: S, cursor: cursorBefore }, 'SEEDUPDATE arrived behind the cursor (late lower id): the signals after it cannot be matched again');
+      return this.reports.recordClosed(es, S + 1, cursorBefore, 'late-seedupdate', `SEEDUPDATE ${S} became visible after signals up to ${cursorBefore} were matched with the previous seed`);
+    }
+    const length = digestLength(opened.algorithm!);
+    const receivedAt = this.now();
+    let wrote = false;
+    let matched = 0;
+    let first: number | undefined;
+    let last = S;
+    let count = 0;
+    for (const r of rows) {
+      if (r.epoch === null) continue; // a skipped signal: nothing to match under any seed
+      const digest = decodeObjectId(r.objectId, opened.encoding!, length);
+      const subject = digest && (this.matchStmt.get(opened.id, digest) as { id: number; key: string; ref: string | null } | undefined);
+      this.signalLog.reassign(row.id, r.signalId, opened.id, !subject && digest !== null);
+      first ??= r.signalId;
+      last = r.signalId;
+      count++;
+      if (!subject) continue;
+      matched++;
+      if (this.outbox.append(this.signalEvent(es, { signalId: r.signalId, signalType: r.signalType, objectType: r.objectType, objectId: r.objectId }, subject, opened.id, receivedAt), receivedAt)) wrote = true;
+    }
+    if (first !== undefined) this.epochs.noteSignals(opened.id, first, last, count);
+    if (matched > 0) this.eservices.advance(row.id, cursorBefore, 0, matched);
+    log.warn({ seedupdate: S, cursor: cursorBefore, signals: count, matches: matched }, 'SEEDUPDATE arrived behind the cursor (late lower id): the signals after it were matched again under its seed');
+    return wrote;
+  }
+
+  private signalEvent(es: EServiceConfig, s: Pick<Signal, 'signalId' | 'signalType' | 'objectType' | 'objectId'>, subject: { key: string; ref: string | null }, epoch: number, receivedAt: number): SignalEvent {
+    return {
+      id: `${es.id}:${s.signalId}`,
+      type: 'signal',
+      eserviceId: es.id,
+      eserviceName: es.name,
+      signalId: s.signalId,
+      signalType: s.signalType,
+      objectType: s.objectType,
+      objectId: s.objectId,
+      subjectRef: subject.ref,
+      ...(this.config.events.includeSubjectKey ? { subjectKey: subject.key } : {}),
+      epoch,
+      receivedAt: new Date(receivedAt).toISOString(),
+    };
   }
 
   /** Pseudonyms of an epoch are dropped once no re-read (lookback, rescan overlap) can reach a signal of it. */
@@ -447,7 +510,6 @@ export class SyncEngine {
   private writeSegment(ctx: RunContext, segment: Signal[]): { matches: number; processed: number } {
     const { es, row } = ctx;
     const receivedAt = this.now();
-    const receivedIso = new Date(receivedAt).toISOString();
     let wrote = false;
     let matches = 0;
     let fresh = 0;
@@ -506,20 +568,7 @@ export class SyncEngine {
           if (subject) {
             matched = true;
             matches++;
-            const event: SignalEvent = {
-              id: `${es.id}:${s.signalId}`,
-              type: 'signal',
-              eserviceId: es.id,
-              eserviceName: es.name,
-              signalId: s.signalId,
-              signalType: s.signalType,
-              objectType: s.objectType,
-              objectId: s.objectId,
-              subjectRef: subject.ref,
-              ...(this.config.events.includeSubjectKey ? { subjectKey: subject.key } : {}),
-              epoch: match.epoch.id,
-              receivedAt: receivedIso,
-            };
+            const event = this.signalEvent(es, s, subject, match.epoch.id, receivedAt);
             if (this.outbox.append(event, receivedAt)) wrote = true;
           }
         }

@@ -1,5 +1,5 @@
 import type { Db } from '../store/db.js';
-import { PseudonymHasher, encodeDigest, type PseudonymEncoding } from '../crypto/pseudonym.js';
+import { PseudonymHasher, type PseudonymEncoding } from '../crypto/pseudonym.js';
 import { OutboxStore } from '../store/outbox.js';
 import { SignalLogStore } from '../store/signal-log.js';
 import type { ChangeSignalType, SignalEvent } from '../events.js';
@@ -67,7 +67,7 @@ export function indexNewSubjects(db: Db, subjects: IndexedSubject[], options: Su
       const digest = hasher.digest(subject.key);
       added += insert.run(epoch.id, digest, subject.id).changes;
       if (!options.backfill) continue;
-      for (const missed of log.unmatched(epoch.id, encodeDigest(digest, epoch.encoding))) {
+      for (const missed of log.unmatched(epoch.id, hasher.objectIdOf(subject.key, digest))) {
         const event: SignalEvent = {
           id: `${epoch.eserviceId}:${missed.signalId}`,
           type: 'signal',
