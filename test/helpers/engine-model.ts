@@ -181,6 +181,8 @@ export interface RunSnapshot {
   staleLeft: number;
   subjects: Set<number>;
   cursorAfter: number | undefined;
+  /** Time the engine slept in this run (rotation race waits). */
+  slept: number;
 }
 
 export class ModelWorld {
@@ -333,7 +335,7 @@ export class ModelWorld {
   /** Called before each consumer run. */
   beginRun(): number {
     const kept = new Set(this.rotations.slice(Math.max(0, this.rotations.length - this.mode.depth)).map((r) => r.id));
-    this.runs.push({ startedAt: this.clock, newest: this.rotations.at(-1)!.id, kept, staleLeft: this.staleLeft, subjects: new Set(this.subjects), cursorAfter: undefined });
+    this.runs.push({ startedAt: this.clock, newest: this.rotations.at(-1)!.id, kept, staleLeft: this.staleLeft, subjects: new Set(this.subjects), cursorAfter: undefined, slept: 0 });
     this.currentRun = this.runs.length - 1;
     return this.currentRun;
   }
@@ -342,6 +344,8 @@ export class ModelWorld {
   readonly sleep = async (ms: number, signal?: AbortSignal): Promise<void> => {
     signal?.throwIfAborted();
     this.clock += Math.max(0, ms);
+    const run = this.runs[this.currentRun];
+    if (run) run.slept += Math.max(0, ms);
     await Promise.resolve();
   };
 
@@ -695,6 +699,12 @@ export function judge(played: ModelRun): Verdict {
         violations.push(`(d) after run ${r} the cursor ${run.cursorAfter} passed signal ${s.id}, visible and never pulled`);
       }
     }
+  });
+  // Issue 12 finding 4: a run waits for the rotation race at most once (the last backoff step
+  // may overshoot the deadline by one sleep, at most 10 s).
+  const waitMs = played.config.crypto.rotationWaitSeconds * 1000;
+  world.runs.forEach((run, r) => {
+    if (run.slept > waitMs + 10_000) violations.push(`run ${r} slept ${run.slept} ms for rotation races: more than one wait (${waitMs} ms)`);
   });
   const lastKept = Math.max(0, ...[...byId.values()].filter((s) => !s.deleted).map((s) => s.id));
   if (played.failures.length === 0 && played.finalCursor < lastKept) violations.push(`(d) final cursor ${played.finalCursor} below the last signal ${lastKept}`);
