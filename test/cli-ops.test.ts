@@ -144,10 +144,11 @@ describe('status', () => {
       lastError: null,
       epoch: null,
       openResyncReports: 0,
+      skippedSignals: {},
     });
     // Events: CREATE before, resync-required, DELETE after; nothing delivered yet.
     expect(status.sinks).toEqual([expect.objectContaining({ name: 'archive', type: 'file', position: 0, pending: 3, state: 'active' })]);
-    expect(status.totals).toEqual({ eservices: 2, signalsSeen: 7, matches: 2, openResyncReports: 1, outboxEvents: 3, lastSeq: 3, maxPending: 3 });
+    expect(status.totals).toEqual({ eservices: 2, signalsSeen: 7, matches: 2, openResyncReports: 1, skippedSignals: 0, outboxEvents: 3, lastSeq: 3, maxPending: 3 });
   });
 
   it('prints compact tables by default', async () => {

@@ -60,6 +60,7 @@ describe('config: a valid file', () => {
       recipe: { template: '${subject}${seed}', encoding: 'base64' },
       pollIntervalSeconds: 60,
       audit: undefined,
+      voucherType: 'bearer',
     });
   });
 

@@ -203,4 +203,20 @@ describe('issue 12 findings, each a regression test', () => {
     expect(t.events()).toEqual([1, 2, 10]);
     t.db.close();
   });
+
+  it('the lookback re-reads at most lookback_max_signals behind the cursor and never uses up a run\'s page budget', async () => {
+    const t = await setup({ id: ES, name: 'residenze' }, '[hub]\npage_size = 5\nlookback_max_signals = 12');
+    const key = subjects[2]!;
+    t.writer.upsertBatch([{ key, ref: 'x', eservices: 'all' }]);
+    for (let i = 0; i < 40; i++) t.w.sim.depositForSubject(ES, key, 'UPDATE', 'r');
+    await t.engine.syncEService(ES); // 40 signals seen just now: all inside the lookback's time
+    const pullsBefore = t.w.sim.stats().requests.pull ?? 0;
+    const more = Array.from({ length: 10 }, () => t.w.sim.depositForSubject(ES, key, 'UPDATE', 'r'));
+    const outcome = await t.engine.syncEService(ES, { maxPages: 1 });
+    // Re-read pages (12 signals back: 3 pages of 5) are free; the one counted page is new signals.
+    expect(outcome.cursor).toBe(more[4]);
+    expect(outcome.signals).toBe(5);
+    expect((t.w.sim.stats().requests.pull ?? 0) - pullsBefore).toBeLessThanOrEqual(5);
+    t.db.close();
+  });
 });

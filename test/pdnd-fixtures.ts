@@ -53,6 +53,7 @@ export function eservice(sim: Simulator, id: string, c: ClientConfig, purposeId:
     recipe: GOVWAY_RECIPE,
     pollIntervalSeconds: 60,
     audit,
+    voucherType: 'bearer',
   };
 }
 

@@ -13,6 +13,7 @@ import { registerSinks } from './sinks.js';
 import { registerRun } from './run.js';
 import { registerDemo } from './demo.js';
 import { registerSimulator } from './simulator.js';
+import { registerDoctor } from './doctor.js';
 import { EXIT } from '../errors.js';
 
 const require = createRequire(import.meta.url);
@@ -38,6 +39,7 @@ export function buildProgram(): Command {
   registerCursor(program);
   registerSinks(program);
   registerConfig(program);
+  registerDoctor(program);
   registerPseudonym(program);
   registerDemo(program);
   registerSimulator(program);

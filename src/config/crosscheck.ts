@@ -38,6 +38,9 @@ export function crossCheck(document: Record<string, unknown>): ConfigProblem[] {
         problems.push({ path: `eservices[${i}].${key}`, message: `required with ${set.join(' and ')} (an e-service client needs client_id, key_id and private_key_file)` });
       }
     }
+    if (set.length === 0 && eservice.next_key_id !== undefined) {
+      problems.push({ path: `eservices[${i}].next_key_id`, message: 'belongs to the e-service\'s own client: set client_id, key_id and private_key_file too, or put next_key_id in [pdnd.eservice_client]' });
+    }
     const identity = isPlainObject(eservice.recipe) && eservice.recipe.encoding === 'identity';
     if (identity) {
       // SPEC §8b: the objectId is the subject key in clear. A seed setting here means the recipe

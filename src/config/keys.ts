@@ -112,3 +112,32 @@ function fileErrorMessage(err: unknown, file: string): string {
   if (code === 'EISDIR') return `is a directory, not a file: ${file}`;
   return `cannot read ${file} (${code ?? 'error'})`;
 }
+
+export type DpopAlgorithm = 'RS256' | 'ES256';
+
+/**
+ * The key and algorithm of a DPoP key file, or why it cannot be one: unreadable, not a PEM
+ * private key, or neither RSA nor EC P-256. Shared with the config check.
+ */
+export function dpopKeyProblem(file: string): { key: KeyObject; alg: DpopAlgorithm } | string {
+  let pem: Buffer;
+  try {
+    pem = fs.readFileSync(file);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    return code === 'ENOENT' ? 'file not found' : `cannot be read (${code ?? 'read error'})`;
+  }
+  let key: KeyObject;
+  try {
+    key = createPrivateKey({ key: pem, format: 'pem' });
+  } catch {
+    // The parser's message can quote the input: do not pass it on.
+    return 'not an unencrypted PEM private key (PKCS#8, PKCS#1 or SEC1)';
+  } finally {
+    pem.fill(0);
+  }
+  if (key.asymmetricKeyType === 'rsa') return { key, alg: 'RS256' };
+  if (key.asymmetricKeyType === 'ec' && key.asymmetricKeyDetails?.namedCurve === 'prime256v1') return { key, alg: 'ES256' };
+  return `is a ${key.asymmetricKeyType ?? 'non-asymmetric'}${key.asymmetricKeyDetails?.namedCurve ? ` ${key.asymmetricKeyDetails.namedCurve}` : ''} key; DPoP needs RSA (RS256) or EC P-256 (ES256)`;
+}
+

@@ -123,10 +123,11 @@ function toConfig(data: FileConfig, { file, env }: { file: string; env: NodeJS.P
   };
   const hubBaseUrl = required(data.hub.base_url ?? known.hubBaseUrl, 'hub.base_url');
 
-  const client = (c: { client_id: string; key_id: string; private_key_file: string }): ClientConfig => ({
+  const client = (c: { client_id: string; key_id: string; private_key_file: string; next_key_id?: string | undefined; next_private_key_file?: string | undefined }): ClientConfig => ({
     clientId: c.client_id,
     keyId: c.key_id,
     privateKeyFile: c.private_key_file,
+    ...(c.next_key_id !== undefined && c.next_private_key_file !== undefined ? { nextKey: { keyId: c.next_key_id, privateKeyFile: c.next_private_key_file } } : {}),
   });
   const shared = data.pdnd.eservice_client ? client(data.pdnd.eservice_client) : undefined;
 
@@ -135,7 +136,7 @@ function toConfig(data: FileConfig, { file, env }: { file: string; env: NodeJS.P
     name: e.name,
     client:
       e.client_id !== undefined && e.key_id !== undefined && e.private_key_file !== undefined
-        ? { clientId: e.client_id, keyId: e.key_id, privateKeyFile: e.private_key_file }
+        ? client({ ...e, client_id: e.client_id, key_id: e.key_id, private_key_file: e.private_key_file })
         : required(shared, `eservices[${i}].client_id`),
     purposeId: e.purpose_id,
     cryptoInfoUrl: e.recipe.encoding === 'identity' ? null : required(e.crypto_info_url ?? known.cryptoInfoUrl?.(e.id), `eservices[${i}].crypto_info_url`),
@@ -143,6 +144,7 @@ function toConfig(data: FileConfig, { file, env }: { file: string; env: NodeJS.P
     recipe: { template: e.recipe.template, encoding: e.recipe.encoding },
     pollIntervalSeconds: e.poll_interval_seconds ?? data.hub.poll_interval_seconds,
     audit: e.audit ? { audience: e.audit.audience, claims: e.audit.claims, ttlSeconds: e.audit.ttl_seconds } : undefined,
+    voucherType: e.voucher_type,
   }));
 
   const idOf = (ref: string): string => data.eservices.find((e) => refersToEService(ref, e))?.id ?? ref;
@@ -173,6 +175,7 @@ function toConfig(data: FileConfig, { file, env }: { file: string; env: NodeJS.P
       voucherRefreshMarginSeconds: data.pdnd.voucher_refresh_margin_seconds,
       requestTimeoutMs: data.pdnd.request_timeout_ms,
       m2m: client(data.pdnd.m2m),
+      dpopKeyFile: data.pdnd.dpop_key_file,
     },
     hub: {
       baseUrl: stripTrailingSlashes(hubBaseUrl),

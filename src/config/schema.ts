@@ -3,7 +3,7 @@ import { ENCODINGS } from '../crypto/pseudonym.js';
 import type { PresetName } from './types.js';
 import { PRESET_NAMES } from './presets.js';
 import { resolveDataPath, resolveSecretPath, type PathContext } from './paths.js';
-import { inlineSecretProblem, missingSecretNameProblem, readableFileProblem, rsaPrivateKeyProblem, secretFileModeProblem } from './keys.js';
+import { dpopKeyProblem, inlineSecretProblem, missingSecretNameProblem, readableFileProblem, rsaPrivateKeyProblem, secretFileModeProblem } from './keys.js';
 
 /**
  * The TOML file as written (snake_case, unknown keys rejected everywhere). Built per load
@@ -74,12 +74,37 @@ export function buildFileSchema(ctx: SchemaContext | null) {
       .describe(description)
       .transform((value) => (ctx ? resolveDataPath(value, ctx.paths) : value));
 
+  const nextKeyFields = {
+    next_key_id: nonEmpty().optional().describe('Key rotation: kid of a second key registered on the same client, tried when PDND refuses the first. Set with next_private_key_file.'),
+    next_private_key_file: keyFile().optional(),
+  };
+  /** next_key_id and next_private_key_file come together. */
+  const bothOrNeither = (value: { next_key_id?: string | undefined; next_private_key_file?: string | undefined }, issues: z.core.$RefinementCtx) => {
+    if ((value.next_key_id === undefined) !== (value.next_private_key_file === undefined)) {
+      const missing = value.next_key_id === undefined ? 'next_key_id' : 'next_private_key_file';
+      issues.addIssue({ code: 'custom', path: [missing], message: 'next_key_id and next_private_key_file are set together (the second key of the client)', input: value });
+    }
+  };
+
   const client = () =>
-    z.strictObject({
-      client_id: uuid().describe('Client id from the PDND back office.'),
-      key_id: nonEmpty().describe('Key id (kid) of the client key from the PDND back office.'),
-      private_key_file: keyFile(),
-    });
+    z
+      .strictObject({
+        client_id: uuid().describe('Client id from the PDND back office.'),
+        key_id: nonEmpty().describe('Key id (kid) of the client key from the PDND back office.'),
+        private_key_file: keyFile(),
+        ...nextKeyFields,
+      })
+      .superRefine(bothOrNeither);
+
+  const dpopKeyFile = () =>
+    secretPath(
+      'PEM private key (RSA or EC P-256) of DPoP proofs. Default: a key pair generated at start and kept in memory.',
+      (file) => {
+        const key = dpopKeyProblem(file);
+        return typeof key === 'string' ? key : null;
+      },
+      { ownerOnly: true },
+    );
 
   const recipe = z
     .strictObject({
@@ -110,7 +135,8 @@ export function buildFileSchema(ctx: SchemaContext | null) {
     ttl_seconds: positiveInt().default(300),
   });
 
-  const eservice = z.strictObject({
+  const eservice = z
+    .strictObject({
     id: uuid().describe('E-service id on Signal Hub.'),
     name: nonEmpty().describe('Human name, unique; usable instead of the id in commands and filters.'),
     purpose_id: uuid().describe('Purpose id of the consumer\'s purpose on this e-service.'),
@@ -122,7 +148,10 @@ export function buildFileSchema(ctx: SchemaContext | null) {
     poll_interval_seconds: z.number().positive().optional().describe('Default: hub.poll_interval_seconds.'),
     recipe,
     audit: audit.optional().describe('Set when the producer requires the audit pattern (Agid-JWT-TrackingEvidence).'),
-  });
+    voucher_type: z.enum(['bearer', 'dpop']).default('bearer').describe('The e-service voucher the producer requires: bearer (default) or dpop (key-bound, RFC 9449; e.g. IT-Wallet authentic sources).'),
+    ...nextKeyFields,
+  })
+    .superRefine(bothOrNeither);
 
   const sinkFilter = z.array(nonEmpty()).default([]).describe('Only events of these e-services (ids or names); empty = all.');
   const sink = z.discriminatedUnion('type', [
@@ -182,6 +211,7 @@ export function buildFileSchema(ctx: SchemaContext | null) {
       request_timeout_ms: positiveInt().default(10_000),
       m2m: client().describe('The "API Interop" (M2M) client whose vouchers call the Signal Hub pull API.'),
       eservice_client: client().optional().describe('Default e-service client for e-services that do not set their own.'),
+      dpop_key_file: dpopKeyFile().optional(),
     }),
     hub: z
       .strictObject({

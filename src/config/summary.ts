@@ -34,7 +34,9 @@ export function summarizeConfig(config: Config): string {
     lines.push(`  ${uses.join(', ')}`);
     lines.push(`    client id ${client.clientId}, key id ${client.keyId}, key fingerprint ${keyFingerprint(client.privateKeyFile)}`);
     lines.push(`    key file ${client.privateKeyFile}`);
+    if (client.nextKey) lines.push(`    next key id ${client.nextKey.keyId}, key fingerprint ${keyFingerprint(client.nextKey.privateKeyFile)}, key file ${client.nextKey.privateKeyFile} (tried when PDND refuses the first)`);
   }
+  if (config.eservices.some((e) => e.voucherType === 'dpop')) lines.push(`  DPoP key: ${config.pdnd.dpopKeyFile ?? 'generated at start, kept in memory'}`);
 
   lines.push('', `e-services (${config.eservices.length})`);
   for (const e of config.eservices) {
@@ -42,7 +44,7 @@ export function summarizeConfig(config: Config): string {
     lines.push(`    purpose ${e.purposeId}, client ${e.client.clientId}`);
     if (e.cryptoInfoUrl === null) lines.push('    crypto info none (identity recipe: objectIds are subject keys in clear)');
     else lines.push(`    crypto info ${redactedUrl(e.cryptoInfoUrl)}${e.cryptoHistory ? ' (with seed history)' : ''}`);
-    lines.push(`    recipe ${e.recipe.encoding === 'identity' ? 'identity' : `${e.recipe.template} as ${e.recipe.encoding}`}, audit ${e.audit ? `on (aud ${e.audit.audience})` : 'off'}, every ${e.pollIntervalSeconds} s`);
+    lines.push(`    recipe ${e.recipe.encoding === 'identity' ? 'identity' : `${e.recipe.template} as ${e.recipe.encoding}`}, audit ${e.audit ? `on (aud ${e.audit.audience})` : 'off'}${e.voucherType === 'dpop' ? ', DPoP voucher' : ''}, every ${e.pollIntervalSeconds} s`);
   }
 
   lines.push('', `sinks (${config.sinks.length})`);
@@ -76,7 +78,9 @@ export function configWarnings(config: Config): string[] {
 function readableSecretWarnings(config: Config): string[] {
   const secretFiles = new Set([
     config.pdnd.m2m.privateKeyFile,
-    ...config.eservices.map((e) => e.client.privateKeyFile),
+    ...(config.pdnd.m2m.nextKey ? [config.pdnd.m2m.nextKey.privateKeyFile] : []),
+    ...(config.pdnd.dpopKeyFile !== undefined ? [config.pdnd.dpopKeyFile] : []),
+    ...config.eservices.flatMap((e) => [e.client.privateKeyFile, ...(e.client.nextKey ? [e.client.nextKey.privateKeyFile] : [])]),
     ...config.sinks.flatMap((s) => (s.type === 'webhook' && s.secretFile !== undefined ? [s.secretFile] : [])),
   ]);
   const warnings: string[] = [];

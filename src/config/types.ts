@@ -34,6 +34,8 @@ export interface ClientConfig {
   keyId: string;
   /** Absolute path of the PEM private key (PKCS#8 or PKCS#1 RSA). */
   privateKeyFile: string;
+  /** A second key registered on the same client (rotation): tried when PDND refuses the first. */
+  nextKey?: { keyId: string; privateKeyFile: string };
 }
 
 export interface PdndConfig {
@@ -47,6 +49,8 @@ export interface PdndConfig {
   requestTimeoutMs: number;
   /** The "API Interop" client whose M2M vouchers call the Signal Hub pull API. */
   m2m: ClientConfig;
+  /** PEM private key (RSA or EC P-256) of DPoP proofs; undefined = a key pair generated at start, kept in memory. */
+  dpopKeyFile?: string | undefined;
 }
 
 export interface HubConfig {
@@ -94,6 +98,8 @@ export interface EServiceConfig {
   recipe: PseudonymRecipe;
   pollIntervalSeconds: number;
   audit: AuditConfig | undefined;
+  /** `dpop`: the producer requires DPoP-bound vouchers (SPEC §4b). */
+  voucherType: 'bearer' | 'dpop';
 }
 
 export interface AuditConfig {

@@ -5,7 +5,8 @@ import { setTimeout as delay } from 'node:timers/promises';
 import { AppError, isAppError } from '../errors.js';
 import { silentLogger, type Logger } from '../log.js';
 import { TRACKING_EVIDENCE_HEADER } from '../pdnd/audit.js';
-import { DEFAULT_RETRY, NetworkFailure, httpRequest, isTransient, parseJsonObject, parseProblem, pRetryOptions, transient, type RetryPolicy } from '../pdnd/http.js';
+import { DPOP_HEADER, requestedDpopNonce } from '../pdnd/dpop.js';
+import { DEFAULT_RETRY, NetworkFailure, httpRequest, type HttpAnswer, isTransient, parseJsonObject, parseProblem, pRetryOptions, transient, type RetryPolicy } from '../pdnd/http.js';
 import { withVoucher, type Voucher, type VoucherProvider } from '../pdnd/vouchers.js';
 import { resolveAlgorithm } from './algorithms.js';
 import { seedFingerprint } from './pseudonym.js';
@@ -60,6 +61,8 @@ export class CryptoInfoClient {
   private readonly retry: RetryPolicy;
   private readonly logger: Logger;
   private readonly dispatcher: Dispatcher | undefined;
+  /** Per producer origin, the last `DPoP-Nonce` it sent: later proofs carry it from the first try. */
+  private readonly dpopNonces = new Map<string, string>();
 
   constructor(options: CryptoInfoClientOptions) {
     this.vouchers = options.vouchers;
@@ -138,11 +141,29 @@ export class CryptoInfoClient {
   }
 
   private async attempt(url: URL, voucher: Voucher, where: string, signal: AbortSignal | undefined): Promise<CryptoInfo> {
-    const headers: Record<string, string> = { authorization: `Bearer ${voucher.token}`, accept: 'application/json' };
+    let answer = await this.send(url, voucher, where, signal, this.dpopNonces.get(url.origin));
+    if (voucher.scheme === 'DPoP') {
+      // RFC 9449 §9: a producer may demand a nonce; the request is repeated once with a new proof carrying it.
+      const nonce = requestedDpopNonce(answer.status, answer.headers, answer.text);
+      if (nonce !== undefined) {
+        this.dpopNonces.set(url.origin, nonce);
+        answer = await this.send(url, voucher, where, signal, nonce);
+      }
+    }
+    return this.read(answer, where);
+  }
+
+  /** One GET with the voucher: `Bearer`, or `DPoP` plus a fresh proof (htm, htu, iat, jti, ath; SPEC §4b). */
+  private async send(url: URL, voucher: Voucher, where: string, signal: AbortSignal | undefined, nonce: string | undefined): Promise<HttpAnswer> {
+    const headers: Record<string, string> = { authorization: `${voucher.scheme ?? 'Bearer'} ${voucher.token}`, accept: 'application/json' };
+    if (voucher.scheme === 'DPoP') {
+      const key = await this.vouchers.dpop();
+      // A nonce is only ever sent to the producer that issued it.
+      headers[DPOP_HEADER] = await key.proof({ htm: 'GET', url: url.toString(), accessToken: voucher.token, ...(nonce !== undefined ? { nonce } : {}) });
+    }
     if (voucher.trackingEvidence !== undefined) headers[TRACKING_EVIDENCE_HEADER] = voucher.trackingEvidence;
-    let answer;
     try {
-      answer = await httpRequest(url.toString(), { method: 'GET', headers, timeoutMs: this.timeoutMs, maxBodyBytes: MAX_BODY_BYTES, dispatcher: this.dispatcher, ...(signal ? { signal } : {}) });
+      return await httpRequest(url.toString(), { method: 'GET', headers, timeoutMs: this.timeoutMs, maxBodyBytes: MAX_BODY_BYTES, dispatcher: this.dispatcher, ...(signal ? { signal } : {}) });
     } catch (err) {
       if (err instanceof NetworkFailure) {
         const unavailable = new AppError('CRYPTO_UNAVAILABLE', `${where}: ${err.message}`, { retryable: true });
@@ -151,6 +172,9 @@ export class CryptoInfoClient {
       }
       throw err;
     }
+  }
+
+  private read(answer: HttpAnswer, where: string): CryptoInfo {
     const { status } = answer;
     if (status >= 200 && status < 300) {
       if (answer.truncated) throw new AppError('CRYPTO_BAD_RESPONSE', `${where}: answered ${status} with a body larger than ${MAX_BODY_BYTES} bytes`, { status, retryable: true });
@@ -163,7 +187,7 @@ export class CryptoInfoClient {
       throw new AppError('CRYPTO_NOT_FOUND', `${where}: no crypto info (${ref}); for ?signalId this means the seed is unknown or purged`, { ...common, retryable: false });
     }
     if (status === 401 || status === 403) {
-      throw new AppError('CRYPTO_UNAUTHORIZED', `${where}: the producer refused the e-service voucher (${ref}); check the purpose, its agreement and the audit settings`, { ...common, retryable: false });
+      throw new AppError('CRYPTO_UNAUTHORIZED', `${where}: the producer refused the e-service voucher (${ref}); check the purpose, its agreement, the audit settings and voucher_type (bearer or dpop)${dpopRefusal(answer.headers)}`, { ...common, retryable: false });
     }
     if (status === 429 || status >= 500) {
       const retryAfterMs = status === 429 ? parseRetryAfter(answer.headers['retry-after']) : undefined;
@@ -198,6 +222,14 @@ export function parseCryptoInfo(text: string, where: string, status = 200): Cryp
     id = signalId;
   }
   return { seed, cryptoHashFunction, fingerprint: seedFingerprint(seed), signalId: id };
+}
+
+/** The DPoP error a producer named in `WWW-Authenticate` (RFC 9449 §7.1), e.g. "; producer says invalid_dpop_proof". */
+function dpopRefusal(headers: HttpAnswer['headers']): string {
+  const www = headers['www-authenticate'];
+  const challenge = Array.isArray(www) ? www.join(',') : (www ?? '');
+  const error = /^\s*DPoP\b.*?error="?([a-z_]{1,40})"?/i.exec(challenge)?.[1];
+  return error ? `; producer says ${error}` : '';
 }
 
 function jsonType(value: unknown): string {

@@ -257,6 +257,8 @@ class DaemonRuntime implements Daemon {
     }
     this.config = effective;
     this.engine = engine;
+    // Key files are read again and vouchers requested anew: a rotated key takes effect now.
+    this.remotes.vouchers.reloadCredentials(effective.pdnd);
     if (!this.options.keepLogLevel && effective.log.level !== previous.log.level) this.logger.level = effective.log.level;
     if (delivery) {
       // The old loops finish their batch; the new ones start from the stored positions.
@@ -427,7 +429,8 @@ export function restartOnlyChanges(running: Config, next: Config): string[] {
   };
   check('database', running.database, next.database);
   check('log.destination', running.log.destination, next.log.destination);
-  check('pdnd', running.pdnd, next.pdnd);
+  // The M2M client (key rotation: next_key_id promoted to key_id) is applied by a reload.
+  check('pdnd', { ...running.pdnd, m2m: undefined }, { ...next.pdnd, m2m: undefined });
   check('hub.base_url', running.hub.baseUrl, next.hub.baseUrl);
   check('hub.request_timeout_ms', running.hub.requestTimeoutMs, next.hub.requestTimeoutMs);
   check('hub.max_retries', running.hub.maxRetries, next.hub.maxRetries);
@@ -447,7 +450,7 @@ function withRunningRestartOnly(running: Config, next: Config): Config {
     ...next,
     database: running.database,
     log: { ...next.log, destination: running.log.destination },
-    pdnd: running.pdnd,
+    pdnd: { ...running.pdnd, m2m: next.pdnd.m2m },
     hub: {
       ...next.hub,
       baseUrl: running.hub.baseUrl,

@@ -34,3 +34,8 @@ export function loadPrivateKey(file: string): KeyObject {
   cache.set(file, key);
   return key;
 }
+
+/** Forgets the keys read so far (SIGHUP: an operator may have replaced a key file in place). */
+export function forgetPrivateKeys(): void {
+  cache.clear();
+}

@@ -6,11 +6,15 @@ import type { Metrics } from '../metrics.js';
 import { buildClientAssertion } from './assertion.js';
 import { auditConfigKey, buildTrackingEvidence } from './audit.js';
 import { fingerprint, type RetryPolicy } from './http.js';
+import { DpopKey } from './dpop.js';
+import { forgetPrivateKeys } from './keys.js';
 import { requestToken } from './token-client.js';
 
-/** A PDND voucher ready to use as `Authorization: Bearer <token>`. */
+/** A PDND voucher ready to use as `Authorization: <scheme> <token>`. */
 export interface Voucher {
   token: string;
+  /** `DPoP`: the voucher is bound to the provider's DPoP key and each call needs a fresh proof (SPEC §4b). Absent = Bearer. */
+  scheme?: 'Bearer' | 'DPoP';
   /** Epoch ms (provider clock) after which it must not be used. */
   expiresAt: number;
   /** The Agid-JWT-TrackingEvidence JWS bound into this voucher (audit pattern only). */
@@ -52,7 +56,7 @@ interface VoucherRequest {
  * key is in flight, however many callers wait on it.
  */
 export class VoucherProvider {
-  private readonly pdnd: PdndConfig;
+  private pdnd: PdndConfig;
   private readonly metrics: Metrics | undefined;
   private readonly logger: Logger;
   private readonly clock: () => number;
@@ -60,6 +64,9 @@ export class VoucherProvider {
   private readonly dispatcher: Dispatcher | undefined;
   private readonly cache = new Map<string, Entry>();
   private readonly inflight = new Map<string, Promise<Voucher>>();
+  /** clientId -> the kid PDND last accepted, so that a refused first key is not tried on every refresh. */
+  private readonly acceptedKey = new Map<string, string>();
+  private dpopKey: Promise<DpopKey> | undefined;
 
   constructor(options: VoucherProviderOptions) {
     this.pdnd = options.pdnd;
@@ -93,6 +100,31 @@ export class VoucherProvider {
   /** Forgets every cached voucher (e.g. credentials rotated). */
   clear(): void {
     this.cache.clear();
+  }
+
+  /**
+   * SIGHUP: takes the reloaded M2M client (an operator promoted `next_key_id` to `key_id`),
+   * re-reads key files on next use and forgets every voucher and every key preference.
+   */
+  reloadCredentials(pdnd: PdndConfig): void {
+    this.pdnd = { ...this.pdnd, m2m: pdnd.m2m };
+    forgetPrivateKeys();
+    this.acceptedKey.clear();
+    this.cache.clear();
+  }
+
+  /**
+   * The DPoP key pair of this process (SPEC §4b): `pdnd.dpop_key_file`, or generated on first
+   * use and kept in memory. Vouchers and the proofs sent with them share it.
+   */
+  dpop(): Promise<DpopKey> {
+    if (!this.dpopKey) {
+      const file = this.pdnd.dpopKeyFile;
+      this.dpopKey = file !== undefined ? DpopKey.fromFile(file) : DpopKey.generate();
+      // A failed read is tried again next time (the operator may fix the file and SIGHUP).
+      this.dpopKey.catch(() => (this.dpopKey = undefined));
+    }
+    return this.dpopKey;
   }
 
   private get(req: VoucherRequest): Promise<Voucher> {
@@ -132,8 +164,33 @@ export class VoucherProvider {
     }
   }
 
+  /**
+   * Tries the client's keys in turn: the one PDND last accepted first, then the other. Only a
+   * refusal (TOKEN_REJECTED) moves on to the next key; an unavailable endpoint does not.
+   */
   private async obtain(req: VoucherRequest, start: number): Promise<Voucher> {
+    const keys = clientKeys(req.client, this.acceptedKey.get(req.client.clientId));
+    for (let i = 0; ; i++) {
+      const client = keys[i]!;
+      try {
+        const voucher = await this.obtainWith({ ...req, client }, start);
+        if (this.acceptedKey.get(client.clientId) !== client.keyId) {
+          if (client.keyId !== req.client.keyId) {
+            this.logger.warn({ clientId: client.clientId, refusedKeyId: req.client.keyId, keyId: client.keyId }, 'PDND refused the first key of the client and accepted next_key_id: make it key_id (and drop the old key) in the config, then send SIGHUP');
+          }
+          this.acceptedKey.set(client.clientId, client.keyId);
+        }
+        return voucher;
+      } catch (err) {
+        if (i + 1 >= keys.length || !isAppError(err) || err.code !== 'TOKEN_REJECTED') throw err;
+        this.logger.warn({ clientId: client.clientId, keyId: client.keyId, nextKeyId: keys[i + 1]!.keyId, status: err.status, correlationId: err.correlationId }, 'PDND refused the client assertion; trying the other key of the client');
+      }
+    }
+  }
+
+  private async obtainWith(req: VoucherRequest, start: number): Promise<Voucher> {
     const audit = req.eservice?.audit;
+    const dpop = req.eservice?.voucherType === 'dpop' ? await this.dpop() : undefined;
     const evidence = audit && req.purposeId !== undefined ? await buildTrackingEvidence({ client: req.client, purposeId: req.purposeId, audit }) : undefined;
     const token = await requestToken({
       tokenUrl: this.pdnd.tokenUrl,
@@ -147,6 +204,7 @@ export class VoucherProvider {
           ...(req.purposeId !== undefined ? { purposeId: req.purposeId } : {}),
           ...(evidence ? { digest: evidence.digest } : {}),
         }),
+      ...(dpop ? { dpopProof: (nonce: string | undefined) => dpop.proof({ htm: 'POST', url: this.pdnd.tokenUrl, ...(nonce !== undefined ? { nonce } : {}) }) } : {}),
       logger: this.logger,
       ...(this.retry ? { retry: this.retry } : {}),
       ...(this.dispatcher ? { dispatcher: this.dispatcher } : {}),
@@ -154,13 +212,27 @@ export class VoucherProvider {
     let expiresAt = start + token.expiresIn * 1000;
     // Voucher and JWS belong together (SPEC §5): the pair lives as long as the shorter one.
     if (audit && evidence) expiresAt = Math.min(expiresAt, start + audit.ttlSeconds * 1000);
-    return evidence ? { token: token.accessToken, expiresAt, trackingEvidence: evidence.jws } : { token: token.accessToken, expiresAt };
+    return {
+      token: token.accessToken,
+      expiresAt,
+      ...(token.tokenType === 'DPoP' ? { scheme: 'DPoP' as const } : {}),
+      ...(evidence ? { trackingEvidence: evidence.jws } : {}),
+    };
   }
+}
+
+/** The client's key, then its `next_key_id` key; the one PDND last accepted goes first. */
+function clientKeys(client: ClientConfig, accepted: string | undefined): ClientConfig[] {
+  const first: ClientConfig = { clientId: client.clientId, keyId: client.keyId, privateKeyFile: client.privateKeyFile };
+  if (!client.nextKey) return [first];
+  const second: ClientConfig = { clientId: client.clientId, keyId: client.nextKey.keyId, privateKeyFile: client.nextKey.privateKeyFile };
+  return accepted === second.keyId ? [second, first] : [first, second];
 }
 
 function cacheKey(req: VoucherRequest): string {
   const audit = req.eservice?.audit;
-  return JSON.stringify([req.client.clientId, req.purposeId ?? null, audit ? auditConfigKey(audit) : null]);
+  // A Bearer and a DPoP voucher for the same purpose are not interchangeable.
+  return JSON.stringify([req.client.clientId, req.purposeId ?? null, audit ? auditConfigKey(audit) : null, req.eservice?.voucherType ?? 'bearer']);
 }
 
 /**

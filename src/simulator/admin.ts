@@ -28,6 +28,8 @@ export const eserviceSchema = z.object({
   historyDepth: z.number().int().min(1).optional(),
   includeSignalId: z.boolean().optional(),
   requireAudit: z.boolean().optional(),
+  requireDpop: z.boolean().optional(),
+  dpopNonce: z.boolean().optional(),
   forbiddenWithoutProblem: z.boolean().optional(),
   staleReads: z.number().int().min(0).optional(),
 });
@@ -77,6 +79,13 @@ export async function handleAdmin(state: SimState, method: string, path: string,
       case 'POST /_sim/clients':
         state.registerClient(body(clientSchema));
         return json(200, { ok: true });
+      case 'DELETE /_sim/clients/keys': {
+        const clientId = query.get('clientId');
+        const keyId = query.get('keyId');
+        if (!clientId || !keyId) throw new AdminError('clientId and keyId query parameters are required');
+        state.revokeClientKey(clientId, keyId);
+        return json(200, { ok: true });
+      }
       case 'POST /_sim/eservices':
         state.addEService(body(eserviceSchema));
         return json(200, { ok: true });

@@ -33,9 +33,10 @@ export async function authorizeHub(state: SimState, headers: IncomingHttpHeaders
   if (!match) return { ok: false, response: problem(401, HUB_CODES.voucherInvalid, 'Authorization header must be "Bearer <voucher>"') };
   const check = await state.authority.check(match[1]!);
   if (!check.ok) {
-    return check.reason === 'expired'
-      ? { ok: false, response: problem(401, HUB_CODES.voucherExpired, 'Voucher expired') }
-      : { ok: false, response: problem(401, HUB_CODES.voucherInvalid, 'Voucher not valid') };
+    if (check.reason === 'expired') return { ok: false, response: problem(401, HUB_CODES.voucherExpired, 'Voucher expired') };
+    // What the real hub answers a voucher signed by another PDND environment's key (UAT voucher, production hub).
+    if (check.reason === 'unknown-key') return { ok: false, response: problem(401, HUB_CODES.voucherInvalid, 'Unable to find a signing key that matches the voucher') };
+    return { ok: false, response: problem(401, HUB_CODES.voucherInvalid, 'Voucher not valid') };
   }
   if (audience !== undefined && check.claims.aud !== audience) {
     return { ok: false, response: problem(401, HUB_CODES.voucherInvalid, 'Voucher audience not valid for Signal Hub') };

@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import type { Server } from 'node:http';
 import { silentLogger, type Logger } from '../log.js';
 import { SimState, type SimSettings } from './state.js';
@@ -40,6 +41,8 @@ export interface SimulatorOptions {
   maxAssertionTtlSeconds?: number;
   /** Refuse assertion header fields and claims beyond SPEC §4's. Default true. */
   strictAssertions?: boolean;
+  /** The token endpoint demands a nonce in DPoP proofs (answers use_dpop_nonce first). Default false. */
+  tokenDpopNonce?: boolean;
   /** Clock in epoch ms, for tests that move time (expiry, windows, rate limit). Default Date.now. */
   now?: () => number;
   logger?: Logger;
@@ -60,6 +63,8 @@ export interface Simulator {
   /** The `aud` that e-service vouchers for this e-service carry (also the audit JWS `aud`). */
   producerAudience(eserviceId: string): string;
   registerClient(client: ClientRegistration): void;
+  /** Removes a key from a client, as an operator deleting it in the PDND back office (key rotation). */
+  revokeClientKey(clientId: string, keyId: string): void;
   /** Adds an e-service, or changes the settings of an existing one (its signals and current seed id stay). */
   addEService(eservice: EServiceRegistration): void;
   /** Returns the signalId. */
@@ -76,6 +81,8 @@ export interface Simulator {
   currentSeed(eserviceId: string): { seed: string; signalId: number } | undefined;
   /** Every voucher the token endpoint issued, oldest first (test data for log scanners; never log them). */
   issuedVouchers(): string[];
+  /** Every DPoP proof the token endpoint and the producers received, accepted or not, oldest first. */
+  receivedDpopProofs(): string[];
   /** Every client assertion the token endpoint received and every audit JWS (Agid-JWT-TrackingEvidence) a producer received, accepted or not, oldest first. */
   receivedAssertions(): string[];
   /** Every seed the e-service ever had (given, generated or rotated in), oldest first. */
@@ -105,6 +112,7 @@ export async function startSimulator(options: SimulatorOptions = {}): Promise<Si
     defaultProducerAudience: options.defaultProducerAudience ?? DEFAULT_PRODUCER_AUDIENCE,
     maxAssertionTtlSeconds: options.maxAssertionTtlSeconds ?? 600,
     strictAssertions: options.strictAssertions ?? true,
+    tokenDpopNonce: options.tokenDpopNonce ? randomBytes(12).toString('base64url') : undefined,
   };
   const authority = await VoucherAuthority.create(now);
   const state = new SimState(settings, options.rateLimit ?? { limit: 1000, intervalMs: 1000 }, authority, now, options.logger ?? silentLogger);
@@ -122,6 +130,7 @@ export async function startSimulator(options: SimulatorOptions = {}): Promise<Si
     cryptoInfoUrl: (eserviceId) => `${url}/producers/${encodeURIComponent(eserviceId)}/pseudonymization`,
     producerAudience: (eserviceId) => state.eservice(eserviceId).producerAudience,
     registerClient: (client) => state.registerClient(client),
+    revokeClientKey: (clientId, keyId) => state.revokeClientKey(clientId, keyId),
     addEService: (eservice) => state.addEService(eservice),
     deposit: (eserviceId, signal) => state.deposit(eserviceId, signal),
     depositForSubject: (eserviceId, subjectKey, signalType, objectType) => depositForSubject(state, eserviceId, subjectKey, signalType, objectType),
@@ -134,6 +143,7 @@ export async function startSimulator(options: SimulatorOptions = {}): Promise<Si
     },
     issuedVouchers: () => [...state.secretsSeen.vouchers],
     receivedAssertions: () => [...state.secretsSeen.assertions],
+    receivedDpopProofs: () => [...state.secretsSeen.proofs],
     seedHistory: (eserviceId) => [...(state.secretsSeen.seeds.get(eserviceId) ?? [])],
     lastSignalId: (eserviceId) => state.eservice(eserviceId).signals.lastId,
     purge: (eserviceId, upTo) => state.eservice(eserviceId).signals.purgeUpTo(upTo),

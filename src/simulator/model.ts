@@ -44,6 +44,10 @@ export interface EServiceRegistration {
   includeSignalId?: boolean;
   /** Require `Agid-JWT-TrackingEvidence` bound to the voucher's digest (SPEC §5). */
   requireAudit?: boolean;
+  /** Accept only DPoP-bound vouchers with a valid proof (SPEC §4b), as IT-Wallet authentic sources do. */
+  requireDpop?: boolean;
+  /** DPoP proofs must carry the producer's nonce: the first request is answered use_dpop_nonce. */
+  dpopNonce?: boolean;
   /** Refused organizations get a bare 403 with an HTML body, as a WAF answers. */
   forbiddenWithoutProblem?: boolean;
   /** After each rotation, the next N crypto-info requests still see the previous seed (SPEC §8 race). */
@@ -70,6 +74,8 @@ export interface SimulatorStats {
   tokensIssued: number;
   /** Why assertions were refused, most recent last (bounded). */
   tokenRejections: string[];
+  /** Why DPoP proofs were refused (token endpoint and producers), most recent last (bounded). */
+  dpopRejections: string[];
   signalsServed: number;
   faultsFired: Record<string, number>;
 }

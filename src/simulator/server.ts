@@ -29,7 +29,7 @@ function routeOf(state: SimState, req: IncomingMessage, url: URL): Routed | SimR
   const path = url.pathname;
   const headers = req.headers;
   if (path === '/token.oauth2') {
-    return method === 'POST' ? { route: 'token', readsBody: true, handle: (body) => handleToken(state, body), handleLacking: (body, claim) => handleToken(state, body, claim) } : notAllowed(method, path);
+    return method === 'POST' ? { route: 'token', readsBody: true, handle: (body) => handleToken(state, body, headers), handleLacking: (body, claim) => handleToken(state, body, headers, claim) } : notAllowed(method, path);
   }
   if (path === '/1.0/pull/status') {
     return method === 'GET' ? { route: 'status', readsBody: false, handle: () => handleStatus(state, headers) } : notAllowed(method, path);
@@ -45,7 +45,7 @@ function routeOf(state: SimState, req: IncomingMessage, url: URL): Routed | SimR
   const crypto = /^\/producers\/([^/]+)\/pseudonymization$/.exec(path);
   if (crypto) {
     const eserviceId = decodeURIComponent(crypto[1]!);
-    return method === 'GET' ? { route: 'crypto', eserviceId, readsBody: false, handle: () => handleCryptoInfo(state, headers, eserviceId, url.searchParams) } : notAllowed(method, path);
+    return method === 'GET' ? { route: 'crypto', eserviceId, readsBody: false, handle: () => handleCryptoInfo(state, headers, eserviceId, url.searchParams, path) } : notAllowed(method, path);
   }
   if (path.startsWith('/_sim/')) {
     return { route: 'admin', readsBody: method !== 'GET', handle: (body) => handleAdmin(state, method, path, url.searchParams, body) };
@@ -71,6 +71,8 @@ export function createSimServer(state: SimState): Server {
 }
 
 async function serve(state: SimState, req: IncomingMessage, res: ServerResponse): Promise<void> {
+  // The simulated parties' clock (tests move it): what `doctor` measures clock skew against.
+  res.setHeader('date', new Date(state.now()).toUTCString());
   const url = new URL(req.url ?? '/', 'http://simulator.invalid');
   const routed = routeOf(state, req, url);
   if (!('route' in routed)) {
@@ -94,6 +96,8 @@ async function serve(state: SimState, req: IncomingMessage, res: ServerResponse)
     const assertion = new URLSearchParams(body).get('client_assertion');
     if (assertion) state.noteSecret('assertion', assertion);
   }
+  const proof = req.headers.dpop;
+  if (typeof proof === 'string' && proof !== '') state.noteSecret('proof', proof);
   let fault = state.faults.take(route, routed.eserviceId);
   if (fault?.kind === 'delay') {
     await sleep(fault.ms, undefined, { ref: false });

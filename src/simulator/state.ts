@@ -19,6 +19,8 @@ export interface SimSettings {
   maxAssertionTtlSeconds: number;
   /** Refuse assertion header fields and claims beyond those SPEC §4 lists. */
   strictAssertions: boolean;
+  /** The token endpoint demands this nonce in DPoP proofs (RFC 9449 §8); undefined = none. */
+  tokenDpopNonce: string | undefined;
 }
 
 export interface ClientState {
@@ -45,6 +47,10 @@ export interface EServiceState {
   historyDepth: number;
   includeSignalId: boolean;
   requireAudit: boolean;
+  /** Only DPoP-bound vouchers with a valid proof are accepted (SPEC §4b). */
+  requireDpop: boolean;
+  /** The nonce DPoP proofs must carry (use_dpop_nonce); undefined = none required. */
+  dpopNonce: string | undefined;
   forbiddenWithoutProblem: boolean;
   staleReads: number;
   /** Newest last; at most historyDepth entries. Empty = no crypto info. */
@@ -62,19 +68,23 @@ export class SimState {
   readonly faults = new FaultBoard();
   readonly limiter: RateLimiter;
   readonly usedJtis = new Map<string, number>();
+  /** jti of every accepted DPoP proof -> epoch ms until which it is remembered (replay check). */
+  readonly dpopJtis = new Map<string, number>();
   readonly counters = {
     requests: new Map<string, number>(),
     responses: new Map<string, Map<number, number>>(),
     responses429: 0,
     tokensIssued: 0,
     tokenRejections: [] as string[],
+    /** Why DPoP proofs were refused (token endpoint and producers), most recent last. */
+    dpopRejections: [] as string[],
     signalsServed: 0,
   };
   /**
    * Every secret the simulated parties handed out, received or served, so that tests can scan
    * logs for them (never logged; bounded like tokenRejections, generously).
    */
-  readonly secretsSeen = { vouchers: [] as string[], assertions: [] as string[], seeds: new Map<string, string[]>() };
+  readonly secretsSeen = { vouchers: [] as string[], assertions: [] as string[], proofs: [] as string[], seeds: new Map<string, string[]>() };
 
   constructor(
     readonly settings: SimSettings,
@@ -105,6 +115,11 @@ export class SimState {
     this.clients.set(reg.clientId, client);
   }
 
+  revokeClientKey(clientId: string, keyId: string): void {
+    const client = this.clients.get(clientId);
+    if (!client?.keys.delete(keyId)) throw invalid(`client ${clientId} has no key ${keyId}`);
+  }
+
   addEService(reg: EServiceRegistration): void {
     if (!reg.id) throw invalid('addEService needs an id');
     const cryptoHashFunction = reg.cryptoHashFunction ?? 'SHA-256';
@@ -126,6 +141,8 @@ export class SimState {
       historyDepth,
       includeSignalId: reg.includeSignalId ?? false,
       requireAudit: reg.requireAudit ?? false,
+      requireDpop: reg.requireDpop ?? false,
+      dpopNonce: reg.dpopNonce ? randomBytes(12).toString('base64url') : undefined,
       forbiddenWithoutProblem: reg.forbiddenWithoutProblem ?? false,
       staleReads: reg.staleReads ?? 0,
       seeds,
@@ -196,17 +213,23 @@ export class SimState {
     byStatus.set(status, (byStatus.get(status) ?? 0) + 1);
   }
 
-  noteSecret(kind: 'voucher' | 'assertion' | 'seed', value: string, eserviceId = ''): void {
+  noteSecret(kind: 'voucher' | 'assertion' | 'proof' | 'seed', value: string, eserviceId = ''): void {
     let list: string[];
     if (kind === 'seed') {
       list = this.secretsSeen.seeds.get(eserviceId) ?? [];
       this.secretsSeen.seeds.set(eserviceId, list);
       if (list.includes(value)) return;
     } else {
-      list = kind === 'voucher' ? this.secretsSeen.vouchers : this.secretsSeen.assertions;
+      list = kind === 'voucher' ? this.secretsSeen.vouchers : kind === 'proof' ? this.secretsSeen.proofs : this.secretsSeen.assertions;
     }
     list.push(value);
     if (list.length > 10_000) list.splice(0, list.length - 10_000);
+  }
+
+  rejectDpop(reason: string): void {
+    const list = this.counters.dpopRejections;
+    list.push(reason);
+    if (list.length > 200) list.splice(0, list.length - 200);
   }
 
   rejectToken(reason: string): void {
@@ -224,6 +247,7 @@ export class SimState {
       responses429: this.counters.responses429,
       tokensIssued: this.counters.tokensIssued,
       tokenRejections: [...this.counters.tokenRejections],
+      dpopRejections: [...this.counters.dpopRejections],
       signalsServed: this.counters.signalsServed,
       faultsFired: this.faults.firedCounts(),
     };

@@ -1,4 +1,6 @@
 import { decodeProtectedHeader, jwtVerify, errors as joseErrors } from 'jose';
+import type { IncomingHttpHeaders } from 'node:http';
+import { checkDpopProof, dpopHeader, requestHtu } from './dpop.js';
 import { json, problem, type SimResponse } from './http.js';
 import type { SimState } from './state.js';
 import type { VoucherClaimHubRequires } from './vouchers.js';
@@ -11,18 +13,44 @@ const SKEW_SECONDS = 30;
 
 class Rejected extends Error {}
 
+/** A DPoP proof the token endpoint refused; `nonce` when the refusal is use_dpop_nonce. */
+class DpopRefused extends Error {
+  constructor(
+    message: string,
+    readonly nonce: string | undefined,
+  ) {
+    super(message);
+  }
+}
+
 /**
  * The PDND authorization server's token endpoint (SPEC §4). Every refusal is the same generic
  * 400 problem `015-0008`, as the real one answers; the precise reason is kept in the stats
  * (`tokenRejections`) so tests and operators of the simulator can see it.
  */
-export async function handleToken(state: SimState, rawBody: string, lacking?: VoucherClaimHubRequires): Promise<SimResponse> {
+export async function handleToken(state: SimState, rawBody: string, headers: IncomingHttpHeaders = {}, lacking?: VoucherClaimHubRequires): Promise<SimResponse> {
   try {
-    const voucher = await issueFor(state, new URLSearchParams(rawBody), lacking);
+    // SPEC §4b: a DPoP header asks for a voucher bound to the proof's key (cnf.jkt).
+    const proof = dpopHeader(headers);
+    let jkt: string | undefined;
+    if (proof !== undefined || headers.dpop !== undefined) {
+      const nonce = state.settings.tokenDpopNonce;
+      const check = await checkDpopProof(state, proof, { htm: 'POST', htu: requestHtu(headers, '/token.oauth2'), ...(nonce !== undefined ? { nonce } : {}) });
+      if (!check.ok) throw new DpopRefused(check.reason, check.useNonce ? nonce : undefined);
+      jkt = check.jkt;
+    }
+    const voucher = await issueFor(state, new URLSearchParams(rawBody), jkt, lacking);
     state.noteSecret('voucher', voucher);
     state.counters.tokensIssued++;
-    return json(200, { access_token: voucher, token_type: 'Bearer', expires_in: state.settings.voucherTtlSeconds });
+    return json(200, { access_token: voucher, token_type: jkt !== undefined ? 'DPoP' : 'Bearer', expires_in: state.settings.voucherTtlSeconds });
   } catch (err) {
+    if (err instanceof DpopRefused) {
+      state.rejectDpop(err.message);
+      state.logger.debug({ reason: err.message }, 'simulator: DPoP proof refused by the token endpoint');
+      // RFC 9449 §8: the nonce demand is the one DPoP refusal a client can act on.
+      if (err.nonce !== undefined) return json(400, { error: 'use_dpop_nonce', error_description: 'Authorization server requires nonce in DPoP proof' }, { 'dpop-nonce': err.nonce });
+      return json(400, { error: 'invalid_dpop_proof', error_description: 'DPoP proof not valid' });
+    }
     if (!(err instanceof Rejected)) throw err;
     state.rejectToken(err.message);
     state.logger.debug({ reason: err.message }, 'simulator: client assertion refused');
@@ -30,7 +58,7 @@ export async function handleToken(state: SimState, rawBody: string, lacking?: Vo
   }
 }
 
-async function issueFor(state: SimState, form: URLSearchParams, lacking: VoucherClaimHubRequires | undefined): Promise<string> {
+async function issueFor(state: SimState, form: URLSearchParams, jkt: string | undefined, lacking: VoucherClaimHubRequires | undefined): Promise<string> {
   const { settings } = state;
   if (form.get('grant_type') !== 'client_credentials') throw new Rejected('grant_type must be client_credentials');
   if (form.get('client_assertion_type') !== CLIENT_ASSERTION_TYPE) throw new Rejected('client_assertion_type must be jwt-bearer');
@@ -118,6 +146,7 @@ async function issueFor(state: SimState, form: URLSearchParams, lacking: Voucher
       organizationId: client.organizationId,
       ...(purposeId !== undefined ? { purposeId } : {}),
       ...(digest !== undefined ? { digest } : {}),
+      ...(jkt !== undefined ? { cnf: { jkt } } : {}),
     },
     state.settings.voucherTtlSeconds,
     lacking,

@@ -14,6 +14,8 @@ export interface VoucherClaims {
   organizationId: string;
   purposeId?: string;
   digest?: { alg: string; value: string };
+  /** DPoP-bound vouchers: the RFC 7638 thumbprint of the consumer's DPoP key. */
+  cnf?: { jkt: string };
 }
 
 /** Claims Signal Hub requires beyond a valid signature and audience; without one it answers 500 `9990` (SPEC §10). */
@@ -22,7 +24,7 @@ export type VoucherClaimHubRequires = (typeof CLAIMS_HUB_REQUIRES)[number];
 
 export type VoucherCheck =
   | { ok: true; claims: VoucherClaims }
-  | { ok: false; reason: 'malformed' | 'signature' | 'expired' };
+  | { ok: false; reason: 'malformed' | 'signature' | 'unknown-key' | 'expired' };
 
 const ISSUER = 'simulator.interop.pagopa.it';
 
@@ -59,7 +61,10 @@ export class VoucherAuthority {
     return new VoucherAuthority(privateKey, publicKey, now);
   }
 
-  /** `lacking`: a claim left out, as a misconfigured authorization server could (the fault `voucherLacksClaim`). */
+  /**
+   * A DPoP-bound voucher (claims with `cnf`) has header typ dpop+jwt, as PDND's (SPEC §4b).
+   * `lacking`: a claim left out, as a misconfigured authorization server could (the fault `voucherLacksClaim`).
+   */
   async issue(claims: Omit<VoucherClaims, 'iss' | 'jti' | 'iat' | 'nbf' | 'exp'>, ttlSeconds: number, lacking?: VoucherClaimHubRequires): Promise<string> {
     const iat = Math.floor(this.now() / 1000);
     const full: VoucherClaims = { ...claims, iss: ISSUER, jti: randomUUID(), iat, nbf: iat, exp: iat + ttlSeconds };
@@ -67,7 +72,7 @@ export class VoucherAuthority {
     this.issuedJtis.add(full.jti);
     const payload: Partial<VoucherClaims> = { ...full };
     if (lacking !== undefined) delete payload[lacking];
-    return new SignJWT(payload).setProtectedHeader({ alg: 'RS256', kid: this.kid, typ: 'at+jwt' }).sign(this.privateKey);
+    return new SignJWT(payload).setProtectedHeader({ alg: 'RS256', kid: this.kid, typ: claims.cnf ? 'dpop+jwt' : 'at+jwt' }).sign(this.privateKey);
   }
 
   async check(token: string): Promise<VoucherCheck> {
@@ -75,7 +80,9 @@ export class VoucherAuthority {
     if (!claims) {
       try {
         const header = decodeProtectedHeader(token);
-        if (header.alg !== 'RS256' || header.kid !== this.kid) return { ok: false, reason: 'signature' };
+        if (header.alg !== 'RS256') return { ok: false, reason: 'signature' };
+        // Another authority's voucher (another environment, another simulator instance).
+        if (header.kid !== this.kid) return { ok: false, reason: 'unknown-key' };
       } catch {
         return { ok: false, reason: 'malformed' };
       }

@@ -111,3 +111,38 @@ export function migrate(db: Db, migrations: Migration[] = MIGRATIONS): number[] 
   }
   return done;
 }
+
+export type WritableProbe = { ok: true; exists: boolean } | { ok: false; denied: boolean; reason: string };
+
+/**
+ * Whether this process could write the database, without writing anything (`doctor`): an
+ * existing file is opened and a write transaction begun (BEGIN IMMEDIATE takes the write lock)
+ * and rolled back; a missing one needs a writable folder (or the nearest existing ancestor).
+ * `denied`: a permission problem (the file, its folder, a read-only mount) rather than a lock.
+ */
+export function probeWritable(file: string, busyTimeoutMs = 2000): WritableProbe {
+  if (!fs.existsSync(file)) {
+    let dir = path.dirname(path.resolve(file));
+    while (!fs.existsSync(dir) && path.dirname(dir) !== dir) dir = path.dirname(dir);
+    if (!fs.statSync(dir).isDirectory()) return { ok: false, denied: true, reason: `does not exist, and ${dir} is not a folder` };
+    try {
+      fs.accessSync(dir, fs.constants.W_OK | fs.constants.X_OK);
+      return { ok: true, exists: false };
+    } catch (err) {
+      return { ok: false, denied: true, reason: `does not exist, and folder ${dir} is not writable (${(err as NodeJS.ErrnoException).code ?? 'error'})` };
+    }
+  }
+  let db: Db | undefined;
+  try {
+    db = new Database(file, { fileMustExist: true, timeout: busyTimeoutMs });
+    db.exec('BEGIN IMMEDIATE');
+    db.exec('ROLLBACK');
+    return { ok: true, exists: true };
+  } catch (err) {
+    const code = (err as { code?: string }).code ?? 'error';
+    const busy = code.startsWith('SQLITE_BUSY') || code.startsWith('SQLITE_LOCKED');
+    return { ok: false, denied: !busy, reason: busy ? `write lock held by another connection for more than ${busyTimeoutMs} ms (${code})` : `cannot be written (${code})` };
+  } finally {
+    db?.close();
+  }
+}

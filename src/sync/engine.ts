@@ -169,12 +169,16 @@ export class SyncEngine {
       const retentionGapSince = this.retentionGapSince(row);
       let from = this.pullStart(row);
       let next: Promise<Page> | undefined;
+      let advancing = 0;
       for (;;) {
         opts.signal?.throwIfAborted();
         const page = await (next ?? this.hub.pull(es.id, from, this.config.hub.pageSize, opts.signal));
         next = undefined;
         const cursorBefore = this.cursorOf(row);
-        const more = page.status === 206 && page.lastSignalId !== null && (opts.maxPages === undefined || outcome.pages + 1 < opts.maxPages);
+        // Pages wholly behind the cursor (the lookback's re-reads) do not count against maxPages:
+        // a run always gets its budget of new signals, whatever the page size.
+        const counted = advancing + (page.lastSignalId !== null && page.lastSignalId > cursorBefore ? 1 : 0);
+        const more = page.status === 206 && page.lastSignalId !== null && (opts.maxPages === undefined || counted < opts.maxPages);
         if (more) {
           // Pipelining: the next page's bound is known now; fetch it while this one is written.
           next = this.hub.pull(es.id, Math.max(cursorBefore, page.lastSignalId!), this.config.hub.pageSize, opts.signal);
@@ -186,6 +190,7 @@ export class SyncEngine {
         if (retentionGapSince !== undefined && outcome.pages === 0) this.recordRetentionGap(es, row, page, retentionGapSince, ctx.log);
         const { signals, matches } = await this.processPage(ctx, page);
         outcome.pages++;
+        advancing = counted;
         outcome.signals += signals;
         outcome.matches += matches;
         // An empty page is the end of what is visible now, even on a 206 (time window).
@@ -342,7 +347,7 @@ export class SyncEngine {
         if (expired && decideRotation({ ...facts, waitExpired: false }).kind === 'wait') {
           ctx.raceWaitSpent = true;
           const seen = answer.kind === 'seed' ? { producerSignalId: answer.info.signalId, seedFingerprint: answer.info.fingerprint } : { answer: 'not-found' };
-          log.warn({ seedupdate: S, attempts, ...seen }, 'the producer did not serve the seed of this SEEDUPDATE within crypto.rotation_wait_seconds (waited once per run)');
+          log.warn({ seedupdate: S, attempts, ...seen }, 'seed did not change after SEEDUPDATE within crypto.rotation_wait_seconds');
         }
         return decision;
       }

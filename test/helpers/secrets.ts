@@ -7,7 +7,7 @@ import type { Simulator } from '../../src/simulator/index.js';
  * A failure names the kind, the form, the offset and a fingerprint of the secret, never the
  * secret itself: the failure message ends up in CI logs too.
  */
-export type SecretKind = 'private-key' | 'seed' | 'voucher' | 'client-assertion' | 'webhook-secret' | 'subject-key' | 'token';
+export type SecretKind = 'private-key' | 'seed' | 'voucher' | 'client-assertion' | 'dpop-proof' | 'webhook-secret' | 'subject-key' | 'token';
 
 export interface Leak {
   kind: SecretKind;
@@ -110,6 +110,11 @@ export class SecretSet {
     return this.addJwt('client-assertion', jwt, label);
   }
 
+  /** A DPoP proof (SPEC §4b): the whole JWT and its signature segment. */
+  addDpopProof(jwt: string, label = 'DPoP proof'): this {
+    return this.addJwt('dpop-proof', jwt, label);
+  }
+
   /** A webhook HMAC secret: as written, and its UTF-8 bytes in hex and base64. */
   addWebhookSecret(secret: string, label = 'webhook secret'): this {
     this.add('webhook-secret', 'raw', label, secret);
@@ -130,10 +135,11 @@ export class SecretSet {
     return this;
   }
 
-  /** Everything the simulator handed out or received so far: vouchers, assertions, every seed of each e-service. */
+  /** Everything the simulator handed out or received so far: vouchers, assertions, DPoP proofs, every seed of each e-service. */
   addFromSimulator(sim: Simulator, eserviceIds: readonly string[]): this {
     sim.issuedVouchers().forEach((v, i) => this.addVoucher(v, `simulator voucher ${i + 1}`));
     sim.receivedAssertions().forEach((a, i) => this.addClientAssertion(a, `simulator assertion ${i + 1}`));
+    sim.receivedDpopProofs().forEach((p, i) => this.addDpopProof(p, `simulator DPoP proof ${i + 1}`));
     for (const id of eserviceIds) sim.seedHistory(id).forEach((s, i) => this.addSeed(s, `seed ${i + 1} of ${id.slice(0, 8)}`));
     return this;
   }
