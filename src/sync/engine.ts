@@ -181,7 +181,9 @@ export class SyncEngine {
         const more = page.status === 206 && page.lastSignalId !== null && (opts.maxPages === undefined || counted < opts.maxPages);
         if (more) {
           // Pipelining: the next page's bound is known now; fetch it while this one is written.
-          next = this.hub.pull(es.id, Math.max(cursorBefore, page.lastSignalId!), this.config.hub.pageSize, opts.signal);
+          // From the page's last id, not the cursor: a re-read behind the cursor (lookback,
+          // rescan overlap) goes on page by page until it has passed the cursor.
+          next = this.hub.pull(es.id, page.lastSignalId!, this.config.hub.pageSize, opts.signal);
           next.catch(() => {}); // observed when awaited; never an unhandled rejection
         }
         // The first pull comes before any crypto fetch: a hub 401/403 is what a new installation
@@ -207,7 +209,7 @@ export class SyncEngine {
           break;
         }
         if (!more) break;
-        from = Math.max(this.cursorOf(row), page.lastSignalId!);
+        from = page.lastSignalId!;
       }
       this.retireUnneededEpochs(row);
       this.pruneSignalLog();
@@ -347,7 +349,12 @@ export class SyncEngine {
       if (current.signalId !== undefined && current.signalId > cursor) plans.push({ start: current.signalId, status: 'known', info: current });
     }
     this.db.transaction(() => {
-      for (const plan of plans) if (!epochs.some((e) => e.startSignalId === plan.start)) this.createEpoch(ctx, plan);
+      for (const plan of plans) {
+        const same = epochs.find((e) => e.startSignalId === plan.start);
+        if (same === undefined) this.createEpoch(ctx, plan);
+        // The epoch in force starts exactly at the cursor: from here on its seed cannot be trusted.
+        else if (plan.status === 'unknown' && same.id === inForce.id) this.epochs.markUnknown(same.id, plan.reason, this.now());
+      }
     }).immediate();
     log.warn({ cursor, seedFingerprint: current.fingerprint, producerSignalId: current.signalId }, 'the producer rotated its seed during the retention gap: what follows up to the next SEEDUPDATE is reported unless its seed is known');
   }
@@ -403,7 +410,7 @@ export class SyncEngine {
     const earlier = existing.filter((e) => e.startSignalId < S);
     // An identity e-service has no seed: a SEEDUPDATE changes nothing (SPEC §8b).
     const alreadyOpen = ctx.identity || existing.some((e) => e.startSignalId === S);
-    const decision = alreadyOpen ? undefined : await this.resolveRotation(ctx, S, earlier);
+    const decision = alreadyOpen ? undefined : this.withInitialAssumptionChecked(ctx, await this.resolveRotation(ctx, S, earlier), earlier);
     const started = this.now();
     // A SEEDUPDATE that became visible after later signals (SPEC §3 late lower ids): those
     // were matched with the previous seed. The new epoch still starts at S for what follows.
@@ -506,6 +513,22 @@ export class SyncEngine {
       epoch,
       receivedAt: new Date(receivedAt).toISOString(),
     };
+  }
+
+  /**
+   * A first start without proof of where the current seed begins assumes it covers the backlog.
+   * A SEEDUPDATE met before the e-service ever caught up was (but for a rotation during that very
+   * catch-up) already on the hub when the seed was fetched: the seed then served is that
+   * SEEDUPDATE's or a later one (or, in the race, one just before the newest), so the backlog
+   * before it was not under it. Reported at once, rather than kept when no later answer happens
+   * to repeat the assumed seed.
+   */
+  private withInitialAssumptionChecked(ctx: RunContext, decision: RotationDecision & { kind: 'open' }, earlier: Epoch[]): RotationDecision & { kind: 'open' } {
+    const initial = earlier[0];
+    if (earlier.length !== 1 || initial?.status !== 'assumed') return decision;
+    if (this.eservices.get(ctx.row.eserviceId)!.caughtUpAt !== null) return decision;
+    if (decision.invalidate.some((i) => i.epochId === initial.id)) return decision;
+    return { ...decision, invalidate: [...decision.invalidate, { epochId: initial.id, reason: 'backlog-predates-seed' }] };
   }
 
   /** Pseudonyms of an epoch are dropped once no re-read (lookback, rescan overlap) can reach a signal of it. */
