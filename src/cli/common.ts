@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { errorLogFields, exitCodeFor, isAppError, ConfigError, EXIT } from '../errors.js';
-import { createLogger, type Logger } from '../log.js';
+import { createLogger, stderrErrorPrefix, type Logger } from '../log.js';
 import type { Config, LogLevel } from '../config/types.js';
 import { loadConfig } from '../config/load.js';
 
@@ -48,13 +48,13 @@ export function action<A extends unknown[]>(fn: (...args: A) => Promise<number |
 
 export function reportError(err: unknown): void {
   if (err instanceof ConfigError) {
-    process.stderr.write(`signalhub-sync: invalid configuration ${err.message}\n`);
+    process.stderr.write(`${stderrErrorPrefix()}signalhub-sync: invalid configuration ${err.message}\n`);
   } else if (isAppError(err)) {
     const extra = [err.status !== undefined ? `status ${err.status}` : '', err.correlationId ? `correlationId ${err.correlationId}` : '']
       .filter(Boolean)
       .join(', ');
-    process.stderr.write(`signalhub-sync: ${err.code}: ${err.message}${extra ? ` (${extra})` : ''}\n`);
+    process.stderr.write(`${stderrErrorPrefix()}signalhub-sync: ${err.code}: ${err.message}${extra ? ` (${extra})` : ''}\n`);
   } else {
-    process.stderr.write(`signalhub-sync: internal error: ${JSON.stringify(errorLogFields(err))}\n`);
+    process.stderr.write(`${stderrErrorPrefix()}signalhub-sync: internal error: ${JSON.stringify(errorLogFields(err))}\n`);
   }
 }

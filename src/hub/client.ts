@@ -1,6 +1,6 @@
 import pRetry from 'p-retry';
 import { Agent, request, type Dispatcher } from 'undici';
-import { AppError, isAppError } from '../errors.js';
+import { AppError, isAppError, retryLogFields } from '../errors.js';
 import { silentLogger, type Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import type { HubConfig } from '../config/types.js';
@@ -182,7 +182,7 @@ export class HubClient {
         onFailedAttempt: (err) => {
           if (!isAppError(err) || err.code !== 'HUB_UNAVAILABLE' || err.retriesLeft <= 0) return;
           this.logger.warn(
-            { eservice: target.eservice, status: err.status, correlationId: err.correlationId, attempt: err.attemptNumber, retriesLeft: err.retriesLeft, reason: err.message },
+            { eservice: target.eservice, ...retryLogFields(err, err.attemptNumber, err.retriesLeft), reason: err.message },
             'hub request failed, retrying',
           );
         },
