@@ -10,6 +10,8 @@
 /** Exit codes, after sysexits(3) where one fits. */
 export const EXIT = {
   OK: 0,
+  /** `status`: shown, but an e-service is failing, stale or blocked (README "Status and its exit code"). */
+  UNHEALTHY: 1,
   /** `sync --once`: some e-services synced, others failed. */
   PARTIAL: 3,
   USAGE: 64,

@@ -24,7 +24,6 @@ export function buildProgram(): Command {
     .version(version)
     .option('-c, --config <path>', 'config file (default $SIGNALHUB_SYNC_CONFIG or /etc/signalhub-sync/config.toml)')
     .addOption(new Option('--log-level <level>', 'override the configured log level').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']))
-    .showHelpAfterError()
     .exitOverride((err) => {
       // commander's own exits (help, version) keep 0; usage errors become EX_USAGE.
       process.exit(err.exitCode === 0 ? 0 : EXIT.USAGE);
@@ -41,7 +40,18 @@ export function buildProgram(): Command {
   registerPseudonym(program);
   registerDemo(program);
   registerSimulator(program);
+  addUsageHints(program, []);
   return program;
+}
+
+/**
+ * A usage error prints commander's one-line message and a hint naming the command's help,
+ * not the whole help text (which buried the message under 20 lines).
+ */
+function addUsageHints(command: Command, parents: string[]): void {
+  const path = [...parents, command.name()];
+  command.showHelpAfterError(`(see "${path.join(' ')} --help")`);
+  for (const sub of command.commands) addUsageHints(sub, path);
 }
 
 await buildProgram().parseAsync(process.argv);

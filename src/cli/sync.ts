@@ -26,7 +26,7 @@ export function registerSync(program: Command): void {
     .action(
       action(async (opts: SyncOptions, cmd: Command) => {
         if (!opts.once) throw new AppError('USAGE', 'sync needs --once (the long-running daemon is "signalhub-sync run")');
-        const config = await loadCliConfig(cmd);
+        const config = await loadCliConfig(cmd, { needsSecrets: true });
         const logger = cliLogger(cmd, config);
         const ids = opts.eservice ?? config.eservices.map((e) => e.id);
         for (const id of ids) {
