@@ -28,9 +28,9 @@ export function globalOptions(cmd: Command): GlobalOptions {
  * others never open a key, so an operator can run them on the host whatever user can read the
  * keys (README "Who runs what").
  */
-export async function loadCliConfig(cmd: Command, { needsSecrets = false }: { needsSecrets?: boolean } = {}): Promise<Config> {
+export async function loadCliConfig(cmd: Command, { needsSecrets = false, asDatabaseOwner = true }: { needsSecrets?: boolean; asDatabaseOwner?: boolean } = {}): Promise<Config> {
   const config = await loadConfig(configPath(globalOptions(cmd)), { checkSecrets: needsSecrets });
-  actAsDatabaseOwner(config.database);
+  if (asDatabaseOwner) actAsDatabaseOwner(config.database);
   return config;
 }
 

@@ -13,6 +13,7 @@ import { registerSinks } from './sinks.js';
 import { registerRun } from './run.js';
 import { registerDemo } from './demo.js';
 import { registerSimulator } from './simulator.js';
+import { registerBackup } from './backup.js';
 import { EXIT } from '../errors.js';
 
 const require = createRequire(import.meta.url);
@@ -36,6 +37,7 @@ export function buildProgram(): Command {
   registerResync(program);
   registerCursor(program);
   registerSinks(program);
+  registerBackup(program);
   registerConfig(program);
   registerPseudonym(program);
   registerDemo(program);
