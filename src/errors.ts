@@ -10,6 +10,8 @@
 /** Exit codes, after sysexits(3) where one fits. */
 export const EXIT = {
   OK: 0,
+  /** `status`: shown, but an e-service is failing, stale or blocked (README "Status and its exit code"). */
+  UNHEALTHY: 1,
   /** `sync --once`: some e-services synced, others failed. */
   PARTIAL: 3,
   USAGE: 64,
@@ -159,4 +161,33 @@ export function errorLogFields(err: unknown): Record<string, unknown> {
   }
   if (err instanceof Error) return { err: { code: 'INTERNAL', message: err.message, stack: err.stack } };
   return { err: { code: 'INTERNAL', message: String(err) } };
+}
+
+/**
+ * The most specific code in an error's cause chain: the system or library code of the failure
+ * underneath (ECONNREFUSED, ENOTFOUND, UND_ERR_HEADERS_TIMEOUT, a certificate code), else the
+ * error's own code. What an operator greps for when a retry warning repeats.
+ */
+export function rootCauseCode(err: unknown): string | undefined {
+  let found: string | undefined;
+  let current: unknown = err;
+  for (let depth = 0; depth < 8 && typeof current === 'object' && current !== null; depth++) {
+    const code = (current as { code?: unknown }).code;
+    if (typeof code === 'string' && code !== '') found = code;
+    current = (current as { cause?: unknown }).cause;
+  }
+  return found;
+}
+
+/** Fields of every "…, retrying" warning: which attempt failed, how many remain, and why (code, cause, status). */
+export function retryLogFields(err: unknown, attempt: number, retriesLeft: number): Record<string, unknown> {
+  const fields: Record<string, unknown> = { attempt, retriesLeft };
+  if (isAppError(err)) {
+    fields.code = err.code;
+    if (err.status !== undefined) fields.status = err.status;
+    if (err.correlationId !== undefined) fields.correlationId = err.correlationId;
+  }
+  const cause = rootCauseCode(err);
+  fields.cause = cause !== undefined && cause !== fields.code ? cause : err instanceof Error ? err.message : String(err);
+  return fields;
 }

@@ -1,4 +1,7 @@
-import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { createRequire } from 'node:module';
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+const VERSION = (createRequire(import.meta.url)('../package.json') as { version: string }).version;
 
 /**
  * Every metric the daemon exports, in one registry. Modules receive a `Metrics` in their
@@ -27,4 +30,22 @@ export class Metrics {
   readonly rateLimited = new Counter({ name: 'signalhub_rate_limited_total', help: '429 answers from the hub', registers: [this.registry] });
   readonly resyncOpen = new Gauge({ name: 'signalhub_resync_reports_open', help: 'Resync reports not yet acknowledged', labelNames: ['eservice'] as const, registers: [this.registry] });
   readonly eserviceUp = new Gauge({ name: 'signalhub_eservice_healthy', help: '1 when the last sync attempt of the e-service succeeded', labelNames: ['eservice'] as const, registers: [this.registry] });
+
+  // --- Operator metrics (issue 15) ---
+  readonly buildInfo = new Gauge({ name: 'signalhub_build_info', help: 'Always 1; labels: the running signalhub-sync and Node.js versions', labelNames: ['version', 'node'] as const, registers: [this.registry] });
+  /**
+   * The configured name of each e-service, joined to any per-e-service series with
+   * `* on(eservice) group_left(name) signalhub_eservice_info`: one place for a name that may
+   * change on reload, rather than a second label on every series (a rename would split them).
+   */
+  readonly eserviceInfo = new Gauge({ name: 'signalhub_eservice_info', help: 'Always 1; labels: e-service id and its configured name', labelNames: ['eservice', 'name'] as const, registers: [this.registry] });
+  readonly pullDuration = new Histogram({ name: 'signalhub_pull_duration_seconds', help: 'Duration of one Signal Hub pull request (after the rate limiter), by e-service and HTTP status ("error": no answer)', labelNames: ['eservice', 'status'] as const, buckets: [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30], registers: [this.registry] });
+  readonly caughtUp = new Gauge({ name: 'signalhub_eservice_caught_up', help: '1 when the last successful sync run of the e-service reached the end of its signals (hub answered 200)', labelNames: ['eservice'] as const, registers: [this.registry] });
+  readonly sinkOldestPendingAge = new Gauge({ name: 'signalhub_sink_oldest_pending_event_age_seconds', help: 'Age of the oldest outbox event a sink has not confirmed (0: none pending)', labelNames: ['sink'] as const, registers: [this.registry] });
+
+  constructor() {
+    // process_* (CPU, memory, file descriptors) and nodejs_* (heap, GC, event-loop lag, handles).
+    collectDefaultMetrics({ register: this.registry });
+    this.buildInfo.set({ version: VERSION, node: process.version }, 1);
+  }
 }

@@ -7,7 +7,7 @@ import { SubjectWriter } from '../src/subjects/apply.js';
 import { subjectIndexOptions } from '../src/subjects/import.js';
 import { createEngine, createRemotes } from '../src/sync/runtime.js';
 import { collectStatus } from '../src/sync/status.js';
-import { runCli } from './helpers/cli.js';
+import { ROOT, runCli } from './helpers/cli.js';
 import { createWorld, fiscalCode, type World } from './helpers/world.js';
 
 const STALE = '33333333-3333-4333-8333-333333333333';
@@ -47,9 +47,13 @@ describe('status of troubled e-services', () => {
     const sync = await runCli(['--config', world.configFile, 'sync', '--once', '--eservice', REFUSED, '--no-deliver']);
     expect(sync.code, sync.stderr).toBe(77);
 
+    // Shown, but exit 1: one e-service failing, both blocked by the sink's backlog (README "Status and its exit code").
     const r = await runCli(['--config', world.configFile, 'status', '--json']);
-    expect(r.code, r.stderr).toBe(0);
+    expect(r.code, r.stderr).toBe(1);
     const status = JSON.parse(r.stdout);
+    expect(status.version).toBe(JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8')).version);
+    expect(status.health.ok).toBe(false);
+    expect(status.health.problems.map((p: { subject: string; problem: string }) => `${p.problem} ${p.subject}`).sort()).toEqual([`blocked ${REFUSED}`, `blocked ${STALE}`, `failing ${REFUSED}`].sort());
     const [stale, refused] = status.eservices;
     expect(stale).toMatchObject({ id: STALE, state: 'idle', cursor: lost, matches: 1, openResyncReports: 1, pausedBySink: 'slow' });
     expect(stale.epoch).toMatchObject({ status: 'unknown', seedFingerprint: null, algorithm: null, startSignalId: s, note: 'seed-unchanged' });
@@ -59,7 +63,10 @@ describe('status of troubled e-services', () => {
     expect(status.sinks).toEqual([expect.objectContaining({ name: 'slow', pending: 2 })]);
 
     const table = await runCli(['--config', world.configFile, 'status']);
-    expect(table.code).toBe(0);
+    expect(table.code).toBe(1);
+    expect(table.stdout).toMatch(/^health: 3 problem\(s\)$/m);
+    expect(table.stdout).toMatch(/^ {2}failing: tributi: failing: HUB_FORBIDDEN: /m);
+    expect(table.stdout).toMatch(/^ {2}blocked: anagrafe: pulling paused by the backlog of sink slow$/m);
     const line = (prefix: string) => table.stdout.split('\n').find((l) => l.startsWith(prefix))!;
     expect(line(STALE)).toMatch(new RegExp(`anagrafe\\s+idle, paused by sink slow\\s+${lost}\\s.*#\\d+ unknown no seed from ${s} \\(\\d+s\\)\\s+1 open$`));
     expect(line(REFUSED)).toMatch(/tributi\s+failing, paused by sink slow\s+0\s+never\s+never/);
@@ -70,7 +77,7 @@ describe('status of troubled e-services', () => {
     const text = fs.readFileSync(world.configFile, 'utf8');
     fs.writeFileSync(configFile, text.slice(0, text.indexOf('[[eservices]]')) + text.slice(text.indexOf('[[eservices]]', text.indexOf('[[eservices]]') + 1)));
     const fewer = await runCli(['--config', configFile, 'status', '--json']);
-    expect(fewer.code, fewer.stderr).toBe(0);
+    expect(fewer.code, fewer.stderr).toBe(1);
     const after = JSON.parse(fewer.stdout);
     expect(after.eservices.map((e: { id: string; configured: boolean }) => [e.id, e.configured])).toEqual([
       [REFUSED, true],
@@ -100,5 +107,22 @@ describe('status of troubled e-services', () => {
     } finally {
       db.close();
     }
+  });
+
+  it('exits 0 when every e-service pulled recently, 1 once one is stale (3 poll intervals, at least 15 minutes)', async () => {
+    world = await createWorld({ eservices: [{ id: STALE, name: 'anagrafe' }] });
+    const sync = await runCli(['--config', world.configFile, 'sync', '--once']);
+    expect(sync.code, sync.stderr).toBe(0);
+    const healthy = await runCli(['--config', world.configFile, 'status', '--json']);
+    expect(healthy.code, healthy.stdout).toBe(0);
+    expect(JSON.parse(healthy.stdout).health).toEqual({ ok: true, problems: [] });
+
+    // 16 minutes since the last pull: above 3 × 60 s and above the 15-minute floor.
+    const db = openDatabase(world.config.database);
+    db.prepare('UPDATE eservices SET last_pull_at = last_pull_at - ?').run(16 * 60_000);
+    db.close();
+    const stale = await runCli(['--config', world.configFile, 'status']);
+    expect(stale.code).toBe(1);
+    expect(stale.stdout).toMatch(/^ {2}stale: anagrafe: last successful pull 16m ago \(limit 15m\)$/m);
   });
 });

@@ -532,12 +532,16 @@ type = "stdout"
 });
 
 describe('config: shipped files', () => {
-  it('the example file parses (production preset) with its keys as systemd credentials', async () => {
-    const credentials = tempDir();
-    writeKeyFile(credentials, 'm2m.pem');
-    writeKeyFile(credentials, 'eservice.pem');
-    fs.writeFileSync(path.join(credentials, 'webhook-secret'), 'hmac\n', { mode: 0o600 });
-    const config = await loadConfig(path.join(ROOT, 'config/signalhub-sync.example.toml'), { env: { CREDENTIALS_DIRECTORY: credentials } });
+  it('the example file parses (production preset) installed as /etc/signalhub-sync/config.toml is, keys in keys/ beside it', async () => {
+    const etc = tempDir();
+    fs.copyFileSync(path.join(ROOT, 'config/signalhub-sync.example.toml'), path.join(etc, 'config.toml'));
+    const keys = path.join(etc, 'keys');
+    fs.mkdirSync(keys, { mode: 0o700 });
+    writeKeyFile(keys, 'm2m.pem');
+    writeKeyFile(keys, 'eservice.pem');
+    fs.writeFileSync(path.join(keys, 'webhook-secret'), 'hmac\n', { mode: 0o600 });
+    const config = await loadConfig(path.join(etc, 'config.toml'), { env: {} });
+    expect(config.pdnd.m2m.privateKeyFile).toBe(path.join(keys, 'm2m.pem'));
     expect(config.preset).toBe('production');
     expect(config.hub.baseUrl).toBe('https://api.signalhub.interop.pagopa.it/1.0/pull');
     expect(config.eservices.map((e) => e.name)).toEqual(['residences', 'id-documents', 'company-registry']);

@@ -32,7 +32,8 @@ describe('signalhub-sync run: backpressure', () => {
     expect(paused.eservice).toBe(ES1);
     expect(paused.reason).toBe('sink hook has more than 2 undelivered events (outbox.max_pending)');
     const status = await runCli(['--config', world.configFile, 'status', '--json']);
-    expect(status.code, status.stderr).toBe(0);
+    // Exit 1: a paused e-service is blocked (README "Status and its exit code").
+    expect(status.code, status.stderr).toBe(1);
     expect((JSON.parse(status.stdout) as { eservices: { pausedBySink: string | null }[] }).eservices[0]!.pausedBySink).toBe('hook');
 
     // While paused nothing is pulled: a signal deposited now waits on the hub.

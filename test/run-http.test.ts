@@ -121,7 +121,8 @@ describe('signalhub-sync run: health, readiness and metrics', () => {
 
     // `status` reads the database next to the running daemon.
     const status = await runCli(['--config', world.configFile, 'status', '--json']);
-    expect(status.code, status.stderr).toBe(0);
+    // Exit 1: shown, but an e-service is failing (README "Status and its exit code").
+    expect(status.code, status.stderr).toBe(1);
     const byId = new Map((JSON.parse(status.stdout) as { eservices: { id: string; state: string; lastError: { code: string; message: string } | null; matches: number }[] }).eservices.map((e) => [e.id, e]));
     expect(byId.get(ES_BAD)!.state).toBe('failing');
     expect(byId.get(ES_BAD)!.lastError!.code).toBe('HUB_FORBIDDEN');

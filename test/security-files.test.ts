@@ -160,15 +160,19 @@ describe('secret files: a private key or HMAC secret readable by group or others
     expect(result.stdout).toBe('');
   });
 
-  it('run, sync --once and status refuse a group-readable key with exit 78 before creating the database, its folder or its lock', async () => {
+  it('run, sync --once and config check refuse a group-readable key with exit 78 before creating the database, its folder or its lock; status never opens the key', async () => {
     const dir = configDir(tempDir());
     fs.chmodSync(path.join(dir, 'm2m.pem'), 0o640);
     const file = writeConfig(dir, productionToml());
-    for (const command of [['run'], ['sync', '--once'], ['status']]) {
+    for (const command of [['run'], ['sync', '--once'], ['config', 'check']]) {
       const result = await runCli(['--config', file, ...command], { env: cleanEnv });
       expect(result.code, `${command.join(' ')}: ${result.stderr}`).toBe(78);
       expect(result.stderr).toContain(`pdnd.m2m.private_key_file: ${path.join(dir, 'm2m.pem')} is readable by group or others (mode 0640)`);
     }
+    // README "Who runs what": commands that call neither PDND nor a webhook do not judge keys.
+    const status = await runCli(['--config', file, 'status'], { env: cleanEnv });
+    expect(status.code, status.stderr).toBe(66);
+    expect(status.stderr).not.toContain('m2m.pem');
     expect(fs.existsSync(path.join(dir, 'state'))).toBe(false);
   });
 });

@@ -107,11 +107,20 @@ describe('signalhub-sync.service settings the daemon relies on', () => {
     for (const unit of SERVICES) expect(directives(unit).get('MemoryDenyWriteExecute') ?? [], unit).not.toContain('yes');
   });
 
-  it('keeps the database in the state directory and loads keys as credentials', () => {
+  it('keeps the database in the state directory and runs as the static user the package\'s sysusers.d file creates', () => {
     expect(service.get('StateDirectory')).toEqual(['signalhub-sync']);
     expect(service.get('Environment')).toContain('SIGNALHUB_SYNC_CONFIG=/etc/signalhub-sync/config.toml');
-    for (const cred of service.get('LoadCredential') ?? []) expect(cred).toMatch(/^[\w.-]+\.pem:\/etc\/signalhub-sync\/keys\//);
-    expect(service.get('LoadCredential')?.length).toBeGreaterThan(0);
+    // One user for the daemon and for `sudo -u signalhub-sync signalhub-sync ...` (README "Who runs what").
+    for (const unit of SERVICES) {
+      const d = directives(unit);
+      expect(d.get('User'), unit).toEqual(['signalhub-sync']);
+      expect(d.get('DynamicUser') ?? [], unit).toEqual([]);
+    }
+    const sysusers = fs.readFileSync(path.join(ROOT, 'packaging/sysusers.conf'), 'utf8');
+    expect(sysusers).toMatch(/^u signalhub-sync - /m);
+    const tmpfiles = fs.readFileSync(path.join(ROOT, 'packaging/tmpfiles.conf'), 'utf8');
+    expect(tmpfiles).toMatch(/^d \/var\/lib\/signalhub-sync\s+0700 signalhub-sync signalhub-sync /m);
+    expect(tmpfiles).toMatch(/^d \/etc\/signalhub-sync\/keys\s+0700 signalhub-sync signalhub-sync /m);
   });
 
   it('the catch-up service runs one sync pass as a oneshot, started by the timer', () => {

@@ -3,7 +3,7 @@ import { loadConfig } from '../config/load.js';
 import { startDaemon, type Daemon } from '../daemon/daemon.js';
 import { installSignalHandlers } from '../daemon/shutdown.js';
 import { EXIT } from '../errors.js';
-import { action, cliLogger, configPath, globalOptions } from './common.js';
+import { action, actAsDatabaseOwner, cliLogger, configPath, globalOptions } from './common.js';
 
 export function registerRun(program: Command): void {
   program
@@ -23,6 +23,7 @@ Exit codes: 0 stopped; 70 did not stop in time; 75 database in use; 78 configura
       action(async (_opts: unknown, cmd: Command) => {
         const file = configPath(globalOptions(cmd));
         const config = await loadConfig(file);
+        actAsDatabaseOwner(config.database);
         const logger = cliLogger(cmd, config);
         // Handlers first: a SIGTERM during startup must stop cleanly, not kill the process.
         let starting: Promise<Daemon> | undefined;

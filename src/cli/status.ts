@@ -1,6 +1,7 @@
 import { InvalidArgumentError, type Command } from 'commander';
 import type { Config } from '../config/types.js';
-import { AppError } from '../errors.js';
+import { createRequire } from 'node:module';
+import { AppError, EXIT } from '../errors.js';
 import { collectStatus, type EServiceStatus, type Moment, type SyncStatus } from '../sync/status.js';
 import { action, loadCliConfig } from './common.js';
 import { openReader } from './db.js';
@@ -10,7 +11,13 @@ export function registerStatus(program: Command): void {
     .command('status')
     .description('Per e-service: cursor, last pull, signals and matches, current seed epoch, open resync reports; per sink: pending events')
     .option('--json', 'print JSON instead of tables (with ISO times and ages)')
-    .addHelpText('after', '\nRead-only: safe while the daemon runs. Seeds are shown by fingerprint (first 8 hex of SHA-256) only.\nExit codes: 0 shown; 66 the database does not exist yet; 78 configuration error.')
+    .addHelpText(
+      'after',
+      '\nRead-only: safe while the daemon runs. Seeds are shown by fingerprint (first 8 hex of SHA-256) only.\n' +
+        'Exit codes: 0 every configured e-service healthy; 1 shown, but an e-service is failing, stale\n' +
+        '(no successful pull for 3 poll intervals, at least 15 minutes) or blocked (paused by a sink\'s\n' +
+        'backlog, or a stopped sink); 66 the database does not exist yet; 78 configuration error.',
+    )
     .action(
       action(async (opts: { json?: boolean }, cmd: Command) => {
         const config = await loadCliConfig(cmd);
@@ -21,9 +28,60 @@ export function registerStatus(program: Command): void {
         } finally {
           db.close();
         }
-        process.stdout.write(opts.json ? `${JSON.stringify(status, null, 2)}\n` : formatStatus(status));
+        const health = assessHealth(status, config);
+        process.stdout.write(opts.json ? `${JSON.stringify({ version: VERSION, ...status, health }, null, 2)}\n` : formatStatus(status) + formatHealth(health));
+        return health.ok ? EXIT.OK : EXIT.UNHEALTHY;
       }),
     );
+}
+
+const VERSION = (createRequire(import.meta.url)('../../package.json') as { version: string }).version;
+
+export interface HealthProblem {
+  /** E-service id or sink name. */
+  subject: string;
+  problem: 'failing' | 'stale' | 'blocked';
+  detail: string;
+}
+
+export interface Health {
+  ok: boolean;
+  problems: HealthProblem[];
+}
+
+/** An e-service is stale after this many poll intervals without a successful pull (never under STALE_MIN_SECONDS). */
+export const STALE_POLL_INTERVALS = 3;
+export const STALE_MIN_SECONDS = 900;
+
+/**
+ * The rule `status` exits by (README "Status and its exit code"): configured e-services only
+ * (one the config no longer lists is history). A new e-service never pulled is not stale: the
+ * daemon may not have started yet.
+ */
+export function assessHealth(status: SyncStatus, config: Pick<Config, 'eservices'>): Health {
+  const problems: HealthProblem[] = [];
+  for (const e of status.eservices.filter((x) => x.configured)) {
+    if (e.state === 'failing' || e.state === 'stopped') {
+      problems.push({ subject: e.id, problem: 'failing', detail: `${e.name}: ${e.state}${e.lastError ? `: ${e.lastError.code ?? 'ERROR'}: ${e.lastError.message}` : ''}` });
+    }
+    const interval = config.eservices.find((c) => c.id === e.id)?.pollIntervalSeconds ?? 60;
+    const limit = Math.max(STALE_POLL_INTERVALS * interval, STALE_MIN_SECONDS);
+    if (e.lastPull && e.lastPull.ageSeconds > limit) {
+      problems.push({ subject: e.id, problem: 'stale', detail: `${e.name}: last successful pull ${age(e.lastPull.ageSeconds)} ago (limit ${age(limit)})` });
+    }
+    if (e.pausedBySink || e.state === 'paused') {
+      problems.push({ subject: e.id, problem: 'blocked', detail: `${e.name}: pulling paused${e.pausedBySink ? ` by the backlog of sink ${e.pausedBySink}` : ''}` });
+    }
+  }
+  for (const s of status.sinks.filter((x) => x.state === 'stopped')) {
+    problems.push({ subject: s.name, problem: 'blocked', detail: `sink ${s.name} stopped: ${s.lastError ?? 'see "sinks list"'}; resume with "sinks retry ${s.name}"` });
+  }
+  return { ok: problems.length === 0, problems };
+}
+
+function formatHealth(health: Health): string {
+  if (health.ok) return 'health: ok\n';
+  return `health: ${health.problems.length} problem(s)\n${health.problems.map((p) => `  ${p.problem}: ${p.detail}`).join('\n')}\n`;
 }
 
 export function formatStatus(status: SyncStatus): string {

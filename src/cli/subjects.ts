@@ -83,10 +83,12 @@ interface ImportFlags {
 }
 
 async function importCommand(file: string, flags: ImportFlags, cmd: Command): Promise<number> {
+  // Opened before the config is loaded: root then acts as the service user (loadCliConfig),
+  // who may not be able to read an administrator's file.
+  const input = openInput(file);
   const config = await loadCliConfig(cmd);
   const logger = cliLogger(cmd, config);
   const format = detectFormat(file, flags.format);
-  const input = openInput(file);
   const source = file === '-' ? 'stdin' : file;
   const waitSeconds = Number(flags.waitTimeout);
   if (!(waitSeconds > 0)) throw new AppError('USAGE', `--wait-timeout ${flags.waitTimeout}: expected a positive number of seconds`);
@@ -155,10 +157,10 @@ const REMOVE_BATCH = 5000;
 async function removeCommand(keys: string[], flags: RemoveFlags, cmd: Command): Promise<number> {
   if (keys.length > 0 && flags.file !== undefined) throw new AppError('USAGE', 'give keys as arguments or --file, not both');
   if (keys.length === 0 && flags.file === undefined) throw new AppError('USAGE', 'give the keys to remove as arguments or with --file');
-  const config = await loadCliConfig(cmd);
-  const logger = cliLogger(cmd, config);
   const file = flags.file;
   const input = file === undefined ? undefined : openInput(file);
+  const config = await loadCliConfig(cmd);
+  const logger = cliLogger(cmd, config);
   const format = file === undefined ? undefined : detectFormat(file, flags.format);
   const where = (n: number) => (file === undefined ? `argument ${n}` : `line ${n}`);
 
@@ -206,16 +208,14 @@ async function removeCommand(keys: string[], flags: RemoveFlags, cmd: Command): 
 async function countCommand(flags: { json?: boolean }, cmd: Command): Promise<number> {
   const config = await loadCliConfig(cmd);
   const counts = { total: 0, eservices: config.eservices.map((e) => ({ id: e.id, name: e.name, subjects: 0 })) };
-  // A fresh installation has no database yet: it has no subjects either.
-  if (fs.existsSync(config.database)) {
-    const db = openDatabase(config.database, { readonly: true });
-    try {
-      const store = new SubjectStore(db);
-      counts.total = store.count();
-      for (const e of counts.eservices) e.subjects = store.countForEService(e.id);
-    } finally {
-      db.close();
-    }
+  // A missing database is exit 66 as for status and events list: a count of 0 would hide a wrong `database` path.
+  const db = openDatabase(config.database, { readonly: true });
+  try {
+    const store = new SubjectStore(db);
+    counts.total = store.count();
+    for (const e of counts.eservices) e.subjects = store.countForEService(e.id);
+  } finally {
+    db.close();
   }
   if (flags.json) {
     process.stdout.write(`${JSON.stringify(counts)}\n`);
@@ -253,5 +253,6 @@ function openInput(file: string): Readable {
     throw new AppError('INPUT_INVALID', `${file}: cannot read: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, { cause: err });
   }
   if (!stat.isFile() && !stat.isFIFO()) throw new AppError('INPUT_INVALID', `${file}: not a file`);
-  return fs.createReadStream(file);
+  // Opened now (not on the stream's first read), with the rights of whoever started the command.
+  return fs.createReadStream(file, { fd: fs.openSync(file, 'r') });
 }

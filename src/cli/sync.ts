@@ -29,7 +29,7 @@ export function registerSync(program: Command): void {
     .action(
       action(async (opts: SyncOptions, cmd: Command) => {
         if (!opts.once) throw new AppError('USAGE', 'sync needs --once (the long-running daemon is "signalhub-sync run")');
-        const config = await loadCliConfig(cmd);
+        const config = await loadCliConfig(cmd, { needsSecrets: true });
         const logger = cliLogger(cmd, config);
         // Resolved before the database is opened: a typo is a usage error (64) that touches nothing.
         // An e-service named twice (by id and by name) is synced once.

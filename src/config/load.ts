@@ -15,6 +15,11 @@ import { defaultDatabasePath, type PathContext } from './paths.js';
 export interface LoadConfigOptions {
   /** Environment for `${VAR}`, $CREDENTIALS_DIRECTORY and $STATE_DIRECTORY. Default process.env. */
   env?: NodeJS.ProcessEnv;
+  /**
+   * False: key and secret files are not opened (commands that call neither PDND nor a webhook),
+   * so they work where the keys cannot be read. Default true.
+   */
+  checkSecrets?: boolean;
 }
 
 /**
@@ -31,11 +36,11 @@ export async function loadConfig(file: string, options: LoadConfigOptions = {}):
     const reason = code === 'ENOENT' ? 'not found' : code === 'EACCES' ? 'not readable (permission denied)' : code === 'EISDIR' ? 'is a directory' : `cannot be read (${code ?? 'error'})`;
     throw new AppError('CONFIG_NOT_FOUND', `config file ${absolute} ${reason} (set --config or $SIGNALHUB_SYNC_CONFIG)`, { details: { file: absolute } });
   }
-  return parseConfigText(text, { file: absolute, env: options.env });
+  return parseConfigText(text, { file: absolute, env: options.env, checkSecrets: options.checkSecrets });
 }
 
 /** Validates config text as if read from `file` (relative paths resolve against its folder). Used by SIGHUP reload too. */
-export function parseConfigText(text: string, options: { file: string; env?: NodeJS.ProcessEnv }): Config {
+export function parseConfigText(text: string, options: { file: string; env?: NodeJS.ProcessEnv; checkSecrets?: boolean }): Config {
   const file = path.resolve(options.file);
   const env = options.env ?? process.env;
   const fail = (problems: ConfigProblem[]): never => {
@@ -58,7 +63,7 @@ export function parseConfigText(text: string, options: { file: string; env?: Nod
   const document = expanded.value as Record<string, unknown>;
   const paths: PathContext = { configDir: path.dirname(file), env };
   const preset = presetOf(document);
-  const result = buildFileSchema({ paths, preset, allowReadableSecrets: allowsReadableSecrets(document) }).safeParse(document);
+  const result = buildFileSchema({ paths, preset, allowReadableSecrets: allowsReadableSecrets(document), checkSecrets: options.checkSecrets ?? true }).safeParse(document);
   const problems = [
     ...expanded.problems,
     ...(result.success ? [] : problemsFromIssues(result.error.issues, document, knownKeysAt)),

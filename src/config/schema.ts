@@ -17,6 +17,13 @@ export interface SchemaContext {
   preset: PresetName | undefined;
   /** [security] allow_readable_secrets, read from the raw document: key and secret files may have group/other bits. */
   allowReadableSecrets: boolean;
+  /**
+   * Whether key and secret files are opened and judged (readable, a usable key, owner-only).
+   * False for commands that never call PDND or a webhook (status, events, subjects, cursor,
+   * ...): they run on the host where the keys may be out of reach. A secret pasted in place of
+   * its path is refused either way.
+   */
+  checkSecrets?: boolean;
 }
 
 export const RECIPE_PLACEHOLDERS = ['${subject}', '${seed}', '${algorithm}'] as const;
@@ -43,12 +50,13 @@ export function buildFileSchema(ctx: SchemaContext | null) {
     nonEmpty().describe(description).transform((value, issues) => {
       if (!ctx) return value;
       const file = resolveSecretPath(value, ctx.paths);
-      const pasted = inlineSecretProblem(value) ?? missingSecretNameProblem(value, file);
+      const pasted = inlineSecretProblem(value) ?? (ctx.checkSecrets === false ? null : missingSecretNameProblem(value, file));
       if (pasted) {
         // The value is not echoed anywhere, not even as the issue's input.
         issues.issues.push({ code: 'custom', message: pasted, input: '' });
         return file;
       }
+      if (ctx.checkSecrets === false) return file;
       const problem = contentProblem(file);
       if (problem) issues.issues.push({ code: 'custom', message: problem, input: value });
       const exposed = ownerOnly && !ctx.allowReadableSecrets ? secretFileModeProblem(file, ctx.paths.env.CREDENTIALS_DIRECTORY) : null;

@@ -2,7 +2,7 @@ import pRetry from 'p-retry';
 import type { Dispatcher } from 'undici';
 import type { EServiceConfig } from '../config/types.js';
 import { setTimeout as delay } from 'node:timers/promises';
-import { AppError, isAppError } from '../errors.js';
+import { AppError, isAppError, retryLogFields } from '../errors.js';
 import { silentLogger, type Logger } from '../log.js';
 import { TRACKING_EVIDENCE_HEADER } from '../pdnd/audit.js';
 import { DPOP_HEADER, requestedDpopNonce } from '../pdnd/dpop.js';
@@ -98,7 +98,7 @@ export class CryptoInfoClient {
             shouldRetry: (err) => isTransient(err) && !signal?.aborted,
             onFailedAttempt: (err) => {
               if (err.retriesLeft > 0 && isTransient(err) && isAppError(err)) {
-                this.logger.warn({ eservice: eservice.id, status: err.status, correlationId: err.correlationId, attempt: err.attemptNumber }, 'crypto info request failed, retrying');
+                this.logger.warn({ eservice: eservice.id, ...retryLogFields(err, err.attemptNumber, err.retriesLeft) }, 'crypto info request failed, retrying');
               }
             },
           }),
@@ -166,7 +166,7 @@ export class CryptoInfoClient {
       return await httpRequest(url.toString(), { method: 'GET', headers, timeoutMs: this.timeoutMs, maxBodyBytes: MAX_BODY_BYTES, dispatcher: this.dispatcher, ...(signal ? { signal } : {}) });
     } catch (err) {
       if (err instanceof NetworkFailure) {
-        const unavailable = new AppError('CRYPTO_UNAVAILABLE', `${where}: ${err.message}`, { retryable: true });
+        const unavailable = new AppError('CRYPTO_UNAVAILABLE', `${where}: ${err.message}`, { retryable: true, cause: err });
         // A refused certificate is refused again at once: only the operator can fix it.
         throw err.certificate ? unavailable : transient(unavailable);
       }

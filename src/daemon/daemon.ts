@@ -11,6 +11,7 @@ import { backpressureFor, backpressuredEServices, pruneDelivered, sinkStatus } f
 import { openDatabase, type Db } from '../store/db.js';
 import { EServiceStore } from '../store/eservices.js';
 import { WriterLock } from '../store/lock.js';
+import { OutboxStore } from '../store/outbox.js';
 import { ResyncStore } from '../store/resync.js';
 import type { SyncEngine } from '../sync/engine.js';
 import { closeRemotes, createEngine, createRemotes, type Remotes } from '../sync/runtime.js';
@@ -366,7 +367,14 @@ class DaemonRuntime implements Daemon {
         this.metrics.cursor.set({ eservice: es.id }, rows.get(es.id)?.cursor ?? 0);
         this.metrics.resyncOpen.set({ eservice: es.id }, open.get(es.id) ?? 0);
       }
+      // A rename on reload must not leave the old name's series behind.
+      this.metrics.eserviceInfo.reset();
+      for (const es of this.config.eservices) this.metrics.eserviceInfo.set({ eservice: es.id, name: es.name }, 1);
+      const outbox = new OutboxStore(this.db);
+      const now = Date.now();
       for (const sink of sinkStatus(this.db, this.config.sinks)) {
+        const oldest = outbox.oldestCreatedAfter(sink.position, sink.eservices);
+        this.metrics.sinkOldestPendingAge.set({ sink: sink.name }, oldest === null ? 0 : Math.max(0, (now - oldest) / 1000));
         this.metrics.sinkPending.set({ sink: sink.name }, sink.pending);
         this.metrics.sinkStopped.set({ sink: sink.name }, sink.state === 'stopped' ? 1 : 0);
       }

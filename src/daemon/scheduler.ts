@@ -299,6 +299,7 @@ export class Scheduler {
       metrics.eserviceUp.set({ eservice: status.id }, 1);
       metrics.lastSuccessfulPull.set({ eservice: status.id }, now / 1000);
       metrics.secondsSinceLastPull.set({ eservice: status.id }, 0);
+      metrics.caughtUp.set({ eservice: status.id }, result.caughtUp ? 1 : 0);
     }
     this.changed(entry);
   }

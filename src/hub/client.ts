@@ -1,6 +1,6 @@
 import pRetry from 'p-retry';
 import { Agent, request, type Dispatcher } from 'undici';
-import { AppError, isAppError } from '../errors.js';
+import { AppError, isAppError, retryLogFields } from '../errors.js';
 import { silentLogger, type Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import type { HubConfig } from '../config/types.js';
@@ -184,7 +184,7 @@ export class HubClient {
         onFailedAttempt: (err) => {
           if (!isAppError(err) || err.code !== 'HUB_UNAVAILABLE' || err.retriesLeft <= 0) return;
           this.logger.warn(
-            { eservice: target.eservice, status: err.status, correlationId: err.correlationId, attempt: err.attemptNumber, retriesLeft: err.retriesLeft, reason: err.message },
+            { eservice: target.eservice, ...retryLogFields(err, err.attemptNumber, err.retriesLeft), reason: err.message },
             'hub request failed, retrying',
           );
         },
@@ -299,6 +299,7 @@ export class HubClient {
     // headersTimeout/bodyTimeout bound silences only: a hub dripping a byte now and then would hold
     // the call (and its e-service) forever. The deadline bounds the whole exchange.
     const deadline = exchangeDeadline(this.options.requestTimeoutMs, signal);
+    const timer = this.options.metrics?.pullDuration.startTimer({ eservice: target.eservice });
     try {
       const response = await request(`${this.baseUrl}${target.path}`, {
         method: 'GET',
@@ -310,10 +311,12 @@ export class HubClient {
       });
       rateLimit = parseRateLimitHeaders(response.headers);
       const text = await readCapped(response.body, MAX_PULL_BODY_BYTES, target, response.statusCode);
+      timer?.({ status: String(response.statusCode) });
       return { status: response.statusCode, headers: response.headers, text, rateLimit, voucher };
     } catch (err) {
       if (signal?.aborted || isAppError(err)) throw err;
       this.options.metrics?.pulls.inc({ eservice: target.eservice, status: 'error' });
+      timer?.({ status: 'error' });
       // The host, because a TLS refusal (untrusted CA, wrong name) is about that server's certificate.
       const failure = deadline.expired
         ? `no complete answer within ${this.options.requestTimeoutMs} ms (hub.request_timeout_ms)`

@@ -1,6 +1,6 @@
 import pRetry from 'p-retry';
 import type { Dispatcher } from 'undici';
-import { AppError, isAppError } from '../errors.js';
+import { AppError, isAppError, retryLogFields } from '../errors.js';
 import { silentLogger, type Logger } from '../log.js';
 import { CLIENT_ASSERTION_TYPE } from './assertion.js';
 import { DPOP_HEADER, requestedDpopNonce } from './dpop.js';
@@ -47,7 +47,7 @@ export async function requestToken(options: TokenRequestOptions): Promise<TokenR
     shouldRetry: (err) => isTransient(err),
     onFailedAttempt: (err) => {
       if (err.retriesLeft > 0 && isTransient(err) && isAppError(err)) {
-        logger.warn({ clientId: options.clientId, status: err.status, correlationId: err.correlationId, attempt: err.attemptNumber }, 'token request failed, retrying');
+        logger.warn({ clientId: options.clientId, ...retryLogFields(err, err.attemptNumber, err.retriesLeft) }, 'token request failed, retrying');
       }
     },
   });
@@ -102,7 +102,7 @@ async function post(options: TokenRequestOptions, where: string, nonce: string |
     });
   } catch (err) {
     if (err instanceof NetworkFailure) {
-      const unavailable = new AppError('TOKEN_UNAVAILABLE', `${where}: ${err.message}`, { retryable: true, details: { clientId: options.clientId } });
+      const unavailable = new AppError('TOKEN_UNAVAILABLE', `${where}: ${err.message}`, { retryable: true, cause: err, details: { clientId: options.clientId } });
       // A refused certificate is refused again at once: only the operator can fix it.
       throw err.certificate ? unavailable : transient(unavailable);
     }

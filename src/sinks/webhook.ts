@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import tls from 'node:tls';
 import pRetry, { AbortError } from 'p-retry';
 import { Agent, request } from 'undici';
-import { AppError, isAppError } from '../errors.js';
+import { AppError, isAppError, retryLogFields } from '../errors.js';
 import { silentLogger, type Logger } from '../log.js';
 import type { WebhookSignatureScheme, WebhookSinkConfig } from '../config/types.js';
 import type { OutboxRow } from '../store/outbox.js';
@@ -103,7 +103,7 @@ export class WebhookSink implements Sink {
           randomize: true,
           signal,
           onFailedAttempt: async (err) => {
-            this.logger.warn({ attempt: err.attemptNumber, retriesLeft: err.retriesLeft, err: { code: (err as Partial<AppError>).code, status: (err as Partial<AppError>).status, message: err.message } }, 'webhook attempt failed');
+            this.logger.warn({ ...retryLogFields(err, err.attemptNumber, err.retriesLeft), err: { code: (err as Partial<AppError>).code, status: (err as Partial<AppError>).status, message: err.message } }, 'webhook attempt failed');
             const retryAfterMs = retryAfterOf(err);
             if (retryAfterMs !== undefined && err.retriesLeft > 0) {
               await sleep(Math.min(retryAfterMs, this.options.maxRetryAfterMs ?? 300_000), signal);

@@ -54,6 +54,14 @@ export class OutboxStore {
     this.countAfterFilteredStmt = db.prepare('SELECT COUNT(*) AS n FROM outbox WHERE seq > ? AND eservice_id IN (SELECT value FROM json_each(?))');
   }
 
+  /** created_at (ms) of the first event after `seq` (of `eserviceIds` when non-empty), or null: the oldest a sink has not confirmed. */
+  oldestCreatedAfter(seq: number, eserviceIds: readonly string[] = []): number | null {
+    const row = (eserviceIds.length > 0
+      ? this.db.prepare('SELECT created_at AS t FROM outbox WHERE seq > ? AND eservice_id IN (SELECT value FROM json_each(?)) ORDER BY seq LIMIT 1').get(seq, JSON.stringify(eserviceIds))
+      : this.db.prepare('SELECT created_at AS t FROM outbox WHERE seq > ? ORDER BY seq LIMIT 1').get(seq)) as { t: number } | undefined;
+    return row?.t ?? null;
+  }
+
   /** Returns false when an event with this id already exists (a rescan or a replayed page). */
   append(event: OutboxEvent, now = Date.now()): boolean {
     const signalId = event.type === 'signal' ? event.signalId : null;
