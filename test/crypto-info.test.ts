@@ -75,6 +75,22 @@ describe('CryptoInfoClient against the simulated producer', () => {
     expect(hasher.pseudonym('RSSMRA80A01H501Z')).toBe(sim.pseudonymFor('es-alg', 'RSSMRA80A01H501Z'));
   });
 
+  it('refuses a seed longer than 1 KiB with CRYPTO_BAD_RESPONSE naming its length, never the seed, and does not retry it; 1 KiB exactly is accepted', async () => {
+    const longSeed = `LONG-${'s'.repeat(1020)}`; // 1025 bytes
+    sim.addEService({ id: 'es-long', seed: SEED });
+    sim.faults.inject('crypto', { kind: 'wrongShape', body: { seed: longSeed, cryptoHashFunction: 'SHAKE256' }, times: 1 });
+    const err = await failure(crypto.fetch(esConfig('es-long')));
+    expect(err.code).toBe('CRYPTO_BAD_RESPONSE');
+    expect(err.message).toContain('1025 bytes');
+    expect(err.message).toContain('es-long');
+    expect(requests('crypto')).toBe(1);
+    expectNoSecrets([err], [longSeed.slice(0, 40)]);
+
+    const justFits = `FITS-${'s'.repeat(1019)}`; // 1024 bytes
+    sim.faults.inject('crypto', { kind: 'wrongShape', body: { seed: justFits, cryptoHashFunction: 'SHA-256' }, times: 1 });
+    expect((await crypto.fetch(esConfig('es-long'))).seed).toBe(justFits);
+  });
+
   it('rejects an unknown algorithm with UNSUPPORTED_ALGORITHM, without the seed', async () => {
     sim.addEService({ id: 'es-md5', seed: SEED });
     sim.faults.inject('crypto', { kind: 'wrongShape', body: { seed: SEED, cryptoHashFunction: 'MD5' } });

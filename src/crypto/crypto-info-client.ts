@@ -197,6 +197,9 @@ export class CryptoInfoClient {
   }
 }
 
+/** Longest seed accepted (bytes of UTF-8). GovWay's seeds are tens of bytes. */
+export const MAX_SEED_BYTES = 1024;
+
 /**
  * `{seed, cryptoHashFunction, signalId?}` checked field by field. Unknown extra fields are
  * ignored (producers add their own); `signalId: null` counts as absent.
@@ -207,6 +210,12 @@ export function parseCryptoInfo(text: string, where: string, status = 200): Cryp
   if (seed === undefined) throw bad('"seed" is missing');
   if (typeof seed !== 'string') throw bad(`"seed" is a ${jsonType(seed)}, expected a string`);
   if (seed.length === 0) throw bad('"seed" is empty');
+  const seedBytes = Buffer.byteLength(seed, 'utf8');
+  if (seedBytes > MAX_SEED_BYTES) {
+    // Every subject's pseudonym hashes the seed: a 60 KB seed makes a reseed ~100x slower (ARCHITECTURE
+    // invariant 8). The same answer will come back on a retry, so this is not retried.
+    throw new AppError('CRYPTO_BAD_RESPONSE', `${where}: answered ${status} with a seed of ${seedBytes} bytes, longer than the ${MAX_SEED_BYTES} bytes accepted`, { status, retryable: false });
+  }
   if (cryptoHashFunction === undefined) throw bad('"cryptoHashFunction" is missing');
   if (typeof cryptoHashFunction !== 'string') throw bad(`"cryptoHashFunction" is a ${jsonType(cryptoHashFunction)}, expected a string`);
   try {
