@@ -4,7 +4,7 @@ import { Agent } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { EServiceConfig } from '../src/config/types.js';
 import { resolveAlgorithm } from '../src/crypto/algorithms.js';
-import { CryptoInfoClient, type CryptoInfo } from '../src/crypto/crypto-info-client.js';
+import { CryptoInfoClient, MAX_SEED_BYTES, type CryptoInfo } from '../src/crypto/crypto-info-client.js';
 import { isAppError, type ErrorCode } from '../src/errors.js';
 import { silentLogger } from '../src/log.js';
 import { VoucherProvider } from '../src/pdnd/vouchers.js';
@@ -138,7 +138,8 @@ function model(a: Answer, bodyBytes: number): { accepted: Omit<CryptoInfo, 'fing
   if (a.status < 200 || a.status >= 300) return { codes: ['CRYPTO_UNAVAILABLE'] };
   if (a.status === 204 || bodyBytes > MAX_BODY_BYTES || a.body !== 'object') return { codes: ['CRYPTO_BAD_RESPONSE'] };
   const codes: ErrorCode[] = [];
-  const seedOk = a.seedField.present && a.seedField.json === 'SEED';
+  // Seeds longer than 1 KiB are refused (they multiply the cost of every reseed).
+  const seedOk = a.seedField.present && a.seedField.json === 'SEED' && Buffer.byteLength(a.seed, 'utf8') <= MAX_SEED_BYTES;
   if (!seedOk) codes.push('CRYPTO_BAD_RESPONSE');
   if (a.algorithmField !== 'spelling') codes.push('CRYPTO_BAD_RESPONSE');
   else if ('swapped' in a.algorithm || a.algorithm.canonical === undefined) codes.push('UNSUPPORTED_ALGORITHM');
