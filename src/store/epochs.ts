@@ -28,6 +28,8 @@ export interface Epoch {
   signalCount: number;
   createdAt: number;
   retiredAt: number | null;
+  /** Assumed epochs: when the hub showed no later SEEDUPDATE existed at their fetch (null: not yet). */
+  confirmedAt: number | null;
 }
 
 interface RawEpoch {
@@ -48,6 +50,7 @@ interface RawEpoch {
   signal_count: number;
   created_at: number;
   retired_at: number | null;
+  confirmed_at: number | null;
 }
 
 const toEpoch = (r: RawEpoch): Epoch => ({
@@ -68,6 +71,7 @@ const toEpoch = (r: RawEpoch): Epoch => ({
   signalCount: r.signal_count,
   createdAt: r.created_at,
   retiredAt: r.retired_at,
+  confirmedAt: r.confirmed_at,
 });
 
 export interface NewEpoch {
@@ -127,6 +131,11 @@ export class EpochStore {
       )
       .run(e.eservice, e.startSignalId, e.status, e.seed, e.seedFingerprint, e.algorithm, e.template, e.encoding, e.producerSignalId, e.note ?? null, now);
     return this.get(Number(info.lastInsertRowid))!;
+  }
+
+  /** The hub answered 200 with signals: every assumed epoch of the e-service is confirmed. */
+  confirmAssumed(eservice: number, now = Date.now()): void {
+    this.db.prepare("UPDATE epochs SET confirmed_at = ? WHERE eservice = ? AND status = 'assumed' AND confirmed_at IS NULL").run(now, eservice);
   }
 
   setPseudonymCount(id: number, count: number): void {

@@ -153,6 +153,12 @@ CREATE INDEX skipped_signals_by_time ON skipped_signals (skipped_at);
 -- The highest cursor an operator moved forward to (cursor set): the late-lower-id lookback
 -- never re-reads below it, into the range the operator chose to skip.
 ALTER TABLE eservices ADD COLUMN skip_floor INTEGER NOT NULL DEFAULT 0;
+
+-- When the hub last showed, with a page of signals answered 200, that no SEEDUPDATE existed
+-- beyond an assumed epoch's start when its seed was fetched (src/sync/engine.ts). Epochs from
+-- before this version count as confirmed: they were judged by the rules of their time.
+ALTER TABLE epochs ADD COLUMN confirmed_at INTEGER;
+UPDATE epochs SET confirmed_at = created_at;
 `,
   },
   {

@@ -80,10 +80,10 @@ export class SignalLogStore {
   }
 
   /** Logged signals with ids in `(after, upTo]`, ascending. */
-  range(eservice: number, after: number, upTo: number): { signalId: number; epoch: number | null; unmatched: boolean; signalType: string; objectType: string; objectId: string }[] {
+  range(eservice: number, after: number, upTo: number): { signalId: number; epoch: number | null; unmatched: boolean; signalType: string; objectType: string; objectId: string; receivedAt: number }[] {
     const rows = this.db
-      .prepare('SELECT signal_id AS signalId, epoch, unmatched, signal_type AS signalType, object_type AS objectType, object_id AS objectId FROM signal_log WHERE eservice = ? AND signal_id > ? AND signal_id <= ? ORDER BY signal_id')
-      .all(eservice, after, upTo) as { signalId: number; epoch: number | null; unmatched: number; signalType: string; objectType: string; objectId: string }[];
+      .prepare('SELECT signal_id AS signalId, epoch, unmatched, signal_type AS signalType, object_type AS objectType, object_id AS objectId, received_at AS receivedAt FROM signal_log WHERE eservice = ? AND signal_id > ? AND signal_id <= ? ORDER BY signal_id')
+      .all(eservice, after, upTo) as { signalId: number; epoch: number | null; unmatched: number; signalType: string; objectType: string; objectId: string; receivedAt: number }[];
     return rows.map((r) => ({ ...r, unmatched: r.unmatched === 1 }));
   }
 

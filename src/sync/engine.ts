@@ -125,7 +125,7 @@ export class SyncEngine {
     this.signalLog = new SignalLogStore(this.db);
     this.skippedSignals = new SkippedSignalStore(this.db);
     this.matchStmt = this.db.prepare(
-      'SELECT s.id, s.key, s.ref FROM pseudonyms p JOIN subjects s ON s.id = p.subject_id WHERE p.epoch = ? AND p.digest = ?',
+      'SELECT s.id, s.key, s.ref, s.added_at AS addedAt FROM pseudonyms p JOIN subjects s ON s.id = p.subject_id WHERE p.epoch = ? AND p.digest = ?',
     );
     // The log de-duplicates re-reads (lookback, rescan overlap) and feeds back-matching.
     this.keepSignalLog = this.config.subjects.backfill || this.config.hub.rescanOverlap > 0 || this.config.hub.timeWindowSeconds > 0;
@@ -191,7 +191,7 @@ export class SyncEngine {
         if (outcome.pages === 0) await this.ensureInitialEpoch(ctx);
         if (retentionGapSince !== undefined && outcome.pages === 0) {
           // The seed first: should the producer fail, the next run still finds the gap.
-          await this.revalidateSeedAfterGap(ctx);
+          await this.revalidateSeedAfterGap(ctx, page);
           this.recordRetentionGap(es, row, page, retentionGapSince, ctx.log);
         }
         const { signals, matches } = await this.processPage(ctx, page);
@@ -203,6 +203,8 @@ export class SyncEngine {
         const caughtUp = page.status === 200 || page.signals.length === 0;
         this.eservices.markPulled(row.id, this.now(), caughtUp);
         this.metrics?.lastSuccessfulPull.set({ eservice: es.id }, this.now() / 1000);
+        // Only a page with signals: an empty 200 says nothing of signals the window still hides.
+        if (page.status === 200 && page.signals.length > 0) this.epochs.confirmAssumed(row.id, this.now());
         if (caughtUp) {
           if (this.reports.closeGrowing(es, row.id, undefined)) this.onEvents();
           outcome.caughtUp = true;
@@ -332,10 +334,12 @@ export class SyncEngine {
    * hub) is under a seed that cannot be told, and is reported rather than matched under a
    * stale one (a silent miss).
    */
-  private async revalidateSeedAfterGap(ctx: RunContext): Promise<void> {
+  private async revalidateSeedAfterGap(ctx: RunContext, page: Page): Promise<void> {
     const { es, row, log, signal } = ctx;
     if (ctx.identity) return;
     const cursor = this.cursorOf(row);
+    // The signal right after the cursor is still there: nothing was deleted, no SEEDUPDATE either.
+    if (page.signals.some((s) => s.signalId === cursor + 1)) return;
     const epochs = this.epochs.forEService(row.id);
     const inForce = epochForSignal(epochs, cursor + 1);
     if (inForce === undefined || inForce.status === 'unknown') return;
@@ -410,7 +414,7 @@ export class SyncEngine {
     const earlier = existing.filter((e) => e.startSignalId < S);
     // An identity e-service has no seed: a SEEDUPDATE changes nothing (SPEC §8b).
     const alreadyOpen = ctx.identity || existing.some((e) => e.startSignalId === S);
-    const decision = alreadyOpen ? undefined : this.withInitialAssumptionChecked(ctx, await this.resolveRotation(ctx, S, earlier), earlier);
+    const decision = alreadyOpen ? undefined : this.withAssumptionChecked(await this.resolveRotation(ctx, S, earlier), earlier);
     const started = this.now();
     // A SEEDUPDATE that became visible after later signals (SPEC §3 late lower ids): those
     // were matched with the previous seed. The new epoch still starts at S for what follows.
@@ -483,14 +487,17 @@ export class SyncEngine {
     for (const r of rows) {
       if (r.epoch === null) continue; // a skipped signal: nothing to match under any seed
       const digest = decodeObjectId(r.objectId, opened.encoding!, length);
-      const subject = digest && (this.matchStmt.get(opened.id, digest) as { id: number; key: string; ref: string | null } | undefined);
+      const subject = digest && (this.matchStmt.get(opened.id, digest) as { id: number; key: string; ref: string | null; addedAt: number } | undefined);
       this.signalLog.reassign(row.id, r.signalId, opened.id, !subject && digest !== null);
       first ??= r.signalId;
       last = r.signalId;
       count++;
       if (!subject) continue;
       matched++;
-      if (this.outbox.append(this.signalEvent(es, { signalId: r.signalId, signalType: r.signalType, objectType: r.objectType, objectId: r.objectId }, subject, opened.id, receivedAt), receivedAt)) wrote = true;
+      const event = this.signalEvent(es, { signalId: r.signalId, signalType: r.signalType, objectType: r.objectType, objectId: r.objectId }, subject, opened.id, receivedAt);
+      // A subject added since the signal arrived matches it as a back-match would: say so.
+      if (subject.addedAt > r.receivedAt) event.backfilled = true;
+      if (this.outbox.append(event, receivedAt)) wrote = true;
     }
     if (first !== undefined) this.epochs.noteSignals(opened.id, first, last, count);
     if (matched > 0) this.eservices.advance(row.id, cursorBefore, 0, matched);
@@ -516,19 +523,21 @@ export class SyncEngine {
   }
 
   /**
-   * A first start without proof of where the current seed begins assumes it covers the backlog.
-   * A SEEDUPDATE met before the e-service ever caught up was (but for a rotation during that very
-   * catch-up) already on the hub when the seed was fetched: the seed then served is that
-   * SEEDUPDATE's or a later one (or, in the race, one just before the newest), so the backlog
-   * before it was not under it. Reported at once, rather than kept when no later answer happens
-   * to repeat the assumed seed.
+   * An assumed seed is the producer's current one when fetched, believed to start at its
+   * SEEDUPDATE. A new SEEDUPDATE met before the hub confirmed that belief (a page of signals
+   * answered 200 after the fetch: nothing more existed, hidden or not, SPEC §3) may have been on
+   * the hub already at that fetch, hidden by the window or further in the backlog; the seed then
+   * served was that SEEDUPDATE's or a later one's (or, in the race, the one just before the
+   * newest), not the assumed epoch's. Its signals are reported at once, rather than kept when no
+   * later answer happens to repeat the assumed seed. A rotation during the very catch-up that
+   * fetched the seed is the one case this reports although the assumption was right.
    */
-  private withInitialAssumptionChecked(ctx: RunContext, decision: RotationDecision & { kind: 'open' }, earlier: Epoch[]): RotationDecision & { kind: 'open' } {
-    const initial = earlier[0];
-    if (earlier.length !== 1 || initial?.status !== 'assumed') return decision;
-    if (this.eservices.get(ctx.row.eserviceId)!.caughtUpAt !== null) return decision;
-    if (decision.invalidate.some((i) => i.epochId === initial.id)) return decision;
-    return { ...decision, invalidate: [...decision.invalidate, { epochId: initial.id, reason: 'backlog-predates-seed' }] };
+  private withAssumptionChecked(decision: RotationDecision & { kind: 'open' }, earlier: Epoch[]): RotationDecision & { kind: 'open' } {
+    const previous = earlier.at(-1);
+    if (previous?.status !== 'assumed' || previous.confirmedAt !== null) return decision;
+    if (decision.invalidate.some((i) => i.epochId === previous.id)) return decision;
+    const reason = previous.id === earlier[0]!.id ? 'backlog-predates-seed' : 'seed-unchanged';
+    return { ...decision, invalidate: [...decision.invalidate, { epochId: previous.id, reason }] };
   }
 
   /** Pseudonyms of an epoch are dropped once no re-read (lookback, rescan overlap) can reach a signal of it. */

@@ -38,6 +38,8 @@ export const UNIVERSE = 6;
 export const STRANGERS = 3;
 /** The hub's time window (SPEC §3: 10 s in production): a signal is visible this long after insertion. */
 export const WINDOW_MS = 10_000;
+/** How long after a SEEDUPDATE is visible a short race may last (the default crypto.rotation_wait_seconds). */
+const RACE_MS = 120_000;
 const DAY_MS = 86_400_000;
 const RETENTION_DAYS = 30;
 /** A stale race at least this long outlasts any wait the rules allow (a "huge" race). */
@@ -190,6 +192,17 @@ export class ModelWorld {
   readonly signals = new Map<number, WorldSignal>();
   readonly rotations: Rotation[];
   staleLeft = 0;
+  /**
+   * SPEC §8: the race is "right after S becomes visible": a producer that still serves the old
+   * seed long after is stuck (HUGE_STALE), not racing. Short races end with time as well as reads.
+   */
+  staleUntil = 0;
+
+  private racing(): boolean {
+    if (this.staleLeft <= 0) return false;
+    if (this.staleLeft < HUGE_STALE && this.clock > this.staleUntil) this.staleLeft = 0;
+    return this.staleLeft > 0;
+  }
   maxId = 0;
   readonly subjects = new Set<number>();
   readonly runs: RunSnapshot[] = [];
@@ -249,6 +262,7 @@ export class ModelWorld {
     const id = this.nextId(0);
     this.rotations.push({ id, seed: this.seedFor(this.rotations.length) });
     this.staleLeft = stale;
+    this.staleUntil = this.clock + lateMs + WINDOW_MS + RACE_MS;
     this.add({ id, type: 'SEEDUPDATE', objectId: '-', objectType: 'seed', who: undefined, junk: 'none', insertedAt: this.clock + lateMs, late: lateMs > 0 });
   }
 
@@ -315,14 +329,14 @@ export class ModelWorld {
         const kept = this.rotations.slice(Math.max(0, this.rotations.length - this.mode.depth));
         entry = kept.find((r) => r.id === opts.signalId);
         // During the race the producer does not know its new seed yet.
-        if (entry === newest && previous && this.staleLeft > 0) {
+        if (entry === newest && previous && this.racing()) {
           this.staleLeft--;
           entry = undefined;
         }
         if (!entry) throw new AppError('CRYPTO_NOT_FOUND', `model producer: no crypto info introduced by signalId ${opts.signalId}`);
       } else {
         entry = newest;
-        if (previous && this.staleLeft > 0) {
+        if (previous && this.racing()) {
           this.staleLeft--;
           entry = previous;
         }
@@ -335,6 +349,7 @@ export class ModelWorld {
   /** Called before each consumer run. */
   beginRun(): number {
     const kept = new Set(this.rotations.slice(Math.max(0, this.rotations.length - this.mode.depth)).map((r) => r.id));
+    this.racing(); // a race that time has ended is over for this run's snapshot too
     this.runs.push({ startedAt: this.clock, newest: this.rotations.at(-1)!.id, kept, staleLeft: this.staleLeft, subjects: new Set(this.subjects), cursorAfter: undefined, slept: 0 });
     this.currentRun = this.runs.length - 1;
     return this.currentRun;
@@ -516,6 +531,9 @@ export function epochKnowable(world: ModelWorld, start: number, run: RunSnapshot
   const current = (): Knowable => {
     if (start === run.newest) {
       if (!racing) return { is: 'yes' };
+      // Misled by an excused stale read before, the consumer's belief is not the previous seed,
+      // so the race's stale answer does not look stale: nothing tells it without history or signalId.
+      if (afterExcused && !mode.cryptoHistory && !mode.includeSignalId) return { is: 'excused', why: 'race after an excused epoch' };
       // A race shorter than the wait is ridden out unless a wait already expired in this run
       // (one full wait per run): timing the model does not predict, so either outcome.
       return huge && (mode.includeSignalId || mode.cryptoHistory) ? { is: 'no', why: 'race outlasts the wait' } : { is: 'maybe', why: 'race shorter than the wait' };
@@ -599,10 +617,28 @@ export function judge(played: ModelRun): Verdict {
     const next = world.rotations.find((r) => r.id > start);
     const initial = start <= c0 && (next === undefined || next.id > c0);
     if (!firstRun) k = { is: 'maybe', why: 'no run' };
-    else if (initial) k = epochKnowable(world, start, firstRun, true);
+    else if (initial) {
+      k = epochKnowable(world, start, firstRun, true);
+      // Without signalId, and without history from cursor 0, the first seed is an assumption:
+      // a consumer cannot tell a SEEDUPDATE inserted just after its first fetch from one the
+      // window hid at that moment, so reporting the first epoch at its first SEEDUPDATE is allowed
+      // (the README's "Seed epochs in every producer mode"); matching it must still be right.
+      const firstSeedKept = world.rotations.filter((r) => r.id <= firstRun.newest).length <= world.mode.depth;
+      const assumed = !world.mode.includeSignalId && !(world.mode.cryptoHistory && c0 === 0 && firstSeedKept);
+      if (k.is === 'yes' && assumed && world.rotations.some((r) => r.id > c0)) k = { is: 'maybe', why: 'the first seed is an assumption' };
+    }
     else {
       const su = world.signals.get(start)!;
-      if (su.firstServedRun === undefined) k = { is: 'maybe', why: `SEEDUPDATE ${start} deleted by retention before it was served` };
+      // Deleted before any run pulled it while the producer still served the seed before it (a
+      // stale read at the first fetch): no trace of the rotation is left anywhere to see.
+      // Deleted before the first run ever pulled (it existed then and was never served): a fresh
+      // consumer has no trace of it. The README states this limit ("Seed epochs in every
+      // producer mode"): from cursor 0 with history the first seed is taken for the backlog.
+      if (su.firstServedRun === undefined && firstRun.newest >= start && (firstRun.staleLeft > 0 || world.mode.cryptoHistory)) k = { is: 'excused', why: `SEEDUPDATE ${start} deleted by retention before the first pull` };
+      // A producer stuck on its old seed (a race that outlasts every wait) whose SEEDUPDATE the
+      // retention deleted: its answers deny the rotation and nothing else shows it.
+      else if (su.firstServedRun === undefined && world.runs.some((r) => r.newest >= start && r.staleLeft >= HUGE_STALE)) k = { is: 'excused', why: `SEEDUPDATE ${start} deleted by retention while the producer was stuck on the old seed` };
+      else if (su.firstServedRun === undefined) k = { is: 'maybe', why: `SEEDUPDATE ${start} deleted by retention before it was served` };
       else {
         const before = [...world.rotations].reverse().find((r) => r.id < start);
         const afterExcused = before !== undefined && before.id >= 0 && verdictOf(before.id).is === 'excused';
@@ -654,7 +690,11 @@ export function judge(played: ModelRun): Verdict {
     }
     if (who !== undefined) {
       const why = knowable.is === 'yes' ? '' : ` [${knowable.is}: ${knowable.why}]`;
-      if (knowable.is === 'yes' && !event) violations.push(`(a) signal ${s.id} of epoch ${epoch.id} for ${world.ref(who)}: no event (knowable)${covered(s.id) ? ', only reported' : ''}`);
+      // After a retention gap the consumer owes a resynchronization anyway, and cannot always
+      // tell whether a SEEDUPDATE was deleted (the window may hide what survived): a knowable
+      // signal inside a retention-gap report is allowed, as (c) allows such reports below.
+      const inGapReport = reports.some((r) => r.reason === 'retention-gap' && r.from <= s.id && s.id <= r.to);
+      if (knowable.is === 'yes' && !event && !inGapReport) violations.push(`(a) signal ${s.id} of epoch ${epoch.id} for ${world.ref(who)}: no event (knowable)${covered(s.id) ? ', only reported' : ''}`);
       if (knowable.is === 'no' && !event && !covered(s.id)) violations.push(`(a) signal ${s.id} of epoch ${epoch.id} for ${world.ref(who)}: neither event nor report${why}`);
       if (knowable.is === 'maybe' && !event && !covered(s.id)) violations.push(`(a) signal ${s.id} of epoch ${epoch.id} for ${world.ref(who)}: silent miss${why}`);
     }
