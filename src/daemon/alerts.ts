@@ -36,7 +36,7 @@ export class RetentionWatch {
       this.deps.metrics.retentionMargin.set({ eservice: es.id }, alert.marginSeconds);
       const previous = this.levels.get(es.id);
       this.levels.set(es.id, alert.level);
-      const fields = { eservice: es.id, eserviceName: es.name, level: alert.level, ageSeconds: alert.ageSeconds, marginSeconds: alert.marginSeconds, since: alert.since, sinceAt: alert.sinceAt };
+      const fields = { eservice: es.id, eserviceName: es.name, retentionLevel: alert.level, ageSeconds: alert.ageSeconds, marginSeconds: alert.marginSeconds, since: alert.since, sinceAt: alert.sinceAt };
       if (alert.level !== previous) {
         if (alert.level === 'critical') this.deps.logger.error(fields, `e-service ${es.name} is CRITICAL: ${alert.message}`);
         else if (alert.level === 'stale') this.deps.logger.warn(fields, `e-service ${es.name} is stale: ${alert.message}`);
