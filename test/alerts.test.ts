@@ -2,7 +2,7 @@ import { Writable } from 'node:stream';
 import { afterEach, describe, expect, it } from 'vitest';
 import { startDaemon, type Daemon } from '../src/daemon/daemon.js';
 import { isAppError } from '../src/errors.js';
-import { FORBIDDEN_FIXES, type ForbiddenReason } from '../src/hub/errors.js';
+import { classifyForbidden, FORBIDDEN_FIXES, forbiddenReasonOf, parseProblem, type ForbiddenReason } from '../src/hub/errors.js';
 import { createLogger, silentLogger } from '../src/log.js';
 import { Metrics } from '../src/metrics.js';
 import { openDatabase } from '../src/store/db.js';
@@ -144,6 +144,15 @@ describe('a hub 403, classified with the back-office step that fixes it', () => 
       expect(text).toContain(`refused by the hub (403, ${c.reason}): ${es.name}: ${FORBIDDEN_FIXES[c.reason]}`);
     });
   }
+
+  it('classifies problem bodies it cannot read as unclassified, and reads old untagged messages the same way', () => {
+    expect(classifyForbidden(parseProblem('{"title":"Forbidden","detail":"nope","errors":[{"code":"9999","detail":"nope"}]}'))).toBe('unclassified');
+    expect(classifyForbidden(parseProblem('<html>Request Rejected</html>'))).toBe('firewall');
+    expect(classifyForbidden(parseProblem(''))).toBe('firewall');
+    expect(classifyForbidden(parseProblem('{"detail":"Purpose is not active","errors":[]}'))).toBe('no-agreement');
+    expect(forbiddenReasonOf('Signal Hub pull: HTTP 403 (written by an older version)')).toBe('unclassified');
+    expect(forbiddenReasonOf('...; [403 bogus] something')).toBe('unclassified');
+  });
 
   it('the fixes name the PDND back-office step', () => {
     expect(FORBIDDEN_FIXES['no-agreement']).toContain('activate the agreement and the purpose for this e-service in the PDND back office');
