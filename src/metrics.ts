@@ -29,6 +29,8 @@ export class Metrics {
   readonly rateLimitRemaining = new Gauge({ name: 'signalhub_rate_limit_remaining', help: 'X-Rate-Limit-Remaining of the last hub answer', registers: [this.registry] });
   readonly rateLimited = new Counter({ name: 'signalhub_rate_limited_total', help: '429 answers from the hub', registers: [this.registry] });
   readonly resyncOpen = new Gauge({ name: 'signalhub_resync_reports_open', help: 'Resync reports not yet acknowledged', labelNames: ['eservice'] as const, registers: [this.registry] });
+  // ---- warnings before data is lost (alerts.*) ----
+  readonly retentionMargin = new Gauge({ name: 'signalhub_retention_margin_seconds', help: 'Seconds before the hub starts deleting signals this consumer has not pulled yet: hub.retention_days minus the age of the last successful pull (negative: some are lost)', labelNames: ['eservice'] as const, registers: [this.registry] });
   readonly eserviceUp = new Gauge({ name: 'signalhub_eservice_healthy', help: '1 when the last sync attempt of the e-service succeeded', labelNames: ['eservice'] as const, registers: [this.registry] });
 
   // --- Operator metrics (issue 15) ---

@@ -69,7 +69,7 @@ describe('status of troubled e-services', () => {
     expect(table.stdout).toMatch(/^ {2}blocked: anagrafe: pulling paused by the backlog of sink slow$/m);
     const line = (prefix: string) => table.stdout.split('\n').find((l) => l.startsWith(prefix))!;
     expect(line(STALE)).toMatch(new RegExp(`anagrafe\\s+idle, paused by sink slow\\s+${lost}\\s.*#\\d+ unknown no seed from ${s} \\(\\d+s\\)\\s+1 open$`));
-    expect(line(REFUSED)).toMatch(/tributi\s+failing, paused by sink slow\s+0\s+never\s+never/);
+    expect(line(REFUSED)).toMatch(/tributi\s+failing \(403 no-agreement\), paused by sink slow\s+0\s+never\s+never/);
     expect(table.stdout).toMatch(/^last error of tributi: HUB_FORBIDDEN \S+: .+$/m);
 
     // Dropped from the configuration: still shown, flagged, with its open reports.

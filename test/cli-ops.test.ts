@@ -145,10 +145,17 @@ describe('status', () => {
       epoch: null,
       openResyncReports: 0,
       skippedSignals: {},
+      // Never seen by a sync run or the daemon: no "first configured" time to count an age from.
+      retention: null,
+      forbidden: null,
     });
+    // Just pulled: fresh, with the whole 30-day retention ahead.
+    expect(synced.retention).toMatchObject({ level: 'ok', since: 'last-pull', message: null });
+    expect(synced.retention.marginSeconds).toBeGreaterThan(30 * 86_400 - 600);
+    expect(synced.forbidden).toBeNull();
     // Events: CREATE before, resync-required, DELETE after; nothing delivered yet.
     expect(status.sinks).toEqual([expect.objectContaining({ name: 'archive', type: 'file', position: 0, pending: 3, state: 'active' })]);
-    expect(status.totals).toEqual({ eservices: 2, signalsSeen: 7, matches: 2, openResyncReports: 1, skippedSignals: 0, outboxEvents: 3, lastSeq: 3, maxPending: 3 });
+    expect(status.totals).toEqual({ eservices: 2, signalsSeen: 7, matches: 2, openResyncReports: 1, skippedSignals: 0, staleEServices: 0, criticalEServices: 0, outboxEvents: 3, lastSeq: 3, maxPending: 3 });
   });
 
   it('prints compact tables by default', async () => {

@@ -110,9 +110,11 @@ describe('signalhub-sync run: health, readiness and metrics', () => {
     const readyz = await httpGet(`${url}/readyz`);
     expect(readyz.status).toBe(503);
     const reasons = (JSON.parse(readyz.body) as { reasons: string[] }).reasons;
-    expect(reasons).toHaveLength(1);
+    // Not synced on time, and (warnings before data is lost) why the hub refuses it, with the fix.
+    expect(reasons).toHaveLength(2);
     expect(reasons[0]).toContain(ES_BAD);
     expect(reasons[0]).toContain('HUB_FORBIDDEN');
+    expect(reasons[1]).toBe(`e-service documenti (${ES_BAD}) refused by the hub (403, no-agreement): activate the agreement and the purpose for this e-service in the PDND back office (both must be ACTIVE)`);
 
     const metrics = (await httpGet(`${url}/metrics`)).body;
     expect(metricValue(metrics, 'signalhub_eservice_healthy', { eservice: ES_BAD })).toBe(0);

@@ -94,7 +94,7 @@ export function formatStatus(status: SyncStatus): string {
         status.eservices.map((e) => [
           e.id,
           e.configured ? e.name : `${e.name} (not configured)`,
-          e.pausedBySink ? `${e.state}, paused by sink ${e.pausedBySink}` : e.state,
+          describeState(e),
           String(e.cursor),
           ago(e.lastPull),
           ago(e.caughtUp),
@@ -108,6 +108,11 @@ export function formatStatus(status: SyncStatus): string {
     for (const e of status.eservices.filter((x) => x.lastError)) {
       const err = e.lastError!;
       out.push(`last error of ${e.name}: ${err.code ?? 'ERROR'}${err.at ? ` ${err.at.at}` : ''}: ${err.message}`);
+    }
+    // Warnings before data is lost (alerts.*) and why the hub refuses an e-service (403).
+    for (const e of status.eservices) {
+      if (e.retention?.message) out.push(`${e.retention.level === 'critical' ? 'CRITICAL' : 'STALE'}: ${e.name}: ${e.retention.message}`);
+      if (e.forbidden) out.push(`refused by the hub (403, ${e.forbidden.reason}): ${e.name}: ${e.forbidden.fix}`);
     }
     for (const e of status.eservices) {
       const reasons = Object.entries(e.skippedSignals);
@@ -128,6 +133,13 @@ export function formatStatus(status: SyncStatus): string {
   out.push('');
   out.push(`totals: ${t.eservices} e-service(s), ${t.signalsSeen} signals, ${t.matches} matches, ${t.outboxEvents} event(s) in the outbox (last seq ${t.lastSeq}), ${t.openResyncReports} open resync report(s)${t.openResyncReports > 0 ? ': see "resync list"' : ''}`);
   return `${out.join('\n')}\n`;
+}
+
+function describeState(e: EServiceStatus): string {
+  const parts: string[] = [e.forbidden ? `${e.state} (403 ${e.forbidden.reason})` : e.state];
+  if (e.pausedBySink) parts.push(`paused by sink ${e.pausedBySink}`);
+  if (e.retention && e.retention.level !== 'ok') parts.push(e.retention.level === 'critical' ? 'CRITICAL' : 'STALE');
+  return parts.join(', ');
 }
 
 function describeEpoch(e: EServiceStatus): string {

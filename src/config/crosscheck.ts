@@ -23,6 +23,20 @@ export function crossCheck(document: Record<string, unknown>): ConfigProblem[] {
     if (hub === undefined || (isPlainObject(hub) && hub.base_url === undefined)) problems.push({ path: 'hub.base_url', message: 'required (or set preset)' });
   }
 
+  // Warnings before data is lost: critical must come before the hub deletes anything, stale before critical.
+  const alerts = isPlainObject(document.alerts) ? document.alerts : {};
+  const hubTable = isPlainObject(document.hub) ? document.hub : {};
+  const numberOr = (value: unknown, fallback: number): number | undefined => (value === undefined ? fallback : typeof value === 'number' && value > 0 ? value : undefined);
+  const criticalDays = numberOr(alerts.critical_after_days, 25);
+  const retentionDays = numberOr(hubTable.retention_days, 30);
+  const staleHours = numberOr(alerts.stale_after_hours, 24);
+  if (criticalDays !== undefined && retentionDays !== undefined && criticalDays >= retentionDays) {
+    problems.push({ path: 'alerts.critical_after_days', message: `must be below hub.retention_days (${retentionDays}): at ${criticalDays} days the hub has already deleted signals, a warning then comes too late` });
+  }
+  if (criticalDays !== undefined && staleHours !== undefined && staleHours >= criticalDays * 24) {
+    problems.push({ path: 'alerts.stale_after_hours', message: `must be below alerts.critical_after_days (${criticalDays} days = ${criticalDays * 24} hours)` });
+  }
+
   const eservices = Array.isArray(document.eservices) ? document.eservices : [];
   const hasSharedClient = pdnd !== undefined && pdnd.eservice_client !== undefined;
   const CLIENT_KEYS = ['client_id', 'key_id', 'private_key_file'] as const;

@@ -201,6 +201,7 @@ function toConfig(data: FileConfig, { file, env }: { file: string; env: NodeJS.P
     subjects: { validate: data.subjects.validate, backfill: data.subjects.backfill },
     events: { includeSubjectKey: data.events.include_subject_key },
     outbox: { keepDays: data.outbox.keep_days, maxPending: data.outbox.max_pending, deliveryBatchSize: data.outbox.delivery_batch_size },
+    alerts: { staleAfterHours: data.alerts.stale_after_hours, criticalAfterDays: data.alerts.critical_after_days },
     http: { enabled: data.http.enabled, host: listen.host, port: listen.port },
     daemon: { shutdownTimeoutSeconds: data.daemon.shutdown_timeout_seconds, concurrency: data.daemon.concurrency },
     security: { allowReadableSecrets: data.security.allow_readable_secrets },

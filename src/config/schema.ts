@@ -272,6 +272,20 @@ export function buildFileSchema(ctx: SchemaContext | null) {
         delivery_batch_size: positiveInt().default(100),
       })
       .prefault({}),
+    alerts: z
+      .strictObject({
+        stale_after_hours: z
+          .number()
+          .positive()
+          .default(24)
+          .describe('An e-service whose last successful pull is older than this is reported stale (status, /readyz, a warning in the log). PDND recommends pulling at least once a day.'),
+        critical_after_days: z
+          .number()
+          .positive()
+          .default(25)
+          .describe('Older than this, critical (an error in the log): the hub deletes signals after hub.retention_days, so this must be below it. Default 25: five days before the 30-day retention loses anything.'),
+      })
+      .prefault({}),
     http: z
       .strictObject({
         enabled: z.boolean().default(false),

@@ -21,6 +21,8 @@ export interface Config {
   subjects: { validate: boolean; backfill: boolean };
   events: { includeSubjectKey: boolean };
   outbox: { keepDays: number; maxPending: number; deliveryBatchSize: number };
+  /** Warnings before data is lost: age of the last successful pull per e-service (SPEC §3 retention). */
+  alerts: { staleAfterHours: number; criticalAfterDays: number };
   http: { enabled: boolean; host: string; port: number };
   daemon: { shutdownTimeoutSeconds: number; concurrency: number };
   /** allowReadableSecrets: key and secret files readable by group or others are accepted (with a warning) instead of refused. */

@@ -15,6 +15,7 @@ import { OutboxStore } from '../store/outbox.js';
 import { ResyncStore } from '../store/resync.js';
 import type { SyncEngine } from '../sync/engine.js';
 import { closeRemotes, createEngine, createRemotes, type Remotes } from '../sync/runtime.js';
+import { RetentionWatch } from './alerts.js';
 import { HealthServer, type Readiness } from './http.js';
 import { processNotifier, Watchdog, type SystemdNotifier } from './notify.js';
 import { Scheduler, staleEServices, summarize, type EServiceStatus, type EServiceSyncer, type ScheduledEService } from './scheduler.js';
@@ -39,6 +40,8 @@ export interface DaemonOptions {
   housekeepingIntervalMs?: number;
   /** How often the inbox of queued subject imports is looked at. */
   inboxIntervalMs?: number;
+  /** The clock of the retention alerts (alerts.*): tests drive it. Default Date.now. */
+  now?: () => number;
 }
 
 export interface ReloadOutcome {
@@ -131,6 +134,8 @@ class DaemonRuntime implements Daemon {
   private readonly inbox: SubjectInbox;
   /** Set while queued subject changes are applied: pulling pauses meanwhile. */
   private inboxRun: Promise<void> | undefined;
+  /** Warnings before data is lost: stale / critical e-services, the retention margin gauge. */
+  private readonly retention: RetentionWatch;
 
   constructor(options: DaemonRuntime['options'], db: Db, closeDb: () => void) {
     this.options = options;
@@ -145,6 +150,7 @@ class DaemonRuntime implements Daemon {
     this.delivery = this.createDelivery(this.config);
     this.engine = this.createEngine(this.config);
     this.watchdog = new Watchdog({ notifier: this.notifier, logger: this.logger });
+    this.retention = new RetentionWatch(db, { logger: this.logger, metrics: this.metrics, now: options.now ?? Date.now });
     // The engine is replaced on reload; runs already started finish with the one they had.
     const syncer: EServiceSyncer = { syncEService: (id, opts) => this.engine.syncEService(id, opts) };
     this.scheduler = new Scheduler({
@@ -163,6 +169,7 @@ class DaemonRuntime implements Daemon {
 
   async start(): Promise<void> {
     this.refreshBackpressure();
+    this.registerEServices();
     this.refreshGauges();
     if (this.config.http.enabled) {
       this.http = new HealthServer({ host: this.config.http.host, port: this.config.http.port, readiness: () => this.readiness(), metrics: this.metrics, logger: this.logger });
@@ -194,6 +201,8 @@ class DaemonRuntime implements Daemon {
 
   readiness(): Readiness {
     const reasons = staleEServices(this.scheduler.snapshot(), { jitter: this.config.hub.pollJitter });
+    // Warnings before data is lost (alerts.*) and hub 403s with their back-office fix.
+    reasons.push(...this.retention.evaluate(this.config));
     for (const sink of sinkStatus(this.db, this.config.sinks)) {
       if (sink.state === 'stopped') reasons.push(`sink ${sink.name} is stopped: ${sink.lastError ?? 'permanent error'} (send SIGHUP or restart after fixing the receiver)`);
     }
@@ -276,6 +285,7 @@ class DaemonRuntime implements Daemon {
     // every stopped sink instead (the operator fixed the receiver, then sent SIGHUP).
     outcome.resumedSinks = this.delivery.retry();
     this.scheduler.setEServices(scheduled(effective));
+    this.registerEServices();
     this.refreshBackpressure();
     this.refreshGauges();
     this.scheduleStatus();
@@ -358,8 +368,21 @@ class DaemonRuntime implements Daemon {
     });
   }
 
+  /**
+   * Records every configured e-service in the database at start and reload, so that one the hub
+   * never answers still has a "first configured" time for the retention alerts to count from.
+   */
+  private registerEServices(): void {
+    this.safely('e-service registration', () => {
+      const store = new EServiceStore(this.db);
+      const now = (this.options.now ?? Date.now)();
+      for (const es of this.config.eservices) if (!store.get(es.id)) store.ensure(es.id, es.name, now);
+    });
+  }
+
   /** Gauges the engine and delivery set only when they act: fresh after start, reload and periodically. */
   private refreshGauges(): void {
+    this.safely('retention alerts', () => void this.retention.evaluate(this.config));
     this.safely('metrics refresh', () => {
       const rows = new Map(new EServiceStore(this.db).all().map((r) => [r.eserviceId, r]));
       const open = new ResyncStore(this.db).openCountByEService();

@@ -88,11 +88,55 @@ export interface HttpFailure {
   eserviceId?: string | undefined;
 }
 
+// ---- 403 classification (issue 14: warnings before data is lost) -------------------------
+
+/**
+ * Why the hub refused an e-service with 403 (SPEC §3, §10). The hub uses one problem code
+ * (0004) for all of them; the detail text tells them apart, and a 403 without a problem body
+ * is not the hub at all but a firewall in front of it.
+ */
+export const FORBIDDEN_REASONS = ['no-agreement', 'signalhub-disabled', 'delegation', 'eservice-unknown', 'firewall', 'unclassified'] as const;
+export type ForbiddenReason = (typeof FORBIDDEN_REASONS)[number];
+
+/** The PDND back-office step (or network step) that fixes each kind of 403. */
+export const FORBIDDEN_FIXES: Record<ForbiddenReason, string> = {
+  'no-agreement': 'activate the agreement and the purpose for this e-service in the PDND back office (both must be ACTIVE)',
+  'signalhub-disabled': 'ask the producer to enable Signal Hub on the e-service',
+  delegation: 'check the delegation in the PDND back office (active, and covering this e-service and purpose)',
+  'eservice-unknown': 'the hub does not know this e-service id: check eservices[].id against the e-service in the PDND catalogue, and that its producer enabled Signal Hub',
+  firewall: 'a firewall refused the request (403 without a problem body): check egress rules / proxy towards the hub',
+  unclassified:
+    'no ACTIVE agreement and purpose (or delegation) for this e-service, or Signal Hub disabled on it: check them in the PDND back office',
+};
+
+/** Classifies a hub 403 from its problem body (undefined: no problem body). */
+export function classifyForbidden(problem: Problem | undefined): ForbiddenReason {
+  if (!problem) return 'firewall';
+  const text = `${problem.title ?? ''} ${problem.detail ?? ''}`.toLowerCase();
+  if (/delegat/.test(text)) return 'delegation';
+  if (/signal ?hub/.test(text) && /(disabled|not enabled|not active)/.test(text)) return 'signalhub-disabled';
+  if (/e-?service/.test(text) && /(not found|unknown|does not exist|not exist)/.test(text)) return 'eservice-unknown';
+  if (/agreement|purpose/.test(text)) return 'no-agreement';
+  // Code 0004 with a detail we cannot read: its documented meaning first (SPEC §3).
+  if (problem.codes.includes('0004')) return 'no-agreement';
+  return 'unclassified';
+}
+
+/**
+ * The reason is written into the message as `[403 REASON]` so that it survives where only the
+ * message is stored (the e-service's last error in the database) and can be read back by status.
+ */
+const FORBIDDEN_TAG = /\[403 ([a-z-]+)\]/;
+export function forbiddenReasonOf(message: string): ForbiddenReason {
+  const tagged = FORBIDDEN_TAG.exec(message)?.[1];
+  return (FORBIDDEN_REASONS as readonly string[]).includes(tagged ?? '') ? (tagged as ForbiddenReason) : 'unclassified';
+}
+
+// ---- end of 403 classification ------------------------------------------------------------
+
 const HINTS: Partial<Record<ErrorCode, string>> = {
   HUB_BAD_REQUEST: 'the hub rejected the request as malformed: a bug on our side or a wrong hub.base_url; not retried',
   HUB_UNAUTHORIZED: 'the voucher was rejected again after fetching a new one: check the M2M (API Interop) client, its key and the token endpoint',
-  HUB_FORBIDDEN:
-    'no ACTIVE agreement and purpose (or delegation) for this e-service, Signal Hub disabled on it, or a firewall in front; not transient',
 };
 
 /** An AppError for a final HTTP answer (after whatever retries the client made). */
@@ -103,14 +147,18 @@ export function httpError(code: ErrorCode, failure: HttpFailure, extra?: { retry
   if (problem?.detail) parts.push(`: ${problem.detail}`);
   if (problem && problem.codes.length > 0) parts.push(` (codes ${problem.codes.join(', ')})`);
   if (!problem && failure.status === 403) parts.push(' without a problem body');
-  const hint = extra?.note ?? HINTS[code];
+  const forbiddenReason = code === 'HUB_FORBIDDEN' ? classifyForbidden(problem) : undefined;
+  const hint = extra?.note ?? (forbiddenReason ? `[403 ${forbiddenReason}] ${FORBIDDEN_FIXES[forbiddenReason]}` : HINTS[code]);
   if (hint) parts.push(`; ${hint}`);
+  const details: Record<string, unknown> = {};
+  if (failure.eserviceId !== undefined) details.eserviceId = failure.eserviceId;
+  if (forbiddenReason !== undefined) details.forbiddenReason = forbiddenReason;
   return new AppError(code, parts.join(''), {
     status: failure.status,
     correlationId: failure.correlationId,
     problemCodes: problem?.codes,
     retryable: extra?.retryable ?? false,
-    details: failure.eserviceId === undefined ? undefined : { eserviceId: failure.eserviceId },
+    details: Object.keys(details).length === 0 ? undefined : details,
   });
 }
 

@@ -10,8 +10,8 @@ export type SimRoute = (typeof ROUTES)[number];
  * strike mid-run; `eserviceId` limits it to one e-service (pull and crypto routes).
  */
 export type Fault = (
-  | /** Answer this status instead of serving; with a problem body unless `problem: false`. */
-    { kind: 'status'; status: number; problem?: boolean; code?: string; headers?: Record<string, string> }
+  | /** Answer this status instead of serving; with a problem body (`detail`, e.g. the hub's 403 texts) unless `problem: false`. */
+    { kind: 'status'; status: number; problem?: boolean; code?: string; detail?: string; headers?: Record<string, string> }
   | /** Wait, then serve normally. */
     { kind: 'delay'; ms: number }
   | /** Destroy the socket without answering. */
@@ -42,7 +42,7 @@ export type Fault = (
 
 export const faultSchema: z.ZodType<Fault> = z.intersection(
   z.discriminatedUnion('kind', [
-    z.object({ kind: z.literal('status'), status: z.number().int().min(100).max(599), problem: z.boolean().optional(), code: z.string().optional(), headers: z.record(z.string(), z.string()).optional() }),
+    z.object({ kind: z.literal('status'), status: z.number().int().min(100).max(599), problem: z.boolean().optional(), code: z.string().optional(), detail: z.string().max(500).optional(), headers: z.record(z.string(), z.string()).optional() }),
     z.object({ kind: z.literal('delay'), ms: z.number().int().min(0).max(600_000) }),
     z.object({ kind: z.literal('drop') }),
     z.object({ kind: z.literal('truncate') }),

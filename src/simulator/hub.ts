@@ -82,7 +82,9 @@ export async function handlePull(state: SimState, headers: IncomingHttpHeaders, 
   const es = state.eservices.get(eserviceId);
   const allowed = es !== undefined && (es.organizationIds === undefined || es.organizationIds.has(auth.claims.organizationId));
   if (!allowed) {
-    if (es?.forbiddenWithoutProblem) return { status: 403, headers: { ...rl, 'content-type': 'text/html' }, body: '<html><body><h1>Request Rejected</h1></body></html>' };
+    // The real hub answers an e-service it does not know with 403, not 404 (SPEC §10).
+    if (!es) return problem(403, HUB_CODES.forbidden, `E-service ${eserviceId} not found`, rl);
+    if (es.forbiddenWithoutProblem) return { status: 403, headers: { ...rl, 'content-type': 'text/html' }, body: '<html><body><h1>Request Rejected</h1></body></html>' };
     return problem(403, HUB_CODES.forbidden, `Organization has no active agreement for e-service ${eserviceId}`, rl);
   }
   const page = es.signals.page(cursor, size, state.now(), state.settings.timeWindowMs);

@@ -135,7 +135,7 @@ async function applyFault(fault: Exclude<Fault, { kind: 'delay' | 'expireVoucher
       if (fault.problem === false) {
         send(res, { status: fault.status, headers: { 'content-type': 'text/plain', ...headers }, body: statusTitle(fault.status) });
       } else {
-        send(res, problem(fault.status, fault.code ?? String(fault.status), `simulated ${statusTitle(fault.status)}`, headers));
+        send(res, problem(fault.status, fault.code ?? String(fault.status), fault.detail ?? `simulated ${statusTitle(fault.status)}`, headers));
       }
       return fault.status;
     }

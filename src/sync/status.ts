@@ -6,6 +6,7 @@ import { ResyncStore } from '../store/resync.js';
 import { backpressureFor, backpressuredEServices, sinkStatus, type SinkStatus } from '../sinks/status.js';
 import { SkippedSignalStore } from '../store/skipped-signals.js';
 import type { SkipReason } from '../hub/types.js';
+import { forbiddenState, retentionAlert, type ForbiddenState, type RetentionAlert } from './alerts.js';
 
 /** A moment, as ISO text and as its age at the time the status was collected. */
 export interface Moment {
@@ -49,6 +50,13 @@ export interface EServiceStatus {
   openResyncReports: number;
   /** Signals passed without matching within the retention period, by reason (invariant 7). */
   skippedSignals: Partial<Record<SkipReason, number>>;
+  /**
+   * Age of the last successful pull against alerts.* and the hub's retention; null for an
+   * e-service no longer configured or not yet seen by any sync run.
+   */
+  retention: RetentionAlert | null;
+  /** Set while the last run ended in a hub 403: why, and the back-office step that fixes it. */
+  forbidden: ForbiddenState | null;
 }
 
 export interface StatusTotals {
@@ -57,6 +65,9 @@ export interface StatusTotals {
   matches: number;
   openResyncReports: number;
   skippedSignals: number;
+  /** E-services whose last successful pull is older than alerts.stale_after_hours / critical_after_days. */
+  staleEServices: number;
+  criticalEServices: number;
   /** Events currently in the outbox (delivered ones are pruned after outbox.keep_days). */
   outboxEvents: number;
   /** Highest seq in the outbox (0: empty); `events list --since` takes seqs. */
@@ -78,7 +89,7 @@ export interface SyncStatus {
  * only, so it works on a read-only connection next to a running writer. Secrets stay out by
  * construction: epochs are summarised by their seed fingerprint.
  */
-export function collectStatus(db: Db, config: Pick<Config, 'database' | 'eservices' | 'sinks' | 'outbox'>, now: number = Date.now()): SyncStatus {
+export function collectStatus(db: Db, config: Pick<Config, 'database' | 'eservices' | 'sinks' | 'outbox' | 'alerts' | 'hub'>, now: number = Date.now()): SyncStatus {
   const eserviceStore = new EServiceStore(db);
   const epochs = new EpochStore(db);
   const openReports = new ResyncStore(db).openCountByEService();
@@ -117,6 +128,9 @@ export function collectStatus(db: Db, config: Pick<Config, 'database' | 'eservic
         : null,
       openResyncReports: openReports.get(id) ?? 0,
       skippedSignals: skipped.get(id) ?? {},
+      retention: configured && row ? retentionAlert(row.lastPullAt, row.createdAt, now, config) : null,
+      // A successful pull clears last_error: a 403 shown here is still in force.
+      forbidden: row ? forbiddenState(row.lastErrorCode, row.lastError) : null,
     };
   };
 
@@ -143,6 +157,8 @@ export function collectStatus(db: Db, config: Pick<Config, 'database' | 'eservic
       matches: eservices.reduce((n, e) => n + e.matches, 0),
       openResyncReports: eservices.reduce((n, e) => n + e.openResyncReports, 0),
       skippedSignals: eservices.reduce((n, e) => n + Object.values(e.skippedSignals).reduce((a, b) => a + b, 0), 0),
+      staleEServices: eservices.filter((e) => e.retention?.level === 'stale').length,
+      criticalEServices: eservices.filter((e) => e.retention?.level === 'critical').length,
       outboxEvents: outbox.n,
       lastSeq: outbox.lastSeq,
       maxPending: sinks.reduce((n, s) => Math.max(n, s.pending), 0),
