@@ -143,8 +143,8 @@ describe('issue 12 findings, each a regression test', () => {
     expect(es.skippedSignals).toEqual({ 'bad-object-type': 1, 'empty-object-id': 1, 'undecodable-object-id': 1 });
   });
 
-  it('3. a lower id pushed inside the time window after a higher one was seen is matched with the default configuration', async () => {
-    const t = await setup({ id: ES, name: 'residenze' });
+  it('3. a lower id pushed inside the time window after a higher one was seen is matched with the production default (time_window_seconds = 10)', async () => {
+    const t = await setup({ id: ES, name: 'residenze' }, '[hub]\ntime_window_seconds = 10');
     const key = subjects[1]!;
     t.writer.upsertBatch([{ key, ref: 'x', eservices: 'all' }]);
     const p = t.w.sim.pseudonymFor(ES, key);
@@ -205,7 +205,7 @@ describe('issue 12 findings, each a regression test', () => {
   });
 
   it('the lookback re-reads at most lookback_max_signals behind the cursor and never uses up a run\'s page budget', async () => {
-    const t = await setup({ id: ES, name: 'residenze' }, '[hub]\npage_size = 5\nlookback_max_signals = 12');
+    const t = await setup({ id: ES, name: 'residenze' }, '[hub]\npage_size = 5\nlookback_max_signals = 12\ntime_window_seconds = 10');
     const key = subjects[2]!;
     t.writer.upsertBatch([{ key, ref: 'x', eservices: 'all' }]);
     for (let i = 0; i < 40; i++) t.w.sim.depositForSubject(ES, key, 'UPDATE', 'r');
@@ -225,7 +225,7 @@ describe('issue 12 findings, each a regression test', () => {
   });
 
   it('a lower id that becomes visible after a higher one is still matched when the next run comes long after the window (a daemon polling every minute)', async () => {
-    const t = await setup({ id: ES, name: 'residenze' });
+    const t = await setup({ id: ES, name: 'residenze' }, '[hub]\ntime_window_seconds = 10');
     const key = subjects[3]!;
     t.writer.upsertBatch([{ key, ref: 'x', eservices: 'all' }]);
     let now = Date.now();
@@ -245,7 +245,7 @@ describe('issue 12 findings, each a regression test', () => {
   });
 
   it('an operator cursor moved forward is not undone by the lookback (the model test\'s F2)', async () => {
-    const t = await setup({ id: ES, name: 'residenze' });
+    const t = await setup({ id: ES, name: 'residenze' }, '[hub]\ntime_window_seconds = 10');
     const key = subjects[4]!;
     t.writer.upsertBatch([{ key, ref: 'x', eservices: 'all' }]);
     const skipped = Array.from({ length: 30 }, () => t.w.sim.depositForSubject(ES, key, 'UPDATE', 'r'));

@@ -223,7 +223,7 @@ describe('engine scenarios (exact outbox and resync reports)', () => {
   // default configuration re-reads that far back; turning the lookback off loses it unless a
   // rescan overlap covers it.
   const lateCases: [string, string, boolean][] = [
-    ['the defaults (time-window lookback)', '', true],
+    ['the production window (time_window_seconds = 10, the default without the simulator preset)', '[hub]\ntime_window_seconds = 10', true],
     ['the lookback off and rescan overlap 0', '[hub]\ntime_window_seconds = 0', false],
     ['the lookback off and rescan overlap 10', '[hub]\ntime_window_seconds = 0\nrescan_overlap = 10', true],
   ];
@@ -253,7 +253,7 @@ describe('engine scenarios (exact outbox and resync reports)', () => {
   }
 
   it('a SEEDUPDATE that becomes visible late: the signals after it are matched again under its seed, nothing is reported', async () => {
-    const t = await setup([{ id: ES, name: 'residenze' }]);
+    const t = await setup([{ id: ES, name: 'residenze' }], '[hub]\ntime_window_seconds = 10');
     const key = fiscalCode(51);
     t.writer.upsertBatch([{ key, ref: 'x', eservices: 'all' }]);
     await t.engine.syncEService(ES);

@@ -193,7 +193,7 @@ function toConfig(data: FileConfig, { file, env }: { file: string; env: NodeJS.P
       maxRateLimitWaitMs: data.hub.max_rate_limit_wait_ms,
       initialRateLimit: data.hub.initial_rate_limit ?? known.initialRateLimit ?? DEFAULT_INITIAL_RATE_LIMIT,
       rescanOverlap: data.hub.rescan_overlap,
-      timeWindowSeconds: data.hub.time_window_seconds,
+      timeWindowSeconds: data.hub.time_window_seconds ?? known.timeWindowSeconds ?? 10,
       lookbackMaxSignals: data.hub.lookback_max_signals,
       retentionDays: data.hub.retention_days,
     },

@@ -9,6 +9,8 @@ export interface PresetValues {
   hubBaseUrl: string;
   /** Requests per second before the hub states its limit (SPEC §3: 25 production, 50 UAT). */
   initialRateLimit: number;
+  /** The hub's time window (SPEC §10): 10 s on PDND's hubs; the simulator shows signals at once unless told otherwise. */
+  timeWindowSeconds: number;
   /** Default crypto-info endpoint of an e-service; only the simulator knows it. */
   cryptoInfoUrl?: (eserviceId: string) => string;
 }
@@ -26,6 +28,7 @@ export function presetValues(preset: PresetName, simulatorUrl: string = DEFAULT_
         assertionAudience: 'auth.interop.pagopa.it/client-assertion',
         hubBaseUrl: 'https://api.signalhub.interop.pagopa.it/1.0/pull',
         initialRateLimit: 25,
+        timeWindowSeconds: 10,
       };
     case 'uat':
       // The UAT Signal Hub host is inferred, not documented (SPEC §3): the file can override it.
@@ -34,6 +37,7 @@ export function presetValues(preset: PresetName, simulatorUrl: string = DEFAULT_
         assertionAudience: 'auth.uat.interop.pagopa.it/client-assertion',
         hubBaseUrl: 'https://api.uat.signalhub.interop.pagopa.it/1.0/pull',
         initialRateLimit: 50,
+        timeWindowSeconds: 10,
       };
     case 'simulator': {
       const base = stripTrailingSlashes(simulatorUrl);
@@ -42,6 +46,7 @@ export function presetValues(preset: PresetName, simulatorUrl: string = DEFAULT_
         assertionAudience: 'auth.simulator.local/client-assertion',
         hubBaseUrl: `${base}/1.0/pull`,
         initialRateLimit: 1000,
+        timeWindowSeconds: 0,
         cryptoInfoUrl: (eserviceId) => `${base}/producers/${eserviceId}/pseudonymization`,
       };
     }

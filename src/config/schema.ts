@@ -252,7 +252,7 @@ export function buildFileSchema(ctx: SchemaContext | null) {
         max_rate_limit_wait_ms: positiveInt().default(60_000),
         initial_rate_limit: z.number().positive().optional().describe('Requests/s before the hub states its limit. Default 25 (production, no preset), 50 (uat), 1000 (simulator).'),
         rescan_overlap: nonNegativeInt().default(0).describe('Extra signals re-read behind the cursor on every run, beyond the time-window lookback.'),
-        time_window_seconds: z.number().nonnegative().default(10).describe('The hub hides signals younger than this (10 s in production); a lower id can appear behind the cursor for about this long (SPEC §10). 0 turns the late-lower-id lookback off.'),
+        time_window_seconds: z.number().nonnegative().optional().describe('The hub hides signals younger than this; a lower id can appear behind the cursor for about this long (SPEC §10). Default 10 (production, uat, no preset), 0 (simulator, whose hub shows signals at once). 0 turns the late-lower-id lookback off.'),
         lookback_max_signals: positiveInt().default(300).describe('At most this many signals re-read behind the cursor by the lookback: what a producer can push in one window (25 requests/s × 10 s) and a margin.'),
         retention_days: positiveInt().default(30),
       })

@@ -133,9 +133,9 @@ export class EpochStore {
     return this.get(Number(info.lastInsertRowid))!;
   }
 
-  /** The hub answered 200 with signals: every assumed epoch of the e-service is confirmed. */
-  confirmAssumed(eservice: number, now = Date.now()): void {
-    this.db.prepare("UPDATE epochs SET confirmed_at = ? WHERE eservice = ? AND status = 'assumed' AND confirmed_at IS NULL").run(now, eservice);
+  /** The hub showed nothing existed beyond the cursor: assumed epochs created up to `createdUpTo` are confirmed. */
+  confirmAssumed(eservice: number, createdUpTo: number, now = Date.now()): void {
+    this.db.prepare("UPDATE epochs SET confirmed_at = ? WHERE eservice = ? AND status = 'assumed' AND confirmed_at IS NULL AND created_at <= ?").run(now, eservice, createdUpTo);
   }
 
   setPseudonymCount(id: number, count: number): void {

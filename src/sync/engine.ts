@@ -203,8 +203,13 @@ export class SyncEngine {
         const caughtUp = page.status === 200 || page.signals.length === 0;
         this.eservices.markPulled(row.id, this.now(), caughtUp);
         this.metrics?.lastSuccessfulPull.set({ eservice: es.id }, this.now() / 1000);
-        // Only a page with signals: an empty 200 says nothing of signals the window still hides.
-        if (page.status === 200 && page.signals.length > 0) this.epochs.confirmAssumed(row.id, this.now());
+        // A 200 with signals: nothing existed beyond them, hidden or not (the 206 check ignores
+        // the window). An empty 200 says nothing of what the window hides: it confirms only the
+        // seeds fetched at least one window before.
+        if (page.status === 200) {
+          const windowMs = this.config.hub.timeWindowSeconds * 1000;
+          this.epochs.confirmAssumed(row.id, page.signals.length > 0 ? this.now() : this.now() - windowMs, this.now());
+        }
         if (caughtUp) {
           if (this.reports.closeGrowing(es, row.id, undefined)) this.onEvents();
           outcome.caughtUp = true;
@@ -343,6 +348,20 @@ export class SyncEngine {
     const epochs = this.epochs.forEService(row.id);
     const inForce = epochForSignal(epochs, cursor + 1);
     if (inForce === undefined || inForce.status === 'unknown') return;
+    if (inForce.status === 'assumed' && inForce.confirmedAt === null) {
+      // A seed never confirmed (a SEEDUPDATE may have been hidden by the window when it was
+      // fetched) and the evidence gone with the retention: what it matched and what follows is reported.
+      let wrote = false;
+      this.db.transaction(() => {
+        if (inForce.firstSignalId !== null) {
+          wrote = this.reports.recordClosed(es, inForce.firstSignalId, inForce.lastSignalId!, 'retention-gap', `signals of the epoch opened at ${inForce.startSignalId} were matched with a seed assumed, never confirmed by the hub, and the retention deleted what would tell`);
+        }
+        this.epochs.markUnknown(inForce.id, 'retention-gap', this.now());
+      }).immediate();
+      log.warn({ cursor, epochStart: inForce.startSignalId }, 'an assumed seed was never confirmed before the retention gap: its signals and what follows up to the next SEEDUPDATE are reported');
+      if (wrote) this.onEvents();
+      return;
+    }
     const current = await this.crypto.fetch(es, signal ? { signal } : {});
     if (current.fingerprint === inForce.seedFingerprint) return;
     const plans: EpochPlan[] = [];

@@ -643,6 +643,9 @@ export function judge(played: ModelRun): Verdict {
         const before = [...world.rotations].reverse().find((r) => r.id < start);
         const afterExcused = before !== undefined && before.id >= 0 && verdictOf(before.id).is === 'excused';
         k = epochKnowable(world, start, world.runs[su.firstServedRun]!, false, afterExcused);
+        // Without history or signalId every seed after a SEEDUPDATE is an assumption too: until
+        // the hub shows nothing more existed when it was fetched, the next SEEDUPDATE may report it.
+        if (k.is === 'yes' && !world.mode.cryptoHistory && !world.mode.includeSignalId && world.rotations.some((r) => r.id > start)) k = { is: 'maybe', why: 'an assumed seed the next SEEDUPDATE came before the hub confirmed' };
       }
     }
     epochVerdict.set(start, k);
