@@ -18,7 +18,8 @@ export function registerDoctor(program: Command): void {
       action(async (opts: { json?: boolean }, cmd: Command) => {
         let report: DoctorReport;
         try {
-          report = await runDoctor(await loadCliConfig(cmd));
+          // doctor calls PDND like run and sync: it opens the keys (README "Who runs what").
+          report = await runDoctor(await loadCliConfig(cmd, { needsSecrets: true }));
         } catch (err) {
           // An unusable file is a failed check like the others: monitoring gets JSON either way.
           if (!(err instanceof ConfigError)) throw err;
