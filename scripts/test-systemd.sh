@@ -18,6 +18,7 @@ done
 
 CACHE=$REPO/.cache/systemd
 BASE=$CACHE/base
+mkdir -p "$CACHE"
 VERSION=$(node -p 'require("./package.json").version')
 DEB=$REPO/packages/signalhub-sync_${VERSION}_amd64.deb
 MIRROR=$(sed -n 's/^URIs: *//p' /etc/apt/sources.list.d/debian.sources 2>/dev/null | head -1)
