@@ -10,10 +10,6 @@ export interface SkippedSignal {
   skippedAt: number;
 }
 
-export interface SkippedSignalRow extends Omit<SkippedSignal, 'eservice'> {
-  eserviceId: string;
-}
-
 /** Signals passed without matching (ARCHITECTURE invariant 7), kept as long as the signal log. */
 export class SkippedSignalStore {
   private readonly insert;
@@ -39,16 +35,6 @@ export class SkippedSignalStore {
          FROM skipped_signals k JOIN eservices e ON e.id = k.eservice GROUP BY e.eservice_id, k.reason ORDER BY e.eservice_id, k.reason`,
       )
       .all() as { eserviceId: string; reason: SkipReason; count: number; lastSignalId: number }[];
-  }
-
-  /** Most recent first. */
-  list(limit = 100): SkippedSignalRow[] {
-    return this.db
-      .prepare(
-        `SELECT e.eservice_id AS eserviceId, k.signal_id AS signalId, k.signal_type AS signalType, k.object_type AS objectType, k.reason AS reason, k.skipped_at AS skippedAt
-         FROM skipped_signals k JOIN eservices e ON e.id = k.eservice ORDER BY k.skipped_at DESC, k.signal_id DESC LIMIT ?`,
-      )
-      .all(limit) as SkippedSignalRow[];
   }
 
   prune(before: number): number {
