@@ -34,7 +34,12 @@ async function setup(eservices: WorldEService[], toml = '') {
   const engine = createEngine(w.config, db, createRemotes(w.config, { logger: silentLogger }), { logger: silentLogger, metrics });
   const clockEngine = (clock: () => number) => {
     const remotes = createRemotes(w.config, { logger: silentLogger });
-    return new SyncEngine({ db, config: w.config, hub: remotes.hub, crypto: remotes.crypto, now: clock });
+    // The rotation wait's deadline is on this clock: a wait moves it as it would the real one.
+    const sleep = async (ms: number) => {
+      now += ms;
+      await new Promise((resolve) => setImmediate(resolve));
+    };
+    return new SyncEngine({ db, config: w.config, hub: remotes.hub, crypto: remotes.crypto, now: clock, sleep });
   };
   const outbox = new OutboxStore(db);
   const resync = new ResyncStore(db);
@@ -256,19 +261,23 @@ describe('engine scenarios (exact outbox and resync reports)', () => {
     const t = await setup([{ id: ES, name: 'residenze' }], '[hub]\ntime_window_seconds = 10');
     const key = fiscalCode(51);
     t.writer.upsertBatch([{ key, ref: 'x', eservices: 'all' }]);
-    await t.engine.syncEService(ES);
+    const engine = t.clockEngine(t.clock);
+    await engine.syncEService(ES);
     const p = (k: string) => t.w.sim.pseudonymFor(ES, k);
     t.w.sim.deposit(ES, { signalType: 'CREATE', objectId: p(key), objectType: 'r', signalId: 10 });
-    await t.engine.syncEService(ES);
+    // A run that begins a window after the seed was fetched confirms it (no SEEDUPDATE can still
+    // hide below what it read); an unconfirmed one would be reported at the late SEEDUPDATE.
+    t.tick(11_000);
+    await engine.syncEService(ES);
     // The producer rotated at 15 and pseudonymized 20 and 25 with the new seed; 15 is visible only later.
     t.w.sim.addEService({ id: ES, seed: 'rotated-seed-after-15' });
     t.w.sim.deposit(ES, { signalType: 'UPDATE', objectId: p(key), objectType: 'r', signalId: 20 });
     t.w.sim.deposit(ES, { signalType: 'UPDATE', objectId: p(fiscalCode(52)), objectType: 'r', signalId: 25 });
-    await t.engine.syncEService(ES);
+    await engine.syncEService(ES);
     expect(t.signalEvents().map((e) => e.signalId)).toEqual([10]); // 20 missed under the old seed, for now
     t.w.sim.deposit(ES, { signalType: 'SEEDUPDATE', objectId: '-', objectType: '-', signalId: 15 });
     t.w.sim.deposit(ES, { signalType: 'DELETE', objectId: p(key), objectType: 'r', signalId: 30 });
-    await t.engine.syncEService(ES);
+    await engine.syncEService(ES);
     const events = t.signalEvents();
     expect(events.map((e) => e.signalId)).toEqual([10, 20, 30]);
     expect(events[1]!.epoch).toBe(events[2]!.epoch);

@@ -7,7 +7,8 @@
  * the outbox: (a) every expected event is in the outbox or in a closed resync report's range,
  * (b) every event is a true match under the seed in force, (c) no report covers a knowable
  * signal, (d) no run moves the cursor past a visible signal it did not pull, (e) event ids are
- * unique. `npm test`: fixed seed, bounded runs; `npm run test:soak`: thousands; FC_SEED replays.
+ * unique. `npm test`: fixed seed, bounded runs; `npm run test:soak`: thousands; FC_SEED replays;
+ * MODEL_LOG=1 shows the engine's log lines.
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -97,6 +98,30 @@ describe('model findings (issue 12), each a minimal scenario', () => {
   });
   it('F5: a late lower id that becomes visible just after a run passed the higher id is caught by the next run even when that run comes more than two windows later (the default 60 s poll; the lookback counted 2 windows back from now, found nothing recent, and the id was never pulled)', async () => {
     await expectModelHolds({"mode":{"cryptoHistory":false,"depth":1,"includeSignalId":true},"pageSize":100,"initialSubjects":[0],"steps":[{"kind":"deposit","signals":[{"who":0,"type":"CREATE","junk":"none","gap":0},{"who":0,"type":"UPDATE","junk":"none","gap":1}]},{"kind":"advance","ms":9000},{"kind":"late","signal":{"who":0,"type":"DELETE","junk":"none","gap":0},"pick":0},{"kind":"advance","ms":1500},{"kind":"run"},{"kind":"advance","ms":3600000}]} as Scenario);
+  });
+  it('F6: an assumed seed reported at a retention gap (never confirmed), then a SEEDUPDATE answered in the race with that same seed: the race is still told (it was taken for a new seed: a silent miss)', async () => {
+    await expectModelHolds({"mode":{"cryptoHistory":false,"depth":0,"includeSignalId":false},"pageSize":100,"initialSubjects":[0],"steps":[{"kind":"run"},{"kind":"advance","ms":2678400000},{"kind":"rotate","stale":1,"lateMs":0},{"kind":"deposit","signals":[{"who":0,"type":"CREATE","junk":"none","gap":0}]},{"kind":"run"}]} as Scenario);
+  });
+  it("F7: a SEEDUPDATE deleted by retention above an epoch the producer's signalId opened beyond the cursor: the seed checked after the gap is the one the first kept signal would be matched with (it checked the cursor's: a silent miss)", async () => {
+    await expectModelHolds({"mode":{"cryptoHistory":false,"depth":0,"includeSignalId":true},"pageSize":100,"initialSubjects":[0],"steps":[{"kind":"rotate","stale":0,"lateMs":0},{"kind":"run"},{"kind":"rotate","stale":1,"lateMs":0},{"kind":"advance","ms":2678400000},{"kind":"deposit","signals":[{"who":0,"type":"CREATE","junk":"none","gap":0}]}]} as Scenario);
+  });
+  it("F8: a SEEDUPDATE that becomes visible after a later SEEDUPDATE: only the signals between the two are its business (the report covered the later epoch's knowable signals)", async () => {
+    await expectModelHolds({"mode":{"cryptoHistory":false,"depth":0,"includeSignalId":false},"pageSize":100,"initialSubjects":[0],"steps":[{"kind":"rotate","stale":1,"lateMs":1000},{"kind":"rotate","stale":0,"lateMs":0},{"kind":"deposit","signals":[{"who":0,"type":"CREATE","junk":"none","gap":0}]},{"kind":"advance","ms":8750},{"kind":"run"},{"kind":"run"},{"kind":"deposit","signals":[{"who":0,"type":"CREATE","junk":"none","gap":0}]}]} as Scenario);
+  });
+  it("F9 (guards the F7 fix, which first overreached): after a retention gap with nothing visible yet, the producer's seed names a SEEDUPDATE above the cursor: the signals still to come before it are reported, not matched with the old seed", async () => {
+    await expectModelHolds({"mode":{"cryptoHistory":false,"depth":0,"includeSignalId":true},"pageSize":1,"initialSubjects":[0],"steps":[{"kind":"run"},{"kind":"rotate","stale":0,"lateMs":0},{"kind":"advance","ms":2678400000},{"kind":"deposit","signals":[{"who":0,"type":"CREATE","junk":"none","gap":0}]},{"kind":"rotate","stale":0,"lateMs":0},{"kind":"run"}]} as Scenario);
+  });
+  it('F10: no seed known before a SEEDUPDATE (the assumed one lost its confirmation to the retention, which also deleted a SEEDUPDATE unseen): an answer unlike the last seed seen may still be the race\'s stale one, and is waited on (it was taken at once: a silent miss)', async () => {
+    await expectModelHolds({"mode":{"cryptoHistory":false,"depth":0,"includeSignalId":false},"pageSize":100,"initialSubjects":[0],"steps":[{"kind":"run"},{"kind":"rotate","stale":1,"lateMs":0},{"kind":"advance","ms":2678400000},{"kind":"rotate","stale":1,"lateMs":0},{"kind":"deposit","signals":[{"who":0,"type":"CREATE","junk":"none","gap":0}]},{"kind":"run"}]} as Scenario);
+  });
+  it('F11: a 200 page does not confirm an assumed seed while a lower-id SEEDUPDATE may still be hidden by the window (it was confirmed at once, then kept when the SEEDUPDATE showed up: a silent miss)', async () => {
+    await expectModelHolds({"mode":{"cryptoHistory":true,"depth":0,"includeSignalId":false},"pageSize":1,"initialSubjects":[0],"steps":[{"kind":"deposit","signals":[{"who":0,"type":"CREATE","junk":"none","gap":0}]},{"kind":"rotate","stale":0,"lateMs":1000},{"kind":"deposit","signals":[{"who":0,"type":"CREATE","junk":"none","gap":0}]},{"kind":"advance","ms":9800},{"kind":"run"},{"kind":"deposit","signals":[{"who":0,"type":"CREATE","junk":"none","gap":0}]}]} as Scenario);
+  });
+  it('F12: the lookback counts from the start of the last run: a run that waited out a race ended two minutes after it saw the signals a lower id was hidden below (that id was never pulled)', async () => {
+    await expectModelHolds({"mode":{"cryptoHistory":false,"depth":0,"includeSignalId":true},"pageSize":100,"initialSubjects":[0],"steps":[{"kind":"rotate","stale":0,"lateMs":1301},{"kind":"deposit","signals":[{"who":0,"type":"CREATE","junk":"none","gap":0}]},{"kind":"rotate","stale":100000,"lateMs":1000},{"kind":"advance","ms":10900},{"kind":"run"}]} as Scenario);
+  });
+  it("F13: a late lower id processed under an assumed epoch that a later SEEDUPDATE invalidates is inside the report (the epoch's range was its first signal seen, not its lowest)", async () => {
+    await expectModelHolds({"mode":{"cryptoHistory":false,"depth":0,"includeSignalId":false},"pageSize":100,"operatorCursor":0.05,"initialSubjects":[0],"steps":[{"kind":"deposit","signals":[{"who":0,"type":"FROBNICATE","junk":"none","gap":0},{"who":0,"type":"FROBNICATE","junk":"none","gap":1}]},{"kind":"rotate","stale":0,"lateMs":0},{"kind":"late","signal":{"who":0,"type":"CREATE","junk":"none","gap":0},"pick":0},{"kind":"advance","ms":8650},{"kind":"run"},{"kind":"run"},{"kind":"deposit","signals":[{"who":0,"type":"FROBNICATE","junk":"none","gap":0}]}]} as Scenario);
   });
 });
 

@@ -13,9 +13,9 @@ const seed = (fingerprint: string, signalId?: number): CryptoInfo => ({ seed: `s
 const epoch = (id: number, start: number, status: EpochStatus, fingerprint: string | null): EpochView => ({ id, startSignalId: start, status, seedFingerprint: status === 'unknown' ? null : fingerprint });
 
 type Answer = 'not-found' | 'sid=S' | 'sid<S' | 'sid>S' | 'same-as-previous' | 'same-as-first' | 'new-seed';
-type Previous = 'none' | 'known' | 'assumed' | 'unknown' | 'assumed-first-then-known';
+type Previous = 'none' | 'known' | 'assumed' | 'unknown' | 'assumed-first-then-known' | 'assumed-then-lost';
 const ANSWERS: Answer[] = ['not-found', 'sid=S', 'sid<S', 'sid>S', 'same-as-previous', 'same-as-first', 'new-seed'];
-const PREVIOUS: Previous[] = ['none', 'known', 'assumed', 'unknown', 'assumed-first-then-known'];
+const PREVIOUS: Previous[] = ['none', 'known', 'assumed', 'unknown', 'assumed-first-then-known', 'assumed-then-lost'];
 
 function earlierOf(p: Previous): EpochView[] {
   switch (p) {
@@ -29,6 +29,10 @@ function earlierOf(p: Previous): EpochView[] {
       return [epoch(1, 0, 'unknown', null)];
     case 'assumed-first-then-known':
       return [epoch(1, 0, 'assumed', 'aaaa'), epoch(2, 50, 'known', 'bbbb')];
+    case 'assumed-then-lost':
+      // Assumed, then reported when the retention deleted what would confirm it: unknown, with
+      // the fingerprint of the seed served then (src/store/epochs.ts markUnknown).
+      return [{ id: 1, startSignalId: 0, status: 'unknown', seedFingerprint: 'aaaa' }];
   }
 }
 
@@ -91,16 +95,25 @@ expect_('same-as-previous', true, 'assumed-first-then-known', 'wait(seed-unchang
 expect_('same-as-first', true, 'assumed-first-then-known', '100:known invalidate 1:backlog-predates-seed');
 expect_('same-as-first', true, 'known', 'wait(seed-unchanged)', '100:unknown(seed-unchanged)');
 expect_('same-as-first', true, 'assumed', '100:known invalidate 1:backlog-predates-seed');
+expect_('new-seed', true, 'assumed-then-lost', '100:known');
+expect_('same-as-previous', true, 'assumed-then-lost', '100:known');
+expect_('same-as-first', true, 'assumed-then-lost', '100:known');
 
 // No history, no signalId: only a changed seed can be told from the race.
 expect_('new-seed', false, 'none', '100:assumed');
 expect_('new-seed', false, 'known', '100:assumed');
 expect_('new-seed', false, 'assumed', '100:assumed');
-expect_('new-seed', false, 'unknown', '100:assumed');
+// Nothing known before S: a new seed may be the race's stale one; a change during the wait
+// shows the race (below), an answer unchanged through the wait is S's.
+expect_('new-seed', false, 'unknown', 'wait(previous-unknown)', '100:assumed');
 expect_('new-seed', false, 'assumed-first-then-known', '100:assumed');
 expect_('same-as-previous', false, 'known', 'wait(seed-unchanged)', '100:unknown(seed-unchanged)');
 expect_('same-as-previous', false, 'assumed', 'wait(seed-unchanged)', '100:assumed invalidate 1:backlog-predates-seed');
 expect_('same-as-previous', false, 'assumed-first-then-known', 'wait(seed-unchanged)', '100:unknown(seed-unchanged)');
+// The seed once assumed, then lost its confirmation to the retention: the race, or (unchanged
+// after the wait) the seed after S, as for an assumed one; its signals were reported already.
+expect_('new-seed', false, 'assumed-then-lost', 'wait(previous-unknown)', '100:assumed');
+expect_('same-as-previous', false, 'assumed-then-lost', 'wait(seed-unchanged)', '100:assumed');
 // An answer equal to an older (not the previous) epoch's seed is not the race without history.
 expect_('same-as-first', false, 'assumed-first-then-known', '100:assumed');
 
@@ -110,7 +123,7 @@ describe('decideRotation: every combination of answer, history, earlier epochs a
     // Unreachable cells: without earlier epochs there is no "previous" or "first" seed to repeat;
     // "same as first" with a single earlier epoch is "same as previous".
     const unreachable = (a: Answer, p: Previous) => (p === 'none' || p === 'unknown') && (a === 'same-as-previous' || a === 'same-as-first');
-    const single = (a: Answer, p: Previous) => a === 'same-as-first' && (p === 'known' || p === 'assumed') ;
+    const single = (a: Answer, p: Previous) => a === 'same-as-first' && (p === 'known' || p === 'assumed' || p === 'assumed-then-lost');
     for (const a of ANSWERS)
       for (const h of [true, false])
         for (const p of PREVIOUS) {
@@ -142,6 +155,28 @@ describe('decideRotation: every combination of answer, history, earlier epochs a
       // A seed proven for an earlier epoch is never opened again for S.
       for (const e of expired.epochs) if (e.status !== 'unknown') expect(earlier.some((k) => k.status === 'known' && k.seedFingerprint === e.info.fingerprint)).toBe(false);
     }
+  });
+});
+
+describe('decideRotation: no seed known before S, no history, no signalId', () => {
+  it('an answer that changed during the wait ends the race at once: the new one is S\'s', () => {
+    for (const earlier of [earlierOf('unknown'), earlierOf('assumed-then-lost')]) {
+      expect(summary(decideRotation({ S, answer: { kind: 'seed', info: seed('cccc') }, history: false, earlier, waitExpired: false, firstAnswer: 'cccc' }))).toBe('wait(previous-unknown)');
+      expect(summary(decideRotation({ S, answer: { kind: 'seed', info: seed('dddd') }, history: false, earlier, waitExpired: false, firstAnswer: 'cccc' }))).toBe('100:assumed');
+    }
+  });
+});
+
+describe('decideRotation: a SEEDUPDATE that became visible after a later one (SPEC §10)', () => {
+  const earlier = [epoch(1, 0, 'assumed', 'aaaa')];
+  const later = [epoch(2, 120, 'assumed', 'eeee')];
+  it.each([
+    ['no history', false, seed('eeee'), '100:unknown(seed-from-later-epoch)'],
+    ['history, a producer ignoring ?signalId', true, seed('eeee'), '100:unknown(seed-from-later-epoch)'],
+    ['no history, a seed of its own', false, seed('cccc'), '100:assumed'],
+    ['the producer names S', false, seed('eeee', S), '100:known'],
+  ] as const)('%s: the answer %s', (_name, history, info, expected) => {
+    for (const waitExpired of [false, true]) expect(summary(decideRotation({ S, answer: { kind: 'seed', info }, history, earlier, later, waitExpired }))).toBe(expected);
   });
 });
 

@@ -104,7 +104,8 @@ export class EpochStore {
     this.byEServiceStmt = db.prepare('SELECT * FROM epochs WHERE eservice = ? ORDER BY start_signal_id, id');
     this.byIdStmt = db.prepare('SELECT * FROM epochs WHERE id = ?');
     this.noteStmt = db.prepare(
-      'UPDATE epochs SET first_signal_id = COALESCE(first_signal_id, ?), last_signal_id = MAX(COALESCE(last_signal_id, 0), ?), signal_count = signal_count + ? WHERE id = ?',
+      // MIN/MAX, not first seen: a late lower id (SPEC §10) lands below the range already noted.
+      'UPDATE epochs SET first_signal_id = MIN(COALESCE(first_signal_id, @first), @first), last_signal_id = MAX(COALESCE(last_signal_id, 0), @last), signal_count = signal_count + @count WHERE id = @id',
     );
   }
 
@@ -144,16 +145,21 @@ export class EpochStore {
 
   /** Records change signals processed under the epoch (first id, last id, count). */
   noteSignals(id: number, first: number, last: number, count: number): void {
-    this.noteStmt.run(first, last, count, id);
+    this.noteStmt.run({ first, last, count, id });
   }
 
   /**
    * The epoch was matched under a seed now known not to be its own: from now on its signals
    * are reported, like those of an epoch whose seed was never had.
    */
-  markUnknown(id: number, note: string, now = Date.now()): void {
+  /**
+   * `keepFingerprint`: an assumed seed whose confirmation the retention deleted keeps its
+   * fingerprint, so that the next SEEDUPDATE can still tell the SPEC §8 race (the producer
+   * serving that seed again) from a new seed (src/sync/rotation.ts).
+   */
+  markUnknown(id: number, note: string, now = Date.now(), keepFingerprint = false): void {
     this.retire(id, now);
-    this.db.prepare("UPDATE epochs SET status = 'unknown', note = ?, seed_fingerprint = NULL WHERE id = ?").run(note, id);
+    this.db.prepare(`UPDATE epochs SET status = 'unknown', note = ?${keepFingerprint ? '' : ', seed_fingerprint = NULL'} WHERE id = ?`).run(note, id);
   }
 
   /** Drops the pseudonyms and forgets the seed: nothing can need them any more. */

@@ -12,6 +12,8 @@ export interface EServiceRow {
   /** The highest cursor an operator moved forward to: the lookback never re-reads below it. */
   skipFloor: number;
   lastPullAt: number | null;
+  /** When the last run that pulled anything began: the late-lower-id lookback counts from it. */
+  lastRunStartedAt: number | null;
   caughtUpAt: number | null;
   state: EServiceState;
   lastError: string | null;
@@ -30,6 +32,7 @@ interface RawRow {
   high_water: number;
   skip_floor: number;
   last_pull_at: number | null;
+  last_run_started_at: number | null;
   caught_up_at: number | null;
   state: EServiceState;
   last_error: string | null;
@@ -48,6 +51,7 @@ const toRow = (r: RawRow): EServiceRow => ({
   highWater: r.high_water,
   skipFloor: r.skip_floor,
   lastPullAt: r.last_pull_at,
+  lastRunStartedAt: r.last_run_started_at,
   caughtUpAt: r.caught_up_at,
   state: r.state,
   lastError: r.last_error,
@@ -72,7 +76,7 @@ export class EServiceStore {
       'UPDATE eservices SET cursor = MAX(cursor, ?), high_water = MAX(high_water, ?), signals_seen = signals_seen + ?, matches = matches + ? WHERE id = ?',
     );
     this.pulledStmt = db.prepare(
-      `UPDATE eservices SET last_pull_at = ?, caught_up_at = CASE WHEN ? THEN ? ELSE caught_up_at END,
+      `UPDATE eservices SET last_pull_at = ?, last_run_started_at = ?, caught_up_at = CASE WHEN ? THEN ? ELSE caught_up_at END,
          state = CASE WHEN ? THEN 'idle' ELSE 'syncing' END, last_error = NULL, last_error_code = NULL WHERE id = ?`,
     );
     this.stateStmt = db.prepare('UPDATE eservices SET state = ? WHERE id = ?');
@@ -110,8 +114,8 @@ export class EServiceStore {
     return this.db.prepare(`UPDATE eservices SET cursor = ?${forward ? ', skip_floor = MAX(skip_floor, ?)' : ''} WHERE eservice_id = ?`).run(...(forward ? [cursor, cursor, eserviceId] : [cursor, eserviceId])).changes === 1;
   }
 
-  markPulled(rowId: number, now: number, caughtUp: boolean): void {
-    this.pulledStmt.run(now, caughtUp ? 1 : 0, now, caughtUp ? 1 : 0, rowId);
+  markPulled(rowId: number, now: number, caughtUp: boolean, runStartedAt: number): void {
+    this.pulledStmt.run(now, runStartedAt, caughtUp ? 1 : 0, now, caughtUp ? 1 : 0, rowId);
   }
 
   markState(rowId: number, state: EServiceState): void {

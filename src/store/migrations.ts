@@ -186,4 +186,11 @@ CREATE TABLE dead_letters (
 CREATE INDEX dead_letters_by_state ON dead_letters (sink, state, id);
 `,
   },
+  {
+    // The late-lower-id lookback counts from the start of the last run, not its end: a run that
+    // waited out a rotation race may end minutes after it saw the signals a lower id can hide below.
+    version: 4,
+    name: 'last run start',
+    sql: `ALTER TABLE eservices ADD COLUMN last_run_started_at INTEGER;`,
+  },
 ];

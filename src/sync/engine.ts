@@ -69,6 +69,8 @@ interface RunContext {
   raceWaitSpent: boolean;
   skippedWarned: number;
   skipped: number;
+  /** When the run began, before its first pull (the lookback's re-reads came after it). */
+  startedAt: number;
 }
 
 interface MatchContext {
@@ -162,6 +164,7 @@ export class SyncEngine {
       raceWaitSpent: false,
       skippedWarned: 0,
       skipped: 0,
+      startedAt: this.now(),
     };
     const outcome: SyncOutcome = { eserviceId, caughtUp: false, pages: 0, signals: 0, matches: 0, skipped: 0, cursor: row.cursor };
     this.eservices.markState(row.id, 'syncing');
@@ -192,7 +195,7 @@ export class SyncEngine {
         if (retentionGapSince !== undefined && outcome.pages === 0) {
           // The seed first: should the producer fail, the next run still finds the gap.
           await this.revalidateSeedAfterGap(ctx, page);
-          this.recordRetentionGap(es, row, page, retentionGapSince, ctx.log);
+          this.recordRetentionGap(ctx, page, retentionGapSince);
         }
         const { signals, matches } = await this.processPage(ctx, page);
         outcome.pages++;
@@ -201,14 +204,16 @@ export class SyncEngine {
         outcome.matches += matches;
         // An empty page is the end of what is visible now, even on a 206 (time window).
         const caughtUp = page.status === 200 || page.signals.length === 0;
-        this.eservices.markPulled(row.id, this.now(), caughtUp);
+        this.eservices.markPulled(row.id, this.now(), caughtUp, ctx.startedAt);
         this.metrics?.lastSuccessfulPull.set({ eservice: es.id }, this.now() / 1000);
-        // A 200 with signals: nothing existed beyond them, hidden or not (the 206 check ignores
-        // the window). An empty 200 says nothing of what the window hides: it confirms only the
-        // seeds fetched at least one window before.
+        // Caught up: an assumed seed is confirmed when no SEEDUPDATE on the hub at its fetch can
+        // still be unseen. A 200 says nothing exists above the page, but a lower id (SPEC §10)
+        // may stay hidden for a window after a higher one was seen: only the seeds fetched a
+        // window before this run began, whose lookback re-read what was hidden then, are confirmed.
+        // A hub without a window (the simulator preset) hides nothing: all fetched so far.
         if (page.status === 200) {
           const windowMs = this.config.hub.timeWindowSeconds * 1000;
-          this.epochs.confirmAssumed(row.id, page.signals.length > 0 ? this.now() : this.now() - windowMs, this.now());
+          this.epochs.confirmAssumed(row.id, windowMs > 0 ? ctx.startedAt - windowMs : this.now(), this.now());
         }
         if (caughtUp) {
           if (this.reports.closeGrowing(es, row.id, undefined)) this.onEvents();
@@ -272,11 +277,13 @@ export class SyncEngine {
     const windowMs = this.config.hub.timeWindowSeconds * 1000;
     if (windowMs <= 0) return undefined;
     // A lower id is visible at most one window after a higher one was seen; one more window
-    // covers the clock difference between the hub and us. Counted from the end of the last run,
-    // not from now: when runs are further apart than that (a daemon polling every minute), what
-    // the last run saw near its end must still be re-read once by the next one.
+    // covers the clock difference between the hub and us. Counted from the start of the last
+    // run, not from now: when runs are further apart than that (a daemon polling every minute),
+    // what the last run saw must still be re-read once by the next one, even when that run
+    // lasted minutes (a rotation race wait) after seeing it.
     const current = this.eservices.get(row.eserviceId)!;
-    const start = this.signalLog.lookbackStart(row.id, Math.min(this.now(), current.lastPullAt ?? this.now()) - 2 * windowMs, this.config.hub.lookbackMaxSignals);
+    const anchor = Math.min(this.now(), current.lastRunStartedAt ?? current.lastPullAt ?? this.now());
+    const start = this.signalLog.lookbackStart(row.id, anchor - 2 * windowMs, this.config.hub.lookbackMaxSignals);
     return start === undefined ? undefined : Math.max(start, current.skipFloor);
   }
 
@@ -345,8 +352,13 @@ export class SyncEngine {
     const cursor = this.cursorOf(row);
     // The signal right after the cursor is still there: nothing was deleted, no SEEDUPDATE either.
     if (page.signals.some((s) => s.signalId === cursor + 1)) return;
+    // What was deleted lies between the cursor and the first signal still kept; every SEEDUPDATE
+    // from there on will be read. So the seed to check is the one that signal would be matched
+    // with: an epoch a producer's `signalId` opened above the cursor counts (nothing visible
+    // yet: the newest epoch).
+    const firstKept = page.signals.find((s) => s.signalId > cursor)?.signalId;
     const epochs = this.epochs.forEService(row.id);
-    const inForce = epochForSignal(epochs, cursor + 1);
+    const inForce = epochForSignal(epochs, firstKept ?? Number.MAX_SAFE_INTEGER);
     if (inForce === undefined || inForce.status === 'unknown') return;
     if (inForce.status === 'assumed' && inForce.confirmedAt === null) {
       // A seed never confirmed (a SEEDUPDATE may have been hidden by the window when it was
@@ -356,7 +368,7 @@ export class SyncEngine {
         if (inForce.firstSignalId !== null) {
           wrote = this.reports.recordClosed(es, inForce.firstSignalId, inForce.lastSignalId!, 'retention-gap', `signals of the epoch opened at ${inForce.startSignalId} were matched with a seed assumed, never confirmed by the hub, and the retention deleted what would tell`);
         }
-        this.epochs.markUnknown(inForce.id, 'retention-gap', this.now());
+        this.epochs.markUnknown(inForce.id, 'retention-gap', this.now(), true);
       }).immediate();
       log.warn({ cursor, epochStart: inForce.startSignalId }, 'an assumed seed was never confirmed before the retention gap: its signals and what follows up to the next SEEDUPDATE are reported');
       if (wrote) this.onEvents();
@@ -365,10 +377,12 @@ export class SyncEngine {
     const current = await this.crypto.fetch(es, signal ? { signal } : {});
     if (current.fingerprint === inForce.seedFingerprint) return;
     const plans: EpochPlan[] = [];
-    if (current.signalId !== undefined && current.signalId > inForce.startSignalId && current.signalId <= cursor) {
+    if (current.signalId !== undefined && current.signalId > inForce.startSignalId && current.signalId < (firstKept ?? cursor + 1)) {
+      // The producer names the deleted SEEDUPDATE, and no signal still to come lies before it:
+      // its seed is all that is needed.
       plans.push({ start: current.signalId, status: 'known', info: current });
     } else {
-      plans.push({ start: cursor, status: 'unknown', reason: 'retention-gap' });
+      plans.push({ start: Math.max(cursor, inForce.startSignalId), status: 'unknown', reason: 'retention-gap' });
       if (current.signalId !== undefined && current.signalId > cursor) plans.push({ start: current.signalId, status: 'known', info: current });
     }
     this.db.transaction(() => {
@@ -398,17 +412,19 @@ export class SyncEngine {
    * right after S is visible the producer may still serve the old seed; answers that look stale
    * are asked again with backoff for at most `crypto.rotation_wait_seconds`, once per run.
    */
-  private async resolveRotation(ctx: RunContext, S: number, earlier: Epoch[]): Promise<RotationDecision & { kind: 'open' }> {
+  private async resolveRotation(ctx: RunContext, S: number, earlier: Epoch[], later: Epoch[]): Promise<RotationDecision & { kind: 'open' }> {
     const { es, log, signal } = ctx;
     const deadline = this.now() + this.config.crypto.rotationWaitSeconds * 1000;
     let backoff = 250;
     let attempts = 0;
+    let firstAnswer: string | undefined;
     for (;;) {
       signal?.throwIfAborted();
       attempts++;
       const answer = await this.askSeed(es, S, signal);
       const expired = ctx.raceWaitSpent || this.now() >= deadline;
-      const facts = { S, answer, history: es.cryptoHistory, earlier, waitExpired: expired };
+      const facts = { S, answer, history: es.cryptoHistory, earlier, later, waitExpired: expired, ...(firstAnswer !== undefined ? { firstAnswer } : {}) };
+      if (answer.kind === 'seed') firstAnswer ??= answer.info.fingerprint;
       const decision = decideRotation(facts);
       if (decision.kind === 'open') {
         if (expired && decideRotation({ ...facts, waitExpired: false }).kind === 'wait') {
@@ -433,7 +449,8 @@ export class SyncEngine {
     const earlier = existing.filter((e) => e.startSignalId < S);
     // An identity e-service has no seed: a SEEDUPDATE changes nothing (SPEC §8b).
     const alreadyOpen = ctx.identity || existing.some((e) => e.startSignalId === S);
-    const decision = alreadyOpen ? undefined : this.withAssumptionChecked(await this.resolveRotation(ctx, S, earlier), earlier);
+    const later = existing.filter((e) => e.startSignalId > S);
+    const decision = alreadyOpen ? undefined : this.withAssumptionChecked(await this.resolveRotation(ctx, S, earlier, later), earlier);
     const started = this.now();
     // A SEEDUPDATE that became visible after later signals (SPEC §3 late lower ids): those
     // were matched with the previous seed. The new epoch still starts at S for what follows.
@@ -484,17 +501,22 @@ export class SyncEngine {
     const { es, row, log } = ctx;
     const epochs = this.epochs.forEService(row.id);
     const opened = epochs.find((e) => e.startSignalId === S);
+    // S's seed rules up to the next epoch's start (a later SEEDUPDATE already read): only the
+    // signals in between were matched under the previous seed.
     const upTo = Math.min(cursorBefore, epochs.find((e) => e.startSignalId > S)?.startSignalId ?? cursorBefore);
     const rows = this.keepSignalLog ? this.signalLog.range(row.id, S, upTo) : [];
+    // SEEDUPDATEs and skipped signals matched nothing under any seed.
+    const inert = (r: (typeof rows)[number]) => r.epoch === null && (r.signalType === 'SEEDUPDATE' || this.skippedSignals.has(row.id, r.signalId));
+    if (this.keepSignalLog && rows.every(inert)) return false;
     const recoverable =
       opened !== undefined &&
       opened.status !== 'unknown' &&
       previous !== undefined &&
       this.keepSignalLog &&
-      rows.every((r) => (r.epoch === previous.id && r.unmatched && r.objectId !== '') || (r.epoch === null && this.skippedSignals.has(row.id, r.signalId)));
+      rows.every((r) => (r.epoch === previous.id && r.unmatched && r.objectId !== '') || inert(r));
     if (!recoverable) {
-      log.warn({ seedupdate: S, cursor: cursorBefore }, 'SEEDUPDATE arrived behind the cursor (late lower id): the signals after it cannot be matched again');
-      return this.reports.recordClosed(es, S + 1, cursorBefore, 'late-seedupdate', `SEEDUPDATE ${S} became visible after signals up to ${cursorBefore} were matched with the previous seed`);
+      log.warn({ seedupdate: S, cursor: cursorBefore, upTo }, 'SEEDUPDATE arrived behind the cursor (late lower id): the signals after it cannot be matched again');
+      return this.reports.recordClosed(es, S + 1, upTo, 'late-seedupdate', `SEEDUPDATE ${S} became visible after signals up to ${upTo} were matched with the previous seed`);
     }
     const length = digestLength(opened.algorithm!);
     const receivedAt = this.now();
@@ -704,7 +726,8 @@ export class SyncEngine {
     return this.now() - last > this.config.hub.retentionDays * DAY_MS ? last : undefined;
   }
 
-  private recordRetentionGap(es: EServiceConfig, row: EServiceRow, page: Page, since: number, log: Logger): void {
+  private recordRetentionGap(ctx: RunContext, page: Page, since: number): void {
+    const { es, row, log } = ctx;
     const cursor = this.cursorOf(row);
     const firstAfter = page.signals.find((s) => s.signalId > cursor)?.signalId;
     const to = Math.max(cursor + 1, (firstAfter ?? cursor + 2) - 1);
@@ -713,7 +736,7 @@ export class SyncEngine {
       wrote = this.reports.recordClosed(es, cursor + 1, to, 'retention-gap', `last successful pull ${new Date(since).toISOString()} is older than the hub's retention (${this.config.hub.retentionDays} days): signals after ${cursor} may have been deleted unseen`);
       // This pull succeeded: with the report it closes the gap, so a run failing later on this
       // page (a producer down at a SEEDUPDATE, a crash) does not report the same gap again.
-      this.eservices.markPulled(row.id, this.now(), false);
+      this.eservices.markPulled(row.id, this.now(), false, ctx.startedAt);
     }).immediate();
     log.warn({ cursor, lastPullAt: new Date(since).toISOString() }, 'retention gap: signals may have been lost');
     if (wrote) this.onEvents();

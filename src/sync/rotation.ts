@@ -13,6 +13,11 @@ export interface EpochView {
   id: number;
   startSignalId: number;
   status: EpochStatus;
+  /**
+   * Null for an unknown epoch, except one that was assumed until the retention deleted what
+   * would have confirmed it: the seed the producer served then, which a SEEDUPDATE's answer
+   * may repeat in the race.
+   */
   seedFingerprint: string | null;
 }
 
@@ -30,7 +35,7 @@ export type EpochPlan =
   | { start: number; status: 'known' | 'assumed'; info: CryptoInfo }
   | { start: number; status: 'unknown'; reason: ResyncReason };
 
-export type WaitReason = 'history-not-found' | 'seed-unchanged' | 'answer-older';
+export type WaitReason = 'history-not-found' | 'seed-unchanged' | 'answer-older' | 'previous-unknown';
 
 export type RotationDecision =
   /** The answer may be the SPEC §8 race: ask again later, unless the wait is over. */
@@ -46,8 +51,12 @@ export interface RotationFacts {
   history: boolean;
   /** The e-service's epochs starting before S, ordered by start. */
   earlier: readonly EpochView[];
+  /** Epochs starting after S: S became visible late (SPEC §10), after a later SEEDUPDATE. Default none. */
+  later?: readonly EpochView[];
   /** The race wait is over, or was already spent once in this run. */
   waitExpired: boolean;
+  /** The fingerprint of the first answer for this S in this wait, when this is a later one. */
+  firstAnswer?: string;
 }
 
 /** Decides the epoch a SEEDUPDATE at S opens. */
@@ -67,6 +76,10 @@ export function decideRotation(f: RotationFacts): RotationDecision {
     return open([{ start: S, status: 'unknown', reason: 'seed-from-later-epoch' }, { start: info.signalId, status: 'known', info }], invalidations(earlier, assumedWithThisSeed));
   }
 
+  // A late S (SPEC §10): the answer is a later SEEDUPDATE's seed (the current one, or a producer
+  // ignoring `?signalId`), and waiting will not bring S's own.
+  if (f.later?.some((e) => e.seedFingerprint === info.fingerprint)) return open([{ start: S, status: 'unknown', reason: 'seed-from-later-epoch' }]);
+
   if (f.history) {
     // The producer's word for S. A seed already proven for an earlier epoch cannot be S's too
     // (the race); one only assumed for an earlier epoch was never that epoch's: it is S's.
@@ -75,11 +88,20 @@ export function decideRotation(f: RotationFacts): RotationDecision {
   }
 
   const previous = earlier.at(-1);
+  if (previous?.status === 'unknown' && previous.seedFingerprint !== info.fingerprint) {
+    // The seed before S is not known (the retention may have deleted a SEEDUPDATE unseen): a
+    // seed unlike the last one seen may still be the race's stale answer. Only a change of
+    // answer during the wait shows the race; unchanged through the whole wait, it is S's.
+    if (waitExpired || (f.firstAnswer !== undefined && f.firstAnswer !== info.fingerprint)) return open([{ start: S, status: 'assumed', info }]);
+    return { kind: 'wait', reason: 'previous-unknown' };
+  }
   if (previous === undefined || previous.seedFingerprint !== info.fingerprint) return open([{ start: S, status: 'assumed', info }], []);
   if (!waitExpired) return { kind: 'wait', reason: 'seed-unchanged' };
   // Unchanged after the whole wait. An assumed previous seed is then the one in force after S:
   // what was matched before S under it was matched under a seed that was not its own.
   if (previous.status === 'assumed') return open([{ start: S, status: 'assumed', info }], invalidations(earlier, [previous]));
+  // The same, for an assumed seed already reported when the retention took its confirmation.
+  if (previous.status === 'unknown') return open([{ start: S, status: 'assumed', info }]);
   return open([{ start: S, status: 'unknown', reason: 'seed-unchanged' }]);
 }
 

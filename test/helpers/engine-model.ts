@@ -20,7 +20,7 @@ import type { CryptoInfo } from '../../src/crypto/crypto-info-client.js';
 import { AppError } from '../../src/errors.js';
 import type { Page } from '../../src/hub/types.js';
 import { parsePullBody } from '../../src/hub/validate.js';
-import { silentLogger } from '../../src/log.js';
+import { createLogger, silentLogger } from '../../src/log.js';
 import { openDatabase, type Db } from '../../src/store/db.js';
 import { EServiceStore } from '../../src/store/eservices.js';
 import { OutboxStore } from '../../src/store/outbox.js';
@@ -439,7 +439,7 @@ export async function playScenario(scenario: Scenario, opts: RunOptions): Promis
     config,
     hub: world.hub,
     crypto: world.crypto,
-    logger: silentLogger,
+    logger: process.env.MODEL_LOG ? createLogger({ level: "debug" }) : silentLogger,
     now: world.now,
     sleep: world.sleep,
   };
