@@ -43,7 +43,7 @@ export class OutboxStore {
 
   constructor(private readonly db: Db) {
     this.insert = db.prepare(
-      'INSERT OR IGNORE INTO outbox (event_id, eservice_id, signal_id, kind, payload, created_at) VALUES (?, ?, ?, ?, ?, ?)',
+      'INSERT OR IGNORE INTO outbox (event_id, eservice_id, signal_id, kind, payload, created_at, tenant, signal_type) VALUES (?, ?, ?, ?, ?, ?, ?, ?)',
     );
     this.after = db.prepare('SELECT * FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?');
     this.afterFiltered = db.prepare(
@@ -64,8 +64,10 @@ export class OutboxStore {
 
   /** Returns false when an event with this id already exists (a rescan or a replayed page). */
   append(event: OutboxEvent, now = Date.now()): boolean {
-    const signalId = event.type === 'signal' ? event.signalId : null;
-    return this.insert.run(event.id, event.eserviceId, signalId, event.type, JSON.stringify(event), now).changes === 1;
+    const signal = event.type === 'signal' ? event : null;
+    return (
+      this.insert.run(event.id, event.eserviceId, signal?.signalId ?? null, event.type, JSON.stringify(event), now, signal ? (signal.tenant ?? '') : null, signal?.signalType ?? null).changes === 1
+    );
   }
 
   /** Events after `seq`, in order; only those of `eserviceIds` when given and non-empty. */
