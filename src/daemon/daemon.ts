@@ -396,7 +396,7 @@ class DaemonRuntime implements Daemon {
       const outbox = new OutboxStore(this.db);
       const now = Date.now();
       for (const sink of sinkStatus(this.db, this.config.sinks)) {
-        const oldest = outbox.oldestCreatedAfter(sink.position, sink.eservices);
+        const oldest = outbox.oldestCreatedAfter(sink.position, { eservices: sink.eservices, tenants: sink.tenants, signalTypes: sink.signalTypes });
         this.metrics.sinkOldestPendingAge.set({ sink: sink.name }, oldest === null ? 0 : Math.max(0, (now - oldest) / 1000));
         this.metrics.sinkPending.set({ sink: sink.name }, sink.pending);
         this.metrics.sinkStopped.set({ sink: sink.name }, sink.state === 'stopped' ? 1 : 0);
