@@ -111,14 +111,28 @@ describe('delegations and back-matching', () => {
     await engine.syncEService(ES2);
     expect(ids().slice(3)).toEqual([`${ES1}:${r2}`, `${ES2}:${d3}:tenant:c_a001`]);
 
+    // The key is one subject row, indexed for the union of its tenants' e-services.
+    const indexedFor = () =>
+      (db.prepare('SELECT DISTINCT s.eservice_id AS es FROM pseudonyms p JOIN epochs e ON e.id = p.epoch JOIN eservices s ON s.id = e.eservice WHERE p.subject_id = ? AND e.retired_at IS NULL ORDER BY 1').pluck().all(1) as string[]).sort();
+    expect(db.prepare('SELECT COUNT(*) FROM subjects').pluck().get()).toBe(2);
+    expect(indexedFor()).toEqual([ES1, ES2].sort());
+
     // Narrowing A back to residenze leaves key 1 indexed for residenze only, still A's and own.
     writer.upsertBatch([{ key: fiscalCode(1), tenant: 'c_a001', ref: 'a-1', eservices: [ES1] }]);
+    expect(indexedFor()).toEqual([ES1]);
     const r3 = w.sim.depositForSubject(ES1, fiscalCode(1), 'UPDATE', 'x');
     const d4 = w.sim.depositForSubject(ES2, fiscalCode(1), 'UPDATE', 'x');
     await engine.syncEService(ES1);
     await engine.syncEService(ES2);
     expect(ids().slice(5)).toEqual([`${ES1}:${r3}`, `${ES1}:${r3}:tenant:c_a001`]);
     expect(d4).toBeGreaterThan(d3);
+
+    // The own membership goes: A keeps the key (and its pseudonyms); then A's goes: the key is gone.
+    expect(writer.removeKeys([fiscalCode(1)])).toEqual([true]);
+    expect(indexedFor()).toEqual([ES1]);
+    expect(writer.removeKeys([fiscalCode(1)], 'c_a001')).toEqual([true]);
+    expect(indexedFor()).toEqual([]);
+    expect(db.prepare('SELECT COUNT(*) FROM subjects').pluck().get()).toBe(1);
     db.close();
   });
 });

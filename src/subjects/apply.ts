@@ -73,6 +73,8 @@ export class SubjectWriter {
       // Per subject touched: its row before this batch (null: created by it). The same key may
       // come several times (once per tenant): pseudonyms are settled once, from the final rows.
       const before = new Map<number, StoredSubject | null>();
+      // Subjects this batch created and did not touch again: indexed as inserted, no re-read.
+      const created = new Map<number, StoredSubject>();
       const now = this.now();
 
       for (const row of batch) {
@@ -81,9 +83,10 @@ export class SubjectWriter {
         if (existing === undefined) {
           const eservices = normalizeSet(row.eservices ?? 'all');
           const ref = row.ref ?? null;
-          const created = this.store.insert({ key: row.key, ref: tenant === OWN_TENANT ? ref : null, eservices }, now);
-          this.store.insertMembership(created.id, { tenant, ref, eservices }, now);
-          before.set(created.id, null);
+          const subject = this.store.insert({ key: row.key, ref: tenant === OWN_TENANT ? ref : null, eservices }, now);
+          this.store.insertMembership(subject.id, { tenant, ref, eservices }, now);
+          before.set(subject.id, null);
+          created.set(subject.id, subject);
           outcomes.push('new');
           continue;
         }
@@ -104,10 +107,11 @@ export class SubjectWriter {
           outcomes.push('updated');
         }
         if (!before.has(existing.id)) before.set(existing.id, existing);
+        created.delete(existing.id);
         this.syncSubjectRow(existing.id, tenant === OWN_TENANT ? ref : undefined);
       }
 
-      this.reindex(before);
+      this.reindex(before, created);
       return outcomes;
     })();
   }
@@ -165,9 +169,9 @@ export class SubjectWriter {
       const seen = new Set<number>();
       for (const key of keys) {
         const subject = this.store.findByKey(key);
-        const present = subject !== undefined && !seen.has(subject.id) && (tenant === 'every' || this.store.membership(subject.id, tenant) !== undefined);
+        const present = subject !== undefined && (tenant === 'every' || this.store.membership(subject.id, tenant) !== undefined);
         found.push(present);
-        if (!present) continue;
+        if (!present || seen.has(subject.id)) continue;
         seen.add(subject.id);
         if (tenant === 'every') whole.push(subject);
         else memberships.push({ subject, tenant });
@@ -190,12 +194,12 @@ export class SubjectWriter {
   }
 
   /** Pseudonyms of subjects whose e-service union changed (or that are new) follow their final rows. */
-  private reindex(before: Map<number, StoredSubject | null>): void {
+  private reindex(before: Map<number, StoredSubject | null>, known: Map<number, StoredSubject> = new Map()): void {
     if (!this.options.index || before.size === 0) return;
     const unindex: StoredSubject[] = [];
     const index: StoredSubject[] = [];
     for (const [id, previous] of before) {
-      const final = this.store.findById(id);
+      const final = known.get(id) ?? this.store.findById(id);
       if (final === undefined) continue;
       if (previous === null) index.push(final);
       // A changed ref alone leaves pseudonyms as they are: they depend on the key only.
