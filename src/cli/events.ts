@@ -5,7 +5,7 @@ import type { OutboxEvent } from '../events.js';
 import { eventJsonSchema } from '../event-schema.js';
 import { EServiceStore } from '../store/eservices.js';
 import { OutboxStore } from '../store/outbox.js';
-import { OWN_TENANT_LABEL, parseTenantFilter } from '../subjects/tenant.js';
+import { OWN_TENANT_LABEL, parseTenantFilter } from '../tenant.js';
 import { action, loadCliConfig } from './common.js';
 import { openReader } from './db.js';
 import { escapeForTerminal } from '../terminal.js';

@@ -1,4 +1,4 @@
-import { OWN_TENANT_LABEL } from '../subjects/tenant.js';
+import { OWN_TENANT_LABEL } from '../tenant.js';
 import { InvalidArgumentError, type Command } from 'commander';
 import type { Config } from '../config/types.js';
 import { createRequire } from 'node:module';

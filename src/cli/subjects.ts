@@ -13,7 +13,7 @@ import { importSubjects, subjectIndexOptions, type ImportReport, type RejectedRo
 import { detectFormat, readSubjectFile, SUBJECT_FORMATS } from '../subjects/parse.js';
 import { SubjectWriter } from '../subjects/apply.js';
 import { SubjectInbox, type QueuedImport } from '../subjects/inbox.js';
-import { OWN_TENANT, OWN_TENANT_LABEL, parseTenant } from '../subjects/tenant.js';
+import { OWN_TENANT, OWN_TENANT_LABEL, parseTenant } from '../tenant.js';
 
 const formatOption = () => new Option('--format <format>', 'input format (default: from the extension; csv for stdin)').choices([...SUBJECT_FORMATS]);
 

@@ -2,7 +2,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { parse as parseToml, TomlError } from 'smol-toml';
 import { AppError, ConfigError, type ConfigProblem } from '../errors.js';
-import { parseTenantFilter } from '../subjects/tenant.js';
+import { parseTenantFilter } from '../tenant.js';
 import type { ClientConfig, Config, EServiceConfig, SinkConfig } from './types.js';
 import { expandEnvironment } from './env.js';
 import { buildFileSchema, parseListen, type FileConfig } from './schema.js';

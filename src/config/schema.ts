@@ -4,7 +4,7 @@ import type { PresetName } from './types.js';
 import { PRESET_NAMES } from './presets.js';
 import { resolveDataPath, resolveSecretPath, type PathContext } from './paths.js';
 import { EXEC_ENV_NAME as ENV_NAME, FORBIDDEN_ENV_MESSAGE, allowedInChildEnv } from './exec-env.js';
-import { OWN_TENANT_LABEL, parseTenantFilter } from '../subjects/tenant.js';
+import { OWN_TENANT_LABEL, parseTenantFilter } from '../tenant.js';
 import { dpopKeyProblem, inlineSecretProblem, missingSecretNameProblem, readableFileProblem, rsaPrivateKeyProblem, secretFileModeProblem } from './keys.js';
 
 /**

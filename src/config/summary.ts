@@ -1,4 +1,4 @@
-import { tenantLabel } from '../subjects/tenant.js';
+import { tenantLabel } from '../tenant.js';
 import fs from 'node:fs';
 import { displayWebhookUrl } from '../url-display.js';
 import type { ClientConfig, Config, SinkConfig } from './types.js';

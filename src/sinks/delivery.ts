@@ -82,8 +82,8 @@ interface Runner {
  * Delivers the outbox to the configured sinks, at least once (ARCHITECTURE invariant 2).
  *
  * One loop per sink reads the events after that sink's position, in outbox order, filtered by
- * its e-services, tenants and signal types (sinkFilter), hands them to the sink, and advances the position in one small transaction
- * only after the sink confirmed the batch. A crash between the two re-delivers the batch (the
+ * its e-services, tenants and signal types (sinkFilter), hands them to the sink, and advances
+ * the position in one small transaction only after the sink confirmed the batch. A crash between the two re-delivers the batch (the
  * event ids let receivers de-duplicate); nothing is ever skipped. Sinks are independent: a
  * failing one backs off alone; one that failed permanently is STOPPED (persisted in
  * sink_positions) until `retry()` or `signalhub-sync sinks retry NAME`.

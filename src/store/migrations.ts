@@ -195,7 +195,7 @@ CREATE INDEX dead_letters_by_state ON dead_letters (sink, state, id);
     version: 4,
     name: 'subject tenants, outbox routing columns',
     sql: `
--- tenant = '' is the consumer's own subject; otherwise the delegator's id (see src/subjects/tenant.ts).
+-- tenant = '' is the consumer's own subject; otherwise the delegator's id (see src/tenant.ts).
 CREATE TABLE subject_tenants (
   subject_id    INTEGER NOT NULL REFERENCES subjects(id) ON DELETE CASCADE,
   tenant        TEXT NOT NULL,

@@ -33,7 +33,7 @@ export interface NewSubject {
 /** One tenant's claim on a subject: its ref and the e-services it follows for that key. */
 export interface Membership {
   subjectId: number;
-  /** '' for the consumer's own subject (OWN_TENANT in src/subjects/tenant.ts). */
+  /** '' for the consumer's own subject (OWN_TENANT in src/tenant.ts). */
   tenant: string;
   ref: string | null;
   eservices: string[] | 'all';
@@ -176,7 +176,7 @@ export class SubjectStore {
   recipients(subjectId: number, eserviceId: string): Recipient[] {
     const rows = this.recipientsStmt.all({ subject: subjectId, eservice: eserviceId }) as Recipient[];
     if (rows.length > 0 || this.anyMembershipStmt.get(subjectId) !== undefined) return rows;
-    const subject = this.byId.get(subjectId) as (RawSubject & { added_at?: number }) | undefined;
+    const subject = this.byId.get(subjectId) as RawSubject | undefined;
     return subject ? [{ tenant: '', ref: subject.ref, addedAt: 0 }] : [];
   }
 

@@ -12,7 +12,7 @@
 import type { Db } from '../store/db.js';
 import { SubjectStore, type StoredSubject } from '../store/subjects.js';
 import { indexNewSubjects, unindexSubjects, type SubjectIndexOptions } from '../sync/subject-index.js';
-import { OWN_TENANT } from './tenant.js';
+import { OWN_TENANT } from '../tenant.js';
 
 /** A subject as a file states it: normalized key, e-services resolved to hub ids. */
 export interface SubjectUpsert {

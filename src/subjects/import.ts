@@ -19,7 +19,7 @@ import { checkSubjectKey } from './fiscal-code.js';
 import { looksLikeSubjectKey, quoteSafely } from './redact.js';
 import { readSubjectFile, type SubjectFormat, type SubjectRecord } from './parse.js';
 import { SubjectWriter, type SubjectUpsert } from './apply.js';
-import { OWN_TENANT, parseTenant } from './tenant.js';
+import { OWN_TENANT, parseTenant } from '../tenant.js';
 import { AppError } from '../errors.js';
 
 export interface ConfiguredEService {

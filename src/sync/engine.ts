@@ -108,6 +108,8 @@ export class SyncEngine {
   private readonly skippedSignals: SkippedSignalStore;
   private readonly matchStmt;
   private readonly fanout: TenantFanout;
+  /** Events appended per tenant since the last flush; counted in metrics only after a commit. */
+  private emittedByTenant = new Map<string, number>();
   private readonly keepSignalLog: boolean;
 
   constructor(options: SyncEngineOptions) {
@@ -520,7 +522,7 @@ export class SyncEngine {
       matched++;
       const event = this.signalEvent(es, { signalId: r.signalId, signalType: r.signalType, objectType: r.objectType, objectId: r.objectId }, subject, opened.id, receivedAt);
       // A tenant that added the key since the signal arrived matches it as a back-match would: say so.
-      if (this.appendForTenants(event, subject.id, r.receivedAt)) wrote = true;
+      if (this.appendForTenants(event, subject.id, receivedAt, r.receivedAt)) wrote = true;
     }
     if (first !== undefined) this.epochs.noteSignals(opened.id, first, last, count);
     if (matched > 0) this.eservices.advance(row.id, cursorBefore, 0, matched);
@@ -533,20 +535,16 @@ export class SyncEngine {
    * e-service (src/sync/tenant-events.ts); returns whether any was new. Counted per tenant once
    * the caller's transaction commits (emittedByTenant).
    */
-  private appendForTenants(event: SignalEvent, subjectId: number, signalReceivedAt?: number): boolean {
+  private appendForTenants(event: SignalEvent, subjectId: number, now: number, signalReceivedAt?: number): boolean {
     let wrote = false;
-    const at = Date.parse(event.receivedAt);
     for (const e of this.fanout.expand(event, subjectId, signalReceivedAt)) {
-      if (!this.outbox.append(e, at)) continue;
+      if (!this.outbox.append(e, now)) continue;
       wrote = true;
       const tenant = e.tenant ?? '';
       this.emittedByTenant.set(tenant, (this.emittedByTenant.get(tenant) ?? 0) + 1);
     }
     return wrote;
   }
-
-  /** Events appended per tenant since the last flush; counted in metrics only after a commit. */
-  private emittedByTenant = new Map<string, number>();
 
   /** Returns how many events were counted. */
   private flushTenantCounts(committed: boolean): number {
@@ -700,7 +698,7 @@ export class SyncEngine {
             matched = true;
             matches++;
             const event = this.signalEvent(es, s, subject, match.epoch.id, receivedAt);
-            if (this.appendForTenants(event, subject.id)) wrote = true;
+            if (this.appendForTenants(event, subject.id, receivedAt)) wrote = true;
           }
         }
         if (this.keepSignalLog) {

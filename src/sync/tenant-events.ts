@@ -1,7 +1,7 @@
 import type { Db } from '../store/db.js';
 import { SubjectStore } from '../store/subjects.js';
 import type { SignalEvent } from '../events.js';
-import { OWN_TENANT } from '../subjects/tenant.js';
+import { OWN_TENANT } from '../tenant.js';
 
 /**
  * The stable id of a signal event: `eserviceId:signalId` for the consumer's own subject (the
