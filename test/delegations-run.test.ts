@@ -8,7 +8,8 @@ import { subjectIndexOptions } from '../src/subjects/import.js';
 import { createEngine, createRemotes } from '../src/sync/runtime.js';
 import { silentLogger } from '../src/log.js';
 import { createWorld, fiscalCode, type World } from './helpers/world.js';
-import { httpGet, metricValue, startRun, storeSubjects } from './run-helpers.js';
+import { fileEventIds, httpGet, metricValue, startRun, storeSubjects } from './run-helpers.js';
+import { runCli } from './helpers/cli.js';
 import type { SignalEvent } from '../src/events.js';
 
 /**
@@ -61,6 +62,33 @@ describe('delegations in the daemon', () => {
       [`${ES1}:${s3}:tenant:c_b002`, 'b-3', 'c_b002'],
     ]);
     expect(read('all.ndjson').map((e) => e.id)).toEqual([`${ES1}:${s1}`, `${ES1}:${s2}`, `${ES1}:${s2}:tenant:c_b002`, `${ES1}:${s3}:tenant:c_b002`]);
+  });
+});
+
+describe('delegations through the daemon\'s import queue', () => {
+  it('subjects import --queue --tenant [--replace] reaches the daemon with its tenant', async () => {
+    world = await createWorld({
+      eservices: [{ id: ES1, name: 'residenze' }],
+      toml: `[hub]\npoll_interval_seconds = 1\n\n[[sinks]]\nname = "archive"\ntype = "file"\npath = "events.ndjson"\n`,
+    });
+    const w = world;
+    const [anna, bruno, carla] = [fiscalCode(601), fiscalCode(602), fiscalCode(603)];
+    storeSubjects(w, [{ key: anna, ref: 'anna' }, { key: carla, ref: 'carla', tenant: 'c_a001' }]);
+    const daemon = startRun(w);
+    await daemon.waitForLog((l) => l.msg === 'signalhub-sync running', 'the daemon to start');
+    const csv = path.join(w.dir, 'a.csv');
+    fs.writeFileSync(csv, `key,ref\n${anna},a-anna\n${bruno},a-bruno\n`);
+    const queued = await runCli(['--config', w.configFile, 'subjects', 'import', '--queue', '--tenant', 'c_a001', '--replace', '--json', csv], { timeoutMs: 60_000 });
+    expect(queued.code, queued.stderr).toBe(0);
+    expect(JSON.parse(queued.stdout)).toMatchObject({ imported: 2, removed: 1, committed: true }); // carla left A
+    const ids = [anna, bruno, carla].map((k) => w.sim.depositForSubject(ES1, k, 'UPDATE', 'x'));
+    const got = await daemon.until(() => {
+      const all = fileEventIds(path.join(w.dir, 'events.ndjson'));
+      return all.length >= 3 ? all : undefined;
+    }, 'the events delivered');
+    expect(got).toEqual([`${ES1}:${ids[0]}`, `${ES1}:${ids[0]}:tenant:c_a001`, `${ES1}:${ids[1]}:tenant:c_a001`]);
+    daemon.child.kill('SIGTERM');
+    expect((await daemon.exited).code).toBe(0);
   });
 });
 
