@@ -104,6 +104,12 @@ describe('delegations: subjects of several tenants (CLI, simulator, file sinks)'
       return r;
     };
 
+    const check = await run('config check', ['config', 'check']);
+    expect(check.stdout).toContain('comune-a: file');
+    expect(check.stdout).toMatch(/comune-a: .*; e-services: all; tenants: c_a001\n/);
+    expect(check.stdout).toMatch(/own: .*; tenants: @own\n/);
+    expect(check.stdout).toMatch(/documents-deleted: .*; e-services: documents; signal types: DELETE\n/);
+
     // Own subjects 1..4 (no tenant column); tenant A 3..6 (--tenant, case-insensitive); tenant B
     // 5..8 in NDJSON with a per-row tenant, key 8 following residences only.
     await run('import own', ['subjects', 'import', file('own.csv', `key,ref\n${[1, 2, 3, 4].map((n) => `${K(n)},own-${n}`).join('\n')}\n`)]);
