@@ -108,10 +108,9 @@ export class SubjectWriter {
         }
         if (!before.has(existing.id)) before.set(existing.id, existing);
         created.delete(existing.id);
-        this.syncSubjectRow(existing.id, tenant === OWN_TENANT ? ref : undefined);
       }
 
-      this.reindex(before, created);
+      this.settle(before, created);
       return outcomes;
     })();
   }
@@ -132,18 +131,13 @@ export class SubjectWriter {
         if (!before.has(subject.id)) before.set(subject.id, this.store.findById(subject.id) ?? subject);
       }
       for (const [id, previous] of before) {
-        if (this.store.memberships(id).length === 0) {
-          gone.push(previous!);
-          before.delete(id);
-        } else {
-          this.syncSubjectRow(id, undefined);
-        }
+        if (this.store.memberships(id).length > 0) continue;
+        gone.push(previous!);
+        before.delete(id);
       }
-      // Unindexed before the rows go (the index reads nothing but what it is given, but the
-      // pseudonym rows reference the subject).
       if (this.options.index && gone.length > 0) unindexSubjects(this.db, gone);
       this.store.deleteByIds(gone.map((s) => s.id));
-      this.reindex(before);
+      this.settle(before);
       return removed;
     })();
   }
@@ -183,24 +177,29 @@ export class SubjectWriter {
   }
 
   /**
-   * Sets the subject row's e-services to the union of its memberships' and, when given, its
-   * ref to the own membership's.
+   * Brings the subject rows of `before` (id -> row before the change, null for a row this batch
+   * inserted) in line with their memberships: e-services = the union of theirs, ref = the own
+   * membership's. In the order the index needs: unindex the old rows, write, index the new.
+   * `created`: rows inserted by the batch and not changed since (written and final already).
    */
-  private syncSubjectRow(id: number, ownRef: string | null | undefined): void {
-    const current = this.store.findById(id)!;
-    const eservices = unionOf(this.store.memberships(id).map((m) => m.eservices));
-    const ref = ownRef === undefined ? (this.store.membership(id, OWN_TENANT)?.ref ?? null) : ownRef;
-    if (ref !== current.ref || !sameSet(current.eservices, eservices)) this.store.update(id, { ref, eservices });
-  }
-
-  /** Pseudonyms of subjects whose e-service union changed (or that are new) follow their final rows. */
-  private reindex(before: Map<number, StoredSubject | null>, known: Map<number, StoredSubject> = new Map()): void {
-    if (!this.options.index || before.size === 0) return;
+  private settle(before: Map<number, StoredSubject | null>, created: Map<number, StoredSubject> = new Map()): void {
     const unindex: StoredSubject[] = [];
     const index: StoredSubject[] = [];
+    const writes: StoredSubject[] = [];
     for (const [id, previous] of before) {
-      const final = known.get(id) ?? this.store.findById(id);
-      if (final === undefined) continue;
+      const inserted = created.get(id);
+      if (inserted !== undefined) {
+        index.push(inserted);
+        continue;
+      }
+      const row = previous ?? this.store.findById(id)!;
+      const memberships = this.store.memberships(id);
+      const final: StoredSubject = {
+        ...row,
+        ref: memberships.find((m) => m.tenant === OWN_TENANT)?.ref ?? null,
+        eservices: unionOf(memberships.map((m) => m.eservices)),
+      };
+      if (final.ref !== row.ref || !sameSet(row.eservices, final.eservices)) writes.push(final);
       if (previous === null) index.push(final);
       // A changed ref alone leaves pseudonyms as they are: they depend on the key only.
       else if (!sameSet(previous.eservices, final.eservices)) {
@@ -208,8 +207,9 @@ export class SubjectWriter {
         index.push(final);
       }
     }
-    if (unindex.length > 0) unindexSubjects(this.db, unindex);
-    if (index.length > 0) indexNewSubjects(this.db, index, this.options.index);
+    if (this.options.index && unindex.length > 0) unindexSubjects(this.db, unindex);
+    for (const w of writes) this.store.update(w.id, { ref: w.ref, eservices: w.eservices });
+    if (this.options.index && index.length > 0) indexNewSubjects(this.db, index, this.options.index);
   }
 }
 
