@@ -15,13 +15,16 @@ import type { OutboxEvent, ResyncEvent, SignalEvent } from './events.js';
  * fields with `.optional()`), raise EVENT_SCHEMA_VERSION's minor. A new event type gets a shape
  * and an entry in EVENT_SHAPES. The type checks at the end fail the build when the two disagree.
  */
-export const EVENT_SCHEMA_VERSION = '1.1.0';
+export const EVENT_SCHEMA_VERSION = '1.2.0';
 
 const isoTime = () => z.iso.datetime({ offset: true });
 const uuidLike = () => z.string().min(1).describe('Signal Hub e-service id (uuid).');
 
 const signalShape = {
-  id: z.string().min(1).describe('"<eserviceId>:<signalId>": stable across redeliveries; de-duplicate on it.'),
+  id: z
+    .string()
+    .min(1)
+    .describe('"<eserviceId>:<signalId>" for the consumer\'s own subject, "<eserviceId>:<signalId>:tenant:<tenant>" for a delegator\'s (since 1.2.0): stable across redeliveries; de-duplicate on it.'),
   type: z.literal('signal'),
   eserviceId: uuidLike(),
   eserviceName: z.string().describe('The e-service\'s name in the configuration.'),
@@ -34,6 +37,11 @@ const signalShape = {
   epoch: z.number().int().describe('Local id of the seed epoch the signal was matched under.'),
   receivedAt: isoTime().describe('When the signal was received from the hub.'),
   backfilled: z.literal(true).optional().describe('Present when a subject added later matched a signal kept for back-matching.'),
+  tenant: z
+    .string()
+    .regex(/^[a-z0-9][a-z0-9_.-]{0,63}$/)
+    .optional()
+    .describe('Since 1.2.0: the delegator whose subject matched (a delegate acting for several tenants); absent for the consumer\'s own subject. One signal yields one event per tenant whose subject matched.'),
 };
 
 const resyncShape = {

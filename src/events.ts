@@ -6,7 +6,7 @@
 export type ChangeSignalType = 'CREATE' | 'UPDATE' | 'DELETE';
 
 export interface SignalEvent {
-  /** `eserviceId:signalId` */
+  /** `eserviceId:signalId` for the consumer's own subject; `eserviceId:signalId:tenant:<tenant>` for a delegator's. */
   id: string;
   type: 'signal';
   eserviceId: string;
@@ -26,6 +26,8 @@ export interface SignalEvent {
   receivedAt: string;
   /** Emitted when a subject added later matched a signal kept for back-matching. */
   backfilled?: true;
+  /** The delegator whose subject matched (SPEC §8c); absent for the consumer's own subject. */
+  tenant?: string;
 }
 
 export type ResyncReason =

@@ -6,7 +6,7 @@ const VERSION = (createRequire(import.meta.url)('../package.json') as { version:
 /**
  * Every metric the daemon exports, in one registry. Modules receive a `Metrics` in their
  * options and record into it; the HTTP endpoint (daemon/http.ts) serves `registry.metrics()`.
- * Labels carry e-service ids and sink names only: never personal data.
+ * Labels carry e-service ids, sink names and tenant ids only: never personal data.
  */
 export class Metrics {
   readonly registry = new Registry();
@@ -16,6 +16,9 @@ export class Metrics {
   readonly signalsSkipped = new Counter({ name: 'signalhub_signals_skipped_total', help: 'Signals passed without matching (empty or undecodable objectId, bad objectType, ...), by reason', labelNames: ['eservice', 'reason'] as const, registers: [this.registry] });
   readonly matches = new Counter({ name: 'signalhub_matches_total', help: 'Signals that matched a local subject', labelNames: ['eservice'] as const, registers: [this.registry] });
   readonly eventsWritten = new Counter({ name: 'signalhub_events_written_total', help: 'Events written to the outbox', labelNames: ['eservice', 'kind'] as const, registers: [this.registry] });
+  /** Labelled by tenant (the delegator; "" for the consumer's own subjects): tenants are configured by the operator, so the label stays bounded. */
+  readonly eventsEmitted = new Counter({ name: 'signalhub_events_emitted_total', help: 'Signal events written to the outbox, by tenant (empty: the consumer\'s own subjects)', labelNames: ['tenant'] as const, registers: [this.registry] });
+  readonly subjects = new Gauge({ name: 'signalhub_subjects', help: 'Stored subjects by tenant (empty: the consumer\'s own); a key shared by tenants counts once per tenant', labelNames: ['tenant'] as const, registers: [this.registry] });
   readonly eventsDelivered = new Counter({ name: 'signalhub_events_delivered_total', help: 'Events confirmed by a sink', labelNames: ['sink'] as const, registers: [this.registry] });
   readonly sinkPending = new Gauge({ name: 'signalhub_sink_pending_events', help: 'Outbox events not yet confirmed by a sink', labelNames: ['sink'] as const, registers: [this.registry] });
   readonly sinkStopped = new Gauge({ name: 'signalhub_sink_stopped', help: '1 when a sink stopped on a permanent error and waits for "sinks retry"', labelNames: ['sink'] as const, registers: [this.registry] });

@@ -294,8 +294,8 @@ describe('backpressure', () => {
     const sinks: SinkConfig[] = [hook('http://127.0.0.1/x'), fileSink('/f')];
     const entries = listSinks({ database: dbFile, sinks, outbox: { keepDays: 7, maxPending: 2, deliveryBatchSize: 100 } });
     expect(entries).toEqual([
-      { name: 'hook', type: 'webhook', eservices: [], position: 1, pending: 2, state: 'stopped', delivered: 1, lastError: 'sink "hook": POST http://127.0.0.1/x answered HTTP 410', lastErrorAt: '2024-06-01T00:00:00.000Z', backpressure: false },
-      { name: 'file', type: 'file', eservices: [], position: 0, pending: 3, state: 'active', delivered: 0, lastError: null, lastErrorAt: null, backpressure: true },
+      { name: 'hook', type: 'webhook', eservices: [], tenants: [], signalTypes: [], position: 1, pending: 2, state: 'stopped', delivered: 1, lastError: 'sink "hook": POST http://127.0.0.1/x answered HTTP 410', lastErrorAt: '2024-06-01T00:00:00.000Z', backpressure: false },
+      { name: 'file', type: 'file', eservices: [], tenants: [], signalTypes: [], position: 0, pending: 3, state: 'active', delivered: 0, lastError: null, lastErrorAt: null, backpressure: true },
     ]);
     const table = formatSinkTable(entries);
     expect(table).toMatch(/^NAME\s+TYPE\s+STATE/);

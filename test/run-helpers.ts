@@ -90,10 +90,10 @@ export function startRun(world: World, options: { env?: NodeJS.ProcessEnv; logLe
 }
 
 /** Stores subjects (linked to every e-service) the way `subjects import` does, before the daemon runs. */
-export function storeSubjects(world: World, subjects: { key: string; ref: string }[]): void {
+export function storeSubjects(world: World, subjects: { key: string; ref: string; tenant?: string; eservices?: string[] }[]): void {
   const db = openDatabase(world.config.database);
   try {
-    new SubjectWriter(db, { index: subjectIndexOptions(world.config) }).upsertBatch(subjects.map((s) => ({ ...s, eservices: 'all' as const })));
+    new SubjectWriter(db, { index: subjectIndexOptions(world.config) }).upsertBatch(subjects.map((s) => ({ eservices: 'all' as const, ...s })));
   } finally {
     db.close();
   }

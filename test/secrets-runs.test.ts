@@ -75,10 +75,20 @@ describe('secrets: sync --once end to end at trace level', () => {
     fs.writeFileSync(csv, `key,ref\n${mine.map((k, i) => `${k},pratica-${i}`).join('\n')}\n`);
     const runs: [string, CliResult][] = [['import', await cli(['subjects', 'import', csv])]];
     expect(runs[0]![1].code).toBe(0);
+    // A delegator's subjects (issue 14), and tenant values that are keys in the wrong place:
+    // refused by line, never echoed.
+    const delegated = Array.from({ length: 3 }, (_, i) => fiscalCode(400 + i));
+    const tenantCsv = path.join(w.dir, 'tenant.csv');
+    fs.writeFileSync(tenantCsv, `key,ref,tenant\n${delegated.map((k, i) => `${k},deleg-${i},c_a001`).join('\n')}\n${strangers[0]},x,${strangers[1]}\n`);
+    runs.push(['import tenants', await cli(['subjects', 'import', tenantCsv])]);
+    expect(runs.at(-1)![1].code).toBe(65);
+    expect(runs.at(-1)![1].stderr).toContain('line 5: tenant is a personal fiscal code');
+    runs.push(['import --tenant KEY', await cli(['subjects', 'import', '--tenant', strangers[2]!, tenantCsv])]);
+    expect(runs.at(-1)![1].code).toBe(64);
 
     // Run 0 opens the initial epochs, so that every signal below has a knowable seed.
     runs.push(['sync 0', await cli(['sync', '--once'])]);
-    expect(runs[1]![1].code, runs[1]![1].stderr).toBe(0);
+    expect(runs.at(-1)![1].code, runs.at(-1)![1].stderr).toBe(0);
 
     // Signals: matches and strangers on each e-service, rotations on two of them.
     const expected: string[] = [];
@@ -89,6 +99,7 @@ describe('secrets: sync --once end to end at trace level', () => {
       }
     };
     for (const es of [RES, DOCS, AUDIT]) depositBoth(es, 0);
+    expected.push(`${RES}:${w.sim.depositForSubject(RES, delegated[0]!, 'UPDATE', 'domicile')}:tenant:c_a001`);
     w.sim.rotateSeed(RES);
     depositBoth(RES, 1);
 
@@ -135,7 +146,7 @@ describe('secrets: sync --once end to end at trace level', () => {
     expect(events.filter((e) => e.type === 'signal').map((e) => e.id).sort()).toEqual([...expected].sort());
     expect(events.some((e) => 'subjectKey' in e)).toBe(false);
 
-    const set = fixtureSecrets([...mine, ...strangers]).addFromSimulator(w.sim, [RES, DOCS, AUDIT]);
+    const set = fixtureSecrets([...mine, ...strangers, ...delegated]).addFromSimulator(w.sim, [RES, DOCS, AUDIT]);
     seedLike.forEach((s, i) => set.addSeed(s, `seed-like value ${i + 1}`));
     expect(w.sim.seedHistory(DOCS).length).toBe(3);
     expect(w.sim.seedHistory(RES).length).toBe(3);

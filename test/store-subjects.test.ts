@@ -14,7 +14,8 @@ function seeded(): { db: Db; store: SubjectStore } {
   db.transaction(() => {
     for (let i = 1; i <= 30; i++) {
       const eservices = i % 3 === 0 ? 'all' : i % 2 === 0 ? [E1] : [E2, E1];
-      store.insert({ key: `K${String(i).padStart(2, '0')}`, ref: `r${i}`, eservices }, 1000);
+      const { id } = store.insert({ key: `K${String(i).padStart(2, '0')}`, ref: `r${i}`, eservices }, 1000);
+      store.insertMembership(id, { tenant: '', ref: `r${i}`, eservices }, 1000);
     }
   })();
   return { db, store };
@@ -60,13 +61,15 @@ describe('SubjectStore', () => {
   it('ImportScratch detects duplicates and lists stored subjects absent from the import', () => {
     const { db, store } = seeded();
     const scratch = new ImportScratch(db);
-    expect(scratch.markSeen('K05', 2)).toBeUndefined();
-    expect(scratch.markSeen('K07', 3)).toBeUndefined();
-    expect(scratch.markSeen('NEW', 4)).toBeUndefined();
-    expect(scratch.markSeen('K05', 9)).toBe(2);
+    expect(scratch.markSeen('K05', '', 2)).toBeUndefined();
+    expect(scratch.markSeen('K07', '', 3)).toBeUndefined();
+    expect(scratch.markSeen('NEW', '', 4)).toBeUndefined();
+    expect(scratch.markSeen('K05', '', 9)).toBe(2);
+    // The same key for another tenant is not a duplicate, and does not count as seen for ''.
+    expect(scratch.markSeen('K09', 'c_a001', 10)).toBeUndefined();
     const absent = [];
     for (let after = 0; ; ) {
-      const page = scratch.absentPage(store, after, 7);
+      const page = scratch.absentPage(store, '', after, 7);
       if (page.length === 0) break;
       absent.push(...page.map((s) => s.id));
       after = page[page.length - 1]!.id;

@@ -123,6 +123,7 @@ describe('subjects import (CLI)', () => {
         { id: RES, name: 'residences', subjects: 3 },
         { id: DOC, name: 'id-documents', subjects: 2 },
       ],
+      tenants: [{ tenant: null, subjects: 3 }],
     });
     const human = await s.cli(['subjects', 'count']);
     expect(human.stdout).toBe(`subjects: 3\n  residences (${RES}): 3\n  id-documents (${DOC}): 2\n`);

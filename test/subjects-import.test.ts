@@ -215,3 +215,56 @@ describe('importSubjects', () => {
     expect(pseudonyms()).toEqual(expected([[B, docEpoch], [C, resEpoch]]));
   });
 });
+
+describe('importSubjects with tenants (delegations)', () => {
+  const memberships = (db: Db, key: string) => {
+    const store = new SubjectStore(db);
+    return store.memberships(store.findByKey(key)!.id).map(({ tenant, ref, eservices }) => ({ tenant, ref, eservices }));
+  };
+
+  it('one file may list a key for the consumer and several tenants; the subject row follows the union', async () => {
+    const db = freshDb();
+    const report = await run(db, csv('key,ref,eservices,tenant', `${A},own-a,residences,`, `${A},x-a,id-documents,C_X01`, `${A},y-a,residences,c_y02`, `${B},y-b,,c_y02`, `${A},again,,c_x01`));
+    expect(report).toMatchObject({ read: 5, imported: 4, rejectedCount: 1, committed: true });
+    expect(report.rejected).toEqual([{ line: 6, reason: 'duplicate key for tenant "c_x01" (first at line 3)', ref: 'again' }]);
+    expect(memberships(db, A)).toEqual([
+      { tenant: '', ref: 'own-a', eservices: [RES] },
+      { tenant: 'c_x01', ref: 'x-a', eservices: [DOC] },
+      { tenant: 'c_y02', ref: 'y-a', eservices: [RES] },
+    ]);
+    // The subject row: one per key, the union of e-services, the own ref (none for B).
+    expect(stored(db)).toEqual([
+      { key: A, ref: 'own-a', eservices: [RES, DOC].sort() },
+      { key: B, ref: null, eservices: 'all' },
+    ]);
+
+    // A tenant's update changes only its membership; the union shrinks when it narrows.
+    const again = await run(db, csv('key,ref,eservices', `${A},x-a2,residences`), { tenant: 'c_x01' });
+    expect(again).toMatchObject({ imported: 0, updated: 1 });
+    expect(memberships(db, A)[1]).toEqual({ tenant: 'c_x01', ref: 'x-a2', eservices: [RES] });
+    expect(stored(db)[0]).toEqual({ key: A, ref: 'own-a', eservices: [RES] });
+  });
+
+  it('--replace with --tenant removes only that tenant\'s absent keys; without it only the own ones', async () => {
+    const db = freshDb();
+    await run(db, csv('key,tenant', `${A},`, `${B},`, `${A},t1`, `${C},t1`, `${C},t2`, `${D},t2`));
+    const r1 = await run(db, csv('key', `${A}`), { tenant: 't1', replace: true });
+    expect(r1).toMatchObject({ removed: 1, unchanged: 1, committed: true });
+    expect(memberships(db, C)).toEqual([{ tenant: 't2', ref: null, eservices: 'all' }]);
+    const r2 = await run(db, csv('key', `${C}`), { replace: true });
+    expect(r2).toMatchObject({ removed: 2, imported: 1 }); // A and B leave the own set
+    expect(stored(db).map((s) => s.key)).toEqual([A, C, D]); // B had no other tenant: gone
+    expect(memberships(db, A)).toEqual([{ tenant: 't1', ref: null, eservices: 'all' }]);
+    expect(memberships(db, D)).toEqual([{ tenant: 't2', ref: null, eservices: 'all' }]);
+  });
+
+  it('rejects bad tenants by line and a bad --tenant before reading', async () => {
+    const db = freshDb();
+    const report = await run(db, csv('key,tenant', `${A},ok_1`, `${B},no way`, `${C},${D}`));
+    expect(report.rejected.map((r) => [r.line, r.reason])).toEqual([
+      [3, 'tenant must be letters, digits, "_", "." or "-", starting with a letter or digit (a PDND tenant id or an IPA code)'],
+      [4, "tenant is a personal fiscal code (a swapped column?): a tenant is the delegator's id"],
+    ]);
+    await expect(run(db, csv('key', A), { tenant: '../etc' })).rejects.toMatchObject({ code: 'USAGE' });
+  });
+});

@@ -115,9 +115,9 @@ describe('NDJSON', () => {
       { kind: 'problem', line: 3, reason: 'missing key', ref: 'r3' },
       { kind: 'problem', line: 4, reason: '"key" must be a string' },
       { kind: 'problem', line: 5, reason: '"eservices" must be an array of e-service ids or names' },
-      { kind: 'problem', line: 6, reason: 'unknown field (value not shown: it looks like a subject key) (expected key, ref, eservices)' },
+      { kind: 'problem', line: 6, reason: 'unknown field (value not shown: it looks like a subject key) (expected key, ref, eservices, tenant)' },
       { kind: 'problem', line: 7, reason: '"ref" must be a string' },
-      { kind: 'problem', line: 8, reason: 'unknown field "colour" (expected key, ref, eservices)' },
+      { kind: 'problem', line: 8, reason: 'unknown field "colour" (expected key, ref, eservices, tenant)' },
     ]);
     expect(JSON.stringify(items)).not.toContain('RSSMRA80A01H501U');
   });

@@ -5,6 +5,7 @@ import type { OutboxEvent } from '../events.js';
 import { eventJsonSchema } from '../event-schema.js';
 import { EServiceStore } from '../store/eservices.js';
 import { OutboxStore } from '../store/outbox.js';
+import { OWN_TENANT_LABEL, parseTenantFilter } from '../tenant.js';
 import { action, loadCliConfig } from './common.js';
 import { openReader } from './db.js';
 import { escapeForTerminal } from '../terminal.js';
@@ -34,6 +35,7 @@ export function registerEvents(program: Command): void {
     .option('--since <seq>', 'only events after this outbox seq', integerArg(0), 0)
     .option('--limit <n>', 'at most this many events', integerArg(1), DEFAULT_LIMIT)
     .option('--eservice <id>', 'only events of this e-service (id or configured name; repeatable)', (v: string, acc: string[] = []) => [...acc, v])
+    .option('--tenant <tenant>', `only signal events of this tenant ("${OWN_TENANT_LABEL}": the consumer's own subjects; repeatable)`, (v: string, acc: string[] = []) => [...acc, v])
     .option('--json', 'NDJSON: one event per line, as delivered to sinks, with its "seq"')
     .addHelpText(
       'after',
@@ -44,9 +46,9 @@ When more events follow, a hint on stderr gives the --since to continue with.
 Exit codes: 0 listed (possibly none); 64 bad option or unknown e-service; 66 no database yet.`,
     )
     .action(
-      action(async (opts: { since: number; limit: number; eservice?: string[]; json?: boolean }, cmd: Command) => {
+      action(async (opts: { since: number; limit: number; eservice?: string[]; tenant?: string[]; json?: boolean }, cmd: Command) => {
         const config = await loadCliConfig(cmd);
-        const page = listEvents(config, { since: opts.since, limit: opts.limit, eservices: opts.eservice ?? [] });
+        const page = listEvents(config, { since: opts.since, limit: opts.limit, eservices: opts.eservice ?? [], tenants: opts.tenant ?? [] });
         if (opts.json) {
           for (const e of page.events) process.stdout.write(`${JSON.stringify({ seq: e.seq, ...e.event })}\n`);
         } else {
@@ -69,13 +71,18 @@ function registerEventSchema(events: Command): void {
     );
 }
 
-export function listEvents(config: Config, opts: { since: number; limit: number; eservices: readonly string[] }): EventPage {
+export function listEvents(config: Config, opts: { since: number; limit: number; eservices: readonly string[]; tenants?: readonly string[] }): EventPage {
+  const tenants = (opts.tenants ?? []).map((t) => {
+    const parsed = parseTenantFilter(t);
+    if ('problem' in parsed) throw new AppError('USAGE', `--tenant: ${parsed.problem}`);
+    return parsed.tenant;
+  });
   const db = openReader(config);
   try {
     const known = new EServiceStore(db).all();
     const ids = opts.eservices.map((ref) => resolveEService(config, ref, known).id);
     // One row beyond the limit tells whether more follow without counting the whole outbox.
-    const rows = new OutboxStore(db).readAfter(opts.since, opts.limit + 1, ids);
+    const rows = new OutboxStore(db).readAfter(opts.since, opts.limit + 1, { eservices: ids, tenants });
     const events = rows.slice(0, opts.limit).map((row) => ({ seq: row.seq, event: parsePayload(row.seq, row.payload) }));
     return { events, more: rows.length > opts.limit, lastSeq: events.at(-1)?.seq ?? opts.since };
   } finally {

@@ -165,7 +165,7 @@ export function listSinks(config: Pick<Config, 'database' | 'sinks' | 'outbox'>)
   try {
     return sinkStatus(db, config.sinks).map((s) => ({
       ...s,
-      backpressure: config.outbox.maxPending > 0 && pendingExceeds(db, s.position, s.eservices, config.outbox.maxPending),
+      backpressure: config.outbox.maxPending > 0 && pendingExceeds(db, s.position, { eservices: s.eservices, tenants: s.tenants, signalTypes: s.signalTypes }, config.outbox.maxPending),
     }));
   } finally {
     db.close();

@@ -1,3 +1,4 @@
+import { OWN_TENANT_LABEL } from '../tenant.js';
 import { InvalidArgumentError, type Command } from 'commander';
 import type { Config } from '../config/types.js';
 import { createRequire } from 'node:module';
@@ -128,6 +129,11 @@ export function formatStatus(status: SyncStatus): string {
         status.sinks.map((s) => [s.name, s.type, s.state === 'stopped' ? 'STOPPED' : s.state, String(s.position), String(s.pending), s.lastError ? `${s.lastErrorAt ?? ''} ${s.lastError}` : '-']),
       ),
     );
+  }
+  // Delegations (SPEC §8c): shown once some tenant other than the consumer itself has subjects or events.
+  if (status.tenants.some((x) => x.tenant !== null)) {
+    out.push('');
+    out.push(formatTable(['TENANT', 'SUBJECTS', 'EVENTS'], status.tenants.map((x) => [x.tenant ?? `${OWN_TENANT_LABEL} (own subjects)`, String(x.subjects), String(x.events)])));
   }
   const t = status.totals;
   out.push('');

@@ -13,19 +13,21 @@ import { importSubjects, subjectIndexOptions, type ImportReport, type RejectedRo
 import { detectFormat, readSubjectFile, SUBJECT_FORMATS } from '../subjects/parse.js';
 import { SubjectWriter } from '../subjects/apply.js';
 import { SubjectInbox, type QueuedImport } from '../subjects/inbox.js';
+import { OWN_TENANT, OWN_TENANT_LABEL, parseTenant } from '../tenant.js';
 
 const formatOption = () => new Option('--format <format>', 'input format (default: from the extension; csv for stdin)').choices([...SUBJECT_FORMATS]);
 
 export function registerSubjects(program: Command): void {
-  const subjects = program.command('subjects').description("the consumer's own subjects (fiscal codes) whose signals are matched");
+  const subjects = program.command('subjects').description("the subjects (fiscal codes) whose signals are matched: the consumer's own, and its delegators' (--tenant)");
 
   subjects
     .command('import')
     .description('import subjects from a CSV or NDJSON file ("-" for stdin)')
-    .argument('<file>', 'CSV (header: key[,ref][,eservices]), NDJSON ({"key","ref","eservices"} per line), or "-"')
+    .argument('<file>', 'CSV (header: key[,ref][,eservices][,tenant]), NDJSON ({"key","ref","eservices","tenant"} per line), or "-"')
     .addOption(formatOption())
+    .option('--tenant <tenant>', "the delegator (tenant id) every row of the file belongs to; without it rows are the consumer's own, or the tenant of their tenant column/field")
     .option('--strict', 'import nothing if any row is bad')
-    .option('--replace', 'make the stored subjects exactly those of the file, in one transaction')
+    .option('--replace', "make the stored subjects of the tenant (--tenant, or the consumer's own) exactly those of the file, in one transaction")
     .option('--dry-run', 'check and count, write nothing')
     .option('--queue', 'if the daemon holds the database, queue the file for it to apply between sync runs, and wait for its report')
     .option('--wait-timeout <seconds>', 'with --queue: how long to wait for the daemon', '600')
@@ -44,6 +46,13 @@ Bad rows are reported on stderr by the line where the record starts and its ref 
 key), and the good rows are imported. With --replace, a stored subject whose row in the file
 is bad is kept as it was; if the file cannot be read to its end, nothing changes.
 
+Delegations: a delegate acting for several delegators imports each one's subjects with
+--tenant T (a PDND tenant id or IPA code: letters, digits, "_", "." or "-", at most 64, lower-
+cased), or one file with a "tenant" column/field. The same key may belong to several tenants
+and to the consumer itself: each gets its own events. --replace is scoped to one tenant:
+with --tenant T it removes only T's subjects missing from the file; without --tenant only the
+consumer's own subjects (a row naming a tenant is then rejected). Other tenants are never touched.
+
 With --queue the import also works while the daemon runs (e.g. from cron): the file is copied
 beside the database (mode 0600), the daemon pauses pulling, applies it exactly as a direct
 import would, and this command prints its report.
@@ -61,8 +70,13 @@ within --wait-timeout (it stays queued); 78 invalid configuration.`,
     .argument('[keys...]', 'subject keys (note: arguments are visible to other local users in the process list; prefer --file)')
     .option('--file <file>', 'a file of keys: CSV/NDJSON as for import, or .txt with one key per line ("-" for stdin)')
     .addOption(formatOption())
+    .option('--tenant <tenant>', "remove the keys of this delegator only (default: the consumer's own; a file's tenant column/field applies per row)")
+    .option('--all-tenants', 'remove the keys entirely, for the consumer and every delegator')
     .option('--json', 'print the report as JSON')
-    .addHelpText('after', '\nExit status: 0 done (keys that were not stored are counted as "not found"); 65 the file had unreadable rows; 75 the database is in use.')
+    .addHelpText(
+      'after',
+      '\nA key shared with other tenants stays for them: its pseudonyms go only when no tenant keeps it.\nExit status: 0 done (keys that were not stored for the tenant are counted as "not found"); 65 the file had unreadable rows; 75 the database is in use.',
+    )
     .action(action(removeCommand));
 
   subjects
@@ -80,11 +94,14 @@ interface ImportFlags {
   queue?: boolean;
   waitTimeout: string;
   json?: boolean;
+  tenant?: string;
 }
 
 async function importCommand(file: string, flags: ImportFlags, cmd: Command): Promise<number> {
   // Opened before the config is loaded: root then acts as the service user (loadCliConfig),
   // who may not be able to read an administrator's file.
+  // Checked before anything else: a bad tenant must not reach a log line nor the daemon's queue.
+  if (flags.tenant !== undefined) flags = { ...flags, tenant: tenantOption(flags.tenant) };
   const input = openInput(file);
   const config = await loadCliConfig(cmd);
   const logger = cliLogger(cmd, config);
@@ -102,6 +119,7 @@ async function importCommand(file: string, flags: ImportFlags, cmd: Command): Pr
         index: subjectIndexOptions(config),
         strict: flags.strict ?? false,
         replace: flags.replace ?? false,
+        ...(flags.tenant !== undefined ? { tenant: flags.tenant } : {}),
         dryRun: flags.dryRun ?? false,
         onReject: flags.json ? undefined : (row) => process.stderr.write(`${describeRejection(row)}\n`),
       }),
@@ -112,9 +130,9 @@ async function importCommand(file: string, flags: ImportFlags, cmd: Command): Pr
   } catch (err) {
     // The lock is taken before the input is read: the whole file is still there to queue.
     if (!(flags.queue && !flags.dryRun && isAppError(err) && err.code === 'DB_LOCKED')) throw err;
-    report = await queueForDaemon(config, input, { format, source, strict: flags.strict ?? false, replace: flags.replace ?? false }, waitSeconds * 1000, !flags.json);
+    report = await queueForDaemon(config, input, { format, source, strict: flags.strict ?? false, replace: flags.replace ?? false, ...(flags.tenant !== undefined ? { tenant: flags.tenant } : {}) }, waitSeconds * 1000, !flags.json);
   }
-  logger.info({ source, read: report.read, imported: report.imported, updated: report.updated, unchanged: report.unchanged, removed: report.removed, rejected: report.rejectedCount, committed: report.committed }, 'subjects import finished');
+  logger.info({ source, ...(flags.tenant !== undefined ? { tenant: flags.tenant } : {}), read: report.read, imported: report.imported, updated: report.updated, unchanged: report.unchanged, removed: report.removed, rejected: report.rejectedCount, committed: report.committed }, 'subjects import finished');
   process.stdout.write(flags.json ? `${JSON.stringify(report)}\n` : importSummary(report, flags));
   return report.rejectedCount > 0 || !report.complete ? EXIT.DATAERR : EXIT.OK;
 }
@@ -149,6 +167,8 @@ function importSummary(report: ImportReport, flags: ImportFlags): string {
 interface RemoveFlags {
   file?: string;
   format?: string;
+  tenant?: string;
+  allTenants?: boolean;
   json?: boolean;
 }
 
@@ -157,6 +177,8 @@ const REMOVE_BATCH = 5000;
 async function removeCommand(keys: string[], flags: RemoveFlags, cmd: Command): Promise<number> {
   if (keys.length > 0 && flags.file !== undefined) throw new AppError('USAGE', 'give keys as arguments or --file, not both');
   if (keys.length === 0 && flags.file === undefined) throw new AppError('USAGE', 'give the keys to remove as arguments or with --file');
+  if (flags.tenant !== undefined && flags.allTenants) throw new AppError('USAGE', 'give --tenant or --all-tenants, not both');
+  const flagTenant = flags.tenant === undefined ? undefined : tenantOption(flags.tenant);
   const file = flags.file;
   const input = file === undefined ? undefined : openInput(file);
   const config = await loadCliConfig(cmd);
@@ -169,9 +191,11 @@ async function removeCommand(keys: string[], flags: RemoveFlags, cmd: Command): 
   let problems = 0;
   await withWriter(config, 'subjects remove', async (db) => {
     const writer = new SubjectWriter(db, { index: subjectIndexOptions(config) });
+    // Removals of one tenant at a time (a file's rows may name several).
     let batch: { position: number; key: string }[] = [];
+    let batchTenant: string | 'every' = flags.allTenants ? 'every' : (flagTenant ?? OWN_TENANT);
     const flush = () => {
-      const found = writer.removeKeys(batch.map((b) => b.key));
+      const found = writer.removeKeys(batch.map((b) => b.key), batchTenant);
       found.forEach((wasStored, i) => {
         if (wasStored) return;
         notFound++;
@@ -180,12 +204,16 @@ async function removeCommand(keys: string[], flags: RemoveFlags, cmd: Command): 
       removed += found.filter(Boolean).length;
       batch = [];
     };
-    const add = (position: number, rawKey: string) => {
+    const add = (position: number, rawKey: string, tenant: string | 'every') => {
+      if (tenant !== batchTenant) {
+        flush();
+        batchTenant = tenant;
+      }
       batch.push({ position, key: normalizeSubjectKey(rawKey) });
       if (batch.length >= REMOVE_BATCH) flush();
     };
     if (input === undefined) {
-      keys.forEach((key, i) => add(i + 1, key));
+      keys.forEach((key, i) => add(i + 1, key, batchTenant));
     } else {
       for await (const item of readSubjectFile(input, format!, file === '-' ? 'stdin' : file!)) {
         if (item.kind === 'problem') {
@@ -194,7 +222,13 @@ async function removeCommand(keys: string[], flags: RemoveFlags, cmd: Command): 
           if (item.fatal) break;
           continue;
         }
-        add(item.line, item.key);
+        const tenant = rowTenant(item.tenant, flags.allTenants ? 'every' : flagTenant);
+        if (typeof tenant === 'object') {
+          problems++;
+          if (!flags.json) process.stderr.write(`line ${item.line}: ${tenant.problem}\n`);
+          continue;
+        }
+        add(item.line, item.key, tenant);
       }
     }
     flush();
@@ -207,13 +241,19 @@ async function removeCommand(keys: string[], flags: RemoveFlags, cmd: Command): 
 
 async function countCommand(flags: { json?: boolean }, cmd: Command): Promise<number> {
   const config = await loadCliConfig(cmd);
-  const counts = { total: 0, eservices: config.eservices.map((e) => ({ id: e.id, name: e.name, subjects: 0 })) };
+  const counts = {
+    total: 0,
+    eservices: config.eservices.map((e) => ({ id: e.id, name: e.name, subjects: 0 })),
+    /** Keys per tenant (null: the consumer's own); a key shared by tenants counts for each. */
+    tenants: [] as { tenant: string | null; subjects: number }[],
+  };
   // A missing database is exit 66 as for status and events list: a count of 0 would hide a wrong `database` path.
   const db = openDatabase(config.database, { readonly: true });
   try {
     const store = new SubjectStore(db);
     counts.total = store.count();
     for (const e of counts.eservices) e.subjects = store.countForEService(e.id);
+    counts.tenants = store.countByTenant().map((t) => ({ tenant: t.tenant === OWN_TENANT ? null : t.tenant, subjects: t.subjects }));
   } finally {
     db.close();
   }
@@ -221,6 +261,8 @@ async function countCommand(flags: { json?: boolean }, cmd: Command): Promise<nu
     process.stdout.write(`${JSON.stringify(counts)}\n`);
   } else {
     const lines = [`subjects: ${counts.total}`, ...counts.eservices.map((e) => `  ${e.name} (${e.id}): ${e.subjects}`)];
+    // Delegations: per tenant once a delegator has subjects.
+    if (counts.tenants.some((t) => t.tenant !== null)) lines.push('tenants:', ...counts.tenants.map((t) => `  ${t.tenant ?? `${OWN_TENANT_LABEL} (own subjects)`}: ${t.subjects}`));
     process.stdout.write(`${lines.join('\n')}\n`);
   }
   return EXIT.OK;
@@ -241,6 +283,23 @@ async function withWriter<T>(config: Config, purpose: string, fn: (db: Db) => Pr
   } finally {
     lock.release();
   }
+}
+
+/** A --tenant value, normalized; a usage error that does not echo it (it could be a key typed in the wrong place). */
+function tenantOption(value: string): string {
+  const parsed = parseTenant(value);
+  if ('problem' in parsed) throw new AppError('USAGE', `--tenant: ${parsed.problem}`);
+  return parsed.tenant;
+}
+
+/** The tenant a removal row applies to: --all-tenants or --tenant, else the row's own, else the consumer's. */
+function rowTenant(raw: string | undefined, flag: string | 'every' | undefined): string | 'every' | { problem: string } {
+  if (raw === undefined) return flag ?? OWN_TENANT;
+  const parsed = parseTenant(raw);
+  if ('problem' in parsed) return parsed;
+  if (flag === 'every') return 'every';
+  if (flag !== undefined && parsed.tenant !== flag) return { problem: `tenant ${JSON.stringify(parsed.tenant)} differs from --tenant ${JSON.stringify(flag)}` };
+  return parsed.tenant;
 }
 
 function openInput(file: string): Readable {

@@ -2,6 +2,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { parse as parseToml, TomlError } from 'smol-toml';
 import { AppError, ConfigError, type ConfigProblem } from '../errors.js';
+import { parseTenantFilter } from '../tenant.js';
 import type { ClientConfig, Config, EServiceConfig, SinkConfig } from './types.js';
 import { expandEnvironment } from './env.js';
 import { buildFileSchema, parseListen, type FileConfig } from './schema.js';
@@ -152,9 +153,22 @@ function toConfig(data: FileConfig, { file, env }: { file: string; env: NodeJS.P
     voucherType: e.voucher_type,
   }));
 
+  // Validated by the schema: the normalized id, '' for the own subjects.
+  const tenantOf = (value: string): string => {
+    const parsed = parseTenantFilter(value);
+    return 'tenant' in parsed ? parsed.tenant : value;
+  };
   const idOf = (ref: string): string => data.eservices.find((e) => refersToEService(ref, e))?.id ?? ref;
   const sinks: SinkConfig[] = data.sinks.map((s): SinkConfig => {
-    const base = { name: s.name, eservices: [...new Set(s.eservices.map(idOf))] };
+    const tenants = [...new Set(s.tenants.map(tenantOf))];
+    const signalTypes = [...new Set(s.signal_types.map((t) => t.trim()))];
+    // Left out when empty ("all"), as a programmatic configuration would.
+    const base = {
+      name: s.name,
+      eservices: [...new Set(s.eservices.map(idOf))],
+      ...(tenants.length > 0 ? { tenants } : {}),
+      ...(signalTypes.length > 0 ? { signalTypes } : {}),
+    };
     switch (s.type) {
       case 'webhook':
         return { ...base, type: 'webhook', url: s.url, secretFile: s.secret_file, caFile: s.ca_file, batchSize: s.batch_size, timeoutMs: s.timeout_ms, maxRetries: s.max_retries, signature: s.signature, onReject: s.on_reject };

@@ -4,6 +4,7 @@ import type { PresetName } from './types.js';
 import { PRESET_NAMES } from './presets.js';
 import { resolveDataPath, resolveSecretPath, type PathContext } from './paths.js';
 import { EXEC_ENV_NAME as ENV_NAME, FORBIDDEN_ENV_MESSAGE, allowedInChildEnv } from './exec-env.js';
+import { OWN_TENANT_LABEL, parseTenantFilter } from '../tenant.js';
 import { dpopKeyProblem, inlineSecretProblem, missingSecretNameProblem, readableFileProblem, rsaPrivateKeyProblem, secretFileModeProblem } from './keys.js';
 
 /**
@@ -167,11 +168,28 @@ export function buildFileSchema(ctx: SchemaContext | null) {
     .default('stop')
     .describe('When the receiver refuses an event for good (HTTP 4xx, exit 64/65/77/78): "stop" the sink until "sinks retry", or move the event to the dead letters and go on.');
   const sinkFilter = z.array(nonEmpty()).default([]).describe('Only events of these e-services (ids or names); empty = all.');
+  // Delegations (SPEC §8c): route a delegator's events to its own receiver.
+  const tenantFilter = z
+    .array(
+      z.string().superRefine((value, issues) => {
+        const parsed = parseTenantFilter(value);
+        // Not echoed: a swapped value may be a fiscal code.
+        if ('problem' in parsed) issues.addIssue({ code: 'custom', message: parsed.problem, input: '' });
+      }),
+    )
+    .default([])
+    .describe(`Only signal events of these tenants (delegators' ids; "${OWN_TENANT_LABEL}" for the consumer's own subjects); empty = all. resync-required events go to every sink whose eservices take them.`);
+  const signalTypeFilter = z
+    .array(nonEmpty())
+    .default([])
+    .describe('Only signal events of these signal types (CREATE, UPDATE, DELETE, or a type a later hub adds; as the hub writes them); empty = all. resync-required events go regardless.');
   const sink = z.discriminatedUnion('type', [
     z.strictObject({
       type: z.literal('webhook'),
       name: nonEmpty(),
       eservices: sinkFilter,
+      tenants: tenantFilter,
+      signal_types: signalTypeFilter,
       url: url(),
       secret_file: secretFile('HMAC-SHA256 signing secret', { secret: true }).optional(),
       ca_file: secretFile('PEM CA bundle trusted for this webhook', { secret: false }).optional(),
@@ -188,18 +206,24 @@ export function buildFileSchema(ctx: SchemaContext | null) {
       type: z.literal('file'),
       name: nonEmpty(),
       eservices: sinkFilter,
+      tenants: tenantFilter,
+      signal_types: signalTypeFilter,
       path: dataPath('NDJSON file events are appended to. Relative: to this file\'s folder.'),
     }),
     z.strictObject({
       type: z.literal('stdout'),
       name: nonEmpty(),
       eservices: sinkFilter,
+      tenants: tenantFilter,
+      signal_types: signalTypeFilter,
       format: z.enum(['ndjson', 'pretty']).default('ndjson'),
     }),
     z.strictObject({
       type: z.literal('exec'),
       name: nonEmpty(),
       eservices: sinkFilter,
+      tenants: tenantFilter,
+      signal_types: signalTypeFilter,
       command: z
         .array(nonEmpty())
         .min(1)

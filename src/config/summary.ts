@@ -1,3 +1,4 @@
+import { tenantLabel } from '../tenant.js';
 import fs from 'node:fs';
 import { displayWebhookUrl } from '../url-display.js';
 import type { ClientConfig, Config, SinkConfig } from './types.js';
@@ -51,7 +52,10 @@ export function summarizeConfig(config: Config): string {
   lines.push('', `sinks (${config.sinks.length})`);
   for (const s of config.sinks) {
     const names = s.eservices.map((id) => config.eservices.find((e) => e.id === id)?.name ?? id);
-    lines.push(`  ${s.name}: ${s.type} ${sinkTarget(s)}; e-services: ${names.length > 0 ? names.join(', ') : 'all'}`);
+    const tenants = (s.tenants ?? []).map(tenantLabel);
+    const types = s.signalTypes ?? [];
+    const routing = `${tenants.length > 0 ? `; tenants: ${tenants.join(', ')}` : ''}${types.length > 0 ? `; signal types: ${types.join(', ')}` : ''}`;
+    lines.push(`  ${s.name}: ${s.type} ${sinkTarget(s)}; e-services: ${names.length > 0 ? names.join(', ') : 'all'}${routing}`);
   }
 
   const warnings = configWarnings(config);

@@ -116,6 +116,10 @@ interface SinkBase {
   name: string;
   /** Only events of these e-service ids; empty = all. */
   eservices: string[];
+  /** Only signal events of these tenants ('' = the consumer's own subjects); empty or missing = all. */
+  tenants?: string[];
+  /** Only signal events of these signal types; empty or missing = all. */
+  signalTypes?: string[];
 }
 export interface WebhookSinkConfig extends SinkBase {
   type: 'webhook';

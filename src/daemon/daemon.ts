@@ -1,3 +1,4 @@
+import { SubjectStore } from '../store/subjects.js';
 import { isDeepStrictEqual } from 'node:util';
 import { loadConfig } from '../config/load.js';
 import { configWarnings } from '../config/summary.js';
@@ -393,10 +394,13 @@ class DaemonRuntime implements Daemon {
       // A rename on reload must not leave the old name's series behind.
       this.metrics.eserviceInfo.reset();
       for (const es of this.config.eservices) this.metrics.eserviceInfo.set({ eservice: es.id, name: es.name }, 1);
+      // Tenants come and go with imports: series of a tenant with no subjects left are dropped.
+      this.metrics.subjects.reset();
+      for (const t of new SubjectStore(this.db).countByTenant()) this.metrics.subjects.set({ tenant: t.tenant }, t.subjects);
       const outbox = new OutboxStore(this.db);
       const now = Date.now();
       for (const sink of sinkStatus(this.db, this.config.sinks)) {
-        const oldest = outbox.oldestCreatedAfter(sink.position, sink.eservices);
+        const oldest = outbox.oldestCreatedAfter(sink.position, { eservices: sink.eservices, tenants: sink.tenants, signalTypes: sink.signalTypes });
         this.metrics.sinkOldestPendingAge.set({ sink: sink.name }, oldest === null ? 0 : Math.max(0, (now - oldest) / 1000));
         this.metrics.sinkPending.set({ sink: sink.name }, sink.pending);
         this.metrics.sinkStopped.set({ sink: sink.name }, sink.state === 'stopped' ? 1 : 0);

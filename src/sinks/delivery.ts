@@ -9,7 +9,7 @@ import { SinkPositionStore, type SinkState } from '../store/sink-positions.js';
 import { backoffDelay, sleep } from './backoff.js';
 import { createSink, type SinkFactoryOptions } from './factory.js';
 import { isPermanentSinkError, SinkRejectedError, type Sink } from './sink.js';
-import { sinkStatus, type SinkStatus } from './status.js';
+import { sinkFilter, sinkStatus, type SinkStatus } from './status.js';
 import { retryAfterOf } from './webhook.js';
 
 export interface DeliveryOptions {
@@ -82,8 +82,8 @@ interface Runner {
  * Delivers the outbox to the configured sinks, at least once (ARCHITECTURE invariant 2).
  *
  * One loop per sink reads the events after that sink's position, in outbox order, filtered by
- * its e-services, hands them to the sink, and advances the position in one small transaction
- * only after the sink confirmed the batch. A crash between the two re-delivers the batch (the
+ * its e-services, tenants and signal types (sinkFilter), hands them to the sink, and advances
+ * the position in one small transaction only after the sink confirmed the batch. A crash between the two re-delivers the batch (the
  * event ids let receivers de-duplicate); nothing is ever skipped. Sinks are independent: a
  * failing one backs off alone; one that failed permanently is STOPPED (persisted in
  * sink_positions) until `retry()` or `signalhub-sync sinks retry NAME`.
@@ -207,7 +207,7 @@ export class DeliveryService {
   pending(sinkName: string): number {
     const r = this.runners.find((x) => x.config.name === sinkName);
     if (!r) throw new AppError('USAGE', `no sink named "${sinkName}"`);
-    return this.outbox.countAfter(this.positions.get(sinkName).position, r.config.eservices);
+    return this.outbox.countAfter(this.positions.get(sinkName).position, sinkFilter(r.config));
   }
 
   private loadStates(): void {
@@ -276,7 +276,7 @@ export class DeliveryService {
       error = null;
     }
     if (signal.aborted && error === null && this.positions.get(name).position < target) error = 'interrupted';
-    const pending = this.outbox.countAfter(this.positions.get(name).position, r.config.eservices);
+    const pending = this.outbox.countAfter(this.positions.get(name).position, sinkFilter(r.config));
     this.metrics?.sinkPending.set({ sink: name }, pending);
     return { name, delivered, ...(deadLettered > 0 ? { deadLettered } : {}), pending, state: r.state, error: pending === 0 ? null : error };
   }
@@ -297,7 +297,7 @@ export class DeliveryService {
       ({ rows, position, maxSeq, limit } = this.db.transaction(() => {
         const pos = this.positions.get(name).position;
         const lim = pos < r.isolateThrough ? 1 : limit;
-        return { position: pos, limit: lim, rows: this.outbox.readAfter(pos, lim, r.config.eservices), maxSeq: this.outbox.maxSeq() };
+        return { position: pos, limit: lim, rows: this.outbox.readAfter(pos, lim, sinkFilter(r.config)), maxSeq: this.outbox.maxSeq() };
       })());
     } catch (err) {
       return this.failed(r, err);
@@ -439,7 +439,7 @@ export class DeliveryService {
     // Counting a large backlog costs a scan: while busy, at most once a second.
     if (!force && now - r.pendingGaugeAt < 1000) return;
     r.pendingGaugeAt = now;
-    this.safely(() => this.metrics!.sinkPending.set({ sink: r.config.name }, this.outbox.countAfter(this.positions.get(r.config.name).position, r.config.eservices)));
+    this.safely(() => this.metrics!.sinkPending.set({ sink: r.config.name }, this.outbox.countAfter(this.positions.get(r.config.name).position, sinkFilter(r.config))));
   }
 
   private safely(fn: () => void): void {

@@ -1,6 +1,6 @@
 import type { SinkConfig } from '../config/types.js';
 import type { Db } from '../store/db.js';
-import { OutboxStore } from '../store/outbox.js';
+import { OutboxStore, type OutboxFilter } from '../store/outbox.js';
 import { SinkPositionStore, type SinkState } from '../store/sink-positions.js';
 
 export interface SinkStatus {
@@ -8,9 +8,13 @@ export interface SinkStatus {
   type: SinkConfig['type'];
   /** E-service ids the sink takes; empty = all. */
   eservices: string[];
+  /** Tenants whose signal events the sink takes ('' = own subjects); empty = all. */
+  tenants: string[];
+  /** Signal types the sink takes; empty = all. */
+  signalTypes: string[];
   /** Last confirmed outbox seq. */
   position: number;
-  /** Events after the position that this sink takes, not yet confirmed. */
+  /** Events after the position that this sink takes, not yet confirmed (events its filter leaves out are not counted). */
   pending: number;
   state: SinkState;
   delivered: number;
@@ -29,8 +33,10 @@ export function sinkStatus(db: Db, sinks: readonly SinkConfig[]): SinkStatus[] {
       name: sink.name,
       type: sink.type,
       eservices: [...sink.eservices],
+      tenants: [...(sink.tenants ?? [])],
+      signalTypes: [...(sink.signalTypes ?? [])],
       position: p.position,
-      pending: outbox.countAfter(p.position, sink.eservices),
+      pending: outbox.countAfter(p.position, sinkFilter(sink)),
       state: p.state,
       delivered: p.delivered,
       lastError: p.lastError,
@@ -39,14 +45,14 @@ export function sinkStatus(db: Db, sinks: readonly SinkConfig[]): SinkStatus[] {
   });
 }
 
+/** What the sink takes from the outbox (its eservices, tenants and signal_types). */
+export function sinkFilter(sink: SinkConfig): OutboxFilter {
+  return { eservices: sink.eservices, tenants: sink.tenants ?? [], signalTypes: sink.signalTypes ?? [] };
+}
+
 /** Whether more than `limit` events wait for the sink; counts at most limit+1 rows. */
-export function pendingExceeds(db: Db, position: number, eservices: readonly string[], limit: number): boolean {
-  const filtered = eservices.length > 0;
-  const sql = filtered
-    ? 'SELECT COUNT(*) AS n FROM (SELECT 1 FROM outbox WHERE seq > ? AND eservice_id IN (SELECT value FROM json_each(?)) LIMIT ?)'
-    : 'SELECT COUNT(*) AS n FROM (SELECT 1 FROM outbox WHERE seq > ? LIMIT ?)';
-  const args = filtered ? [position, JSON.stringify(eservices), limit + 1] : [position, limit + 1];
-  return (db.prepare(sql).get(...args) as { n: number }).n > limit;
+export function pendingExceeds(db: Db, position: number, filter: OutboxFilter, limit: number): boolean {
+  return new OutboxStore(db).countAfterExceeds(position, filter, limit);
 }
 
 /** The key meaning "every e-service" in `backpressuredEServices`. */
@@ -65,7 +71,7 @@ export function backpressuredEServices(db: Db, sinks: readonly SinkConfig[], max
   const positions = new SinkPositionStore(db);
   for (const sink of sinks) {
     const { position } = positions.get(sink.name);
-    if (!pendingExceeds(db, position, sink.eservices, maxPending)) continue;
+    if (!pendingExceeds(db, position, sinkFilter(sink), maxPending)) continue;
     const keys = sink.eservices.length > 0 ? sink.eservices : [ALL_ESERVICES];
     for (const key of keys) if (!paused.has(key)) paused.set(key, sink.name);
   }

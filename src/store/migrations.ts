@@ -193,4 +193,46 @@ CREATE INDEX dead_letters_by_state ON dead_letters (sink, state, id);
     name: 'last run start',
     sql: `ALTER TABLE eservices ADD COLUMN last_run_started_at INTEGER;`,
   },
+  {
+    // Delegations (SPEC §8c): a delegate pulls one stream per e-service for all its delegators.
+    // `subjects` stays one row per key (pseudonyms are computed per key); who follows a key is
+    // now a set of memberships, one per tenant, each with its own ref and e-service list. The
+    // subject's own `ref`, `all_eservices` and `subject_eservices` are kept as the union of its
+    // memberships (the e-services its pseudonyms are computed for) and the own membership's ref.
+    version: 5,
+    name: 'subject tenants, outbox routing columns',
+    sql: `
+-- tenant = '' is the consumer's own subject; otherwise the delegator's id (see src/tenant.ts).
+CREATE TABLE subject_tenants (
+  subject_id    INTEGER NOT NULL REFERENCES subjects(id) ON DELETE CASCADE,
+  tenant        TEXT NOT NULL,
+  ref           TEXT,                      -- the tenant's local reference for the subject
+  all_eservices INTEGER NOT NULL DEFAULT 1,
+  added_at      INTEGER NOT NULL,          -- when this tenant added the key (the backfilled flag)
+  PRIMARY KEY (subject_id, tenant)
+) WITHOUT ROWID;
+CREATE INDEX subject_tenants_by_tenant ON subject_tenants (tenant, subject_id);
+
+-- For memberships with all_eservices = 0: the e-services (hub uuids) that tenant follows.
+CREATE TABLE subject_tenant_eservices (
+  subject_id  INTEGER NOT NULL,
+  tenant      TEXT NOT NULL,
+  eservice_id TEXT NOT NULL,
+  PRIMARY KEY (subject_id, tenant, eservice_id),
+  FOREIGN KEY (subject_id, tenant) REFERENCES subject_tenants (subject_id, tenant) ON DELETE CASCADE
+) WITHOUT ROWID;
+
+-- Every subject stored so far is the consumer's own.
+INSERT INTO subject_tenants (subject_id, tenant, ref, all_eservices, added_at)
+  SELECT id, '', ref, all_eservices, added_at FROM subjects;
+INSERT INTO subject_tenant_eservices (subject_id, tenant, eservice_id)
+  SELECT subject_id, '', eservice_id FROM subject_eservices;
+
+-- What a sink filter routes on (src/sinks/delivery.ts): NULL for resync-required events,
+-- which concern every tenant and every signal type of their e-service.
+ALTER TABLE outbox ADD COLUMN tenant TEXT;
+ALTER TABLE outbox ADD COLUMN signal_type TEXT;
+UPDATE outbox SET tenant = '', signal_type = json_extract(payload, '$.signalType') WHERE kind = 'signal';
+`,
+  },
 ];

@@ -32,6 +32,31 @@ const toRow = (r: RawRow): OutboxRow => ({
   createdAt: r.created_at,
 });
 
+/**
+ * Which events a sink takes; an empty (or missing) list means all. `tenants` ('' = the
+ * consumer's own subjects) and `signalTypes` apply to signal events only: a resync-required
+ * event concerns every tenant and every signal type of its e-service, so only `eservices`
+ * routes it.
+ */
+export interface OutboxFilter {
+  eservices?: readonly string[];
+  tenants?: readonly string[];
+  signalTypes?: readonly string[];
+}
+
+const isEmpty = (f: OutboxFilter | undefined): boolean => !f || ((f.eservices?.length ?? 0) === 0 && (f.tenants?.length ?? 0) === 0 && (f.signalTypes?.length ?? 0) === 0);
+
+/** The filter as statement parameters: JSON arrays, '[]' for "any". */
+const filterParams = (f: OutboxFilter) => ({
+  eservices: JSON.stringify(f.eservices ?? []),
+  tenants: JSON.stringify(f.tenants ?? []),
+  types: JSON.stringify(f.signalTypes ?? []),
+});
+
+const FILTER_SQL = `(@eservices = '[]' OR eservice_id IN (SELECT value FROM json_each(@eservices)))
+  AND (kind != 'signal' OR @tenants = '[]' OR tenant IN (SELECT value FROM json_each(@tenants)))
+  AND (kind != 'signal' OR @types = '[]' OR signal_type IN (SELECT value FROM json_each(@types)))`;
+
 /** Outbox access. Writers call `append` inside the page transaction of the sync engine. */
 export class OutboxStore {
   private readonly insert;
@@ -43,36 +68,34 @@ export class OutboxStore {
 
   constructor(private readonly db: Db) {
     this.insert = db.prepare(
-      'INSERT OR IGNORE INTO outbox (event_id, eservice_id, signal_id, kind, payload, created_at) VALUES (?, ?, ?, ?, ?, ?)',
+      'INSERT OR IGNORE INTO outbox (event_id, eservice_id, signal_id, kind, payload, created_at, tenant, signal_type) VALUES (?, ?, ?, ?, ?, ?, ?, ?)',
     );
     this.after = db.prepare('SELECT * FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?');
-    this.afterFiltered = db.prepare(
-      'SELECT * FROM outbox WHERE seq > ? AND eservice_id IN (SELECT value FROM json_each(?)) ORDER BY seq LIMIT ?',
-    );
+    this.afterFiltered = db.prepare(`SELECT * FROM outbox WHERE seq > @seq AND ${FILTER_SQL} ORDER BY seq LIMIT @limit`);
     this.maxSeqStmt = db.prepare('SELECT COALESCE(MAX(seq), 0) AS m FROM outbox');
     this.countAfterStmt = db.prepare('SELECT COUNT(*) AS n FROM outbox WHERE seq > ?');
-    this.countAfterFilteredStmt = db.prepare('SELECT COUNT(*) AS n FROM outbox WHERE seq > ? AND eservice_id IN (SELECT value FROM json_each(?))');
+    this.countAfterFilteredStmt = db.prepare(`SELECT COUNT(*) AS n FROM outbox WHERE seq > @seq AND ${FILTER_SQL}`);
   }
 
-  /** created_at (ms) of the first event after `seq` (of `eserviceIds` when non-empty), or null: the oldest a sink has not confirmed. */
-  oldestCreatedAfter(seq: number, eserviceIds: readonly string[] = []): number | null {
-    const row = (eserviceIds.length > 0
-      ? this.db.prepare('SELECT created_at AS t FROM outbox WHERE seq > ? AND eservice_id IN (SELECT value FROM json_each(?)) ORDER BY seq LIMIT 1').get(seq, JSON.stringify(eserviceIds))
-      : this.db.prepare('SELECT created_at AS t FROM outbox WHERE seq > ? ORDER BY seq LIMIT 1').get(seq)) as { t: number } | undefined;
+  /** created_at (ms) of the first event after `seq` that `filter` takes, or null: the oldest a sink has not confirmed. */
+  oldestCreatedAfter(seq: number, filter?: OutboxFilter): number | null {
+    const row = (isEmpty(filter)
+      ? this.db.prepare('SELECT created_at AS t FROM outbox WHERE seq > ? ORDER BY seq LIMIT 1').get(seq)
+      : this.db.prepare(`SELECT created_at AS t FROM outbox WHERE seq > @seq AND ${FILTER_SQL} ORDER BY seq LIMIT 1`).get({ seq, ...filterParams(filter!) })) as { t: number } | undefined;
     return row?.t ?? null;
   }
 
   /** Returns false when an event with this id already exists (a rescan or a replayed page). */
   append(event: OutboxEvent, now = Date.now()): boolean {
-    const signalId = event.type === 'signal' ? event.signalId : null;
-    return this.insert.run(event.id, event.eserviceId, signalId, event.type, JSON.stringify(event), now).changes === 1;
+    const signal = event.type === 'signal' ? event : null;
+    return (
+      this.insert.run(event.id, event.eserviceId, signal?.signalId ?? null, event.type, JSON.stringify(event), now, signal ? (signal.tenant ?? '') : null, signal?.signalType ?? null).changes === 1
+    );
   }
 
-  /** Events after `seq`, in order; only those of `eserviceIds` when given and non-empty. */
-  readAfter(seq: number, limit: number, eserviceIds?: string[]): OutboxRow[] {
-    const rows = (eserviceIds && eserviceIds.length > 0
-      ? this.afterFiltered.all(seq, JSON.stringify(eserviceIds), limit)
-      : this.after.all(seq, limit)) as RawRow[];
+  /** Events after `seq`, in order; only those `filter` takes when given. */
+  readAfter(seq: number, limit: number, filter?: OutboxFilter): OutboxRow[] {
+    const rows = (isEmpty(filter) ? this.after.all(seq, limit) : this.afterFiltered.all({ seq, limit, ...filterParams(filter!) })) as RawRow[];
     return rows.map(toRow);
   }
 
@@ -80,9 +103,22 @@ export class OutboxStore {
     return (this.maxSeqStmt.get() as { m: number }).m;
   }
 
-  countAfter(seq: number, eserviceIds?: string[]): number {
-    const row = eserviceIds && eserviceIds.length > 0 ? this.countAfterFilteredStmt.get(seq, JSON.stringify(eserviceIds)) : this.countAfterStmt.get(seq);
+  countAfter(seq: number, filter?: OutboxFilter): number {
+    const row = isEmpty(filter) ? this.countAfterStmt.get(seq) : this.countAfterFilteredStmt.get({ seq, ...filterParams(filter!) });
     return (row as { n: number }).n;
+  }
+
+  /** Whether more than `limit` events after `seq` are taken by `filter`; counts at most limit+1 rows. */
+  countAfterExceeds(seq: number, filter: OutboxFilter | undefined, limit: number): boolean {
+    const row = isEmpty(filter)
+      ? this.db.prepare('SELECT COUNT(*) AS n FROM (SELECT 1 FROM outbox WHERE seq > ? LIMIT ?)').get(seq, limit + 1)
+      : this.db.prepare(`SELECT COUNT(*) AS n FROM (SELECT 1 FROM outbox WHERE seq > @seq AND ${FILTER_SQL} LIMIT @limit)`).get({ seq, limit: limit + 1, ...filterParams(filter!) });
+    return (row as { n: number }).n > limit;
+  }
+
+  /** Events retained per tenant ('' = own subjects), signal events only. */
+  countByTenant(): { tenant: string; events: number }[] {
+    return this.db.prepare("SELECT tenant, COUNT(*) AS events FROM outbox WHERE kind = 'signal' AND tenant IS NOT NULL GROUP BY tenant ORDER BY tenant").all() as { tenant: string; events: number }[];
   }
 
   /** Deletes events older than `before` (ms) that every sink has confirmed (seq <= minPosition). */

@@ -1,10 +1,12 @@
 import type { Db } from './db.js';
 
 /**
- * The consumer's subjects (`subjects`, `subject_eservices`). Keys are stored normalized; they
- * are personal data and must never reach a log line. This module only reads and writes rows:
- * keeping pseudonyms in step is the caller's job (src/subjects/apply.ts), inside the same
- * transaction.
+ * The consumer's subjects (`subjects`, `subject_eservices`) and who follows each one
+ * (`subject_tenants`, `subject_tenant_eservices`: the consumer itself as tenant '', and the
+ * delegators it acts for). Keys are stored normalized; they are personal data and must never
+ * reach a log line. This module only reads and writes rows: keeping the subject row's e-service
+ * set equal to the union of its memberships, and pseudonyms in step, is the caller's job
+ * (src/subjects/apply.ts), inside the same transaction.
  */
 
 /** `eservices`: hub e-service ids the subject follows, or 'all' (every configured e-service). */
@@ -28,6 +30,31 @@ export interface NewSubject {
   eservices: string[] | 'all';
 }
 
+/** One tenant's claim on a subject: its ref and the e-services it follows for that key. */
+export interface Membership {
+  subjectId: number;
+  /** '' for the consumer's own subject (OWN_TENANT in src/tenant.ts). */
+  tenant: string;
+  ref: string | null;
+  eservices: string[] | 'all';
+  addedAt: number;
+}
+
+/** Who receives an event of a matched subject for an e-service. */
+export interface Recipient {
+  tenant: string;
+  ref: string | null;
+  addedAt: number;
+}
+
+interface RawMembership {
+  subject_id: number;
+  tenant: string;
+  ref: string | null;
+  all_eservices: number;
+  added_at: number;
+}
+
 export interface RawSubject {
   id: number;
   key: string;
@@ -48,6 +75,16 @@ export class SubjectStore {
   private readonly countFor;
   private readonly pageFor;
   private readonly pageAll;
+  private readonly membershipStmt;
+  private readonly membershipsStmt;
+  private readonly membershipEservices;
+  private readonly insertMembershipStmt;
+  private readonly insertMembershipEservice;
+  private readonly updateMembershipStmt;
+  private readonly deleteMembershipEservices;
+  private readonly deleteMembershipStmt;
+  private readonly recipientsStmt;
+  private readonly anyMembershipStmt;
 
   constructor(private readonly db: Db) {
     this.byKey = db.prepare('SELECT id, key, ref, all_eservices FROM subjects WHERE key = ?');
@@ -76,6 +113,84 @@ export class SubjectStore {
        ORDER BY 1 LIMIT @limit`,
     );
     this.pageAll = db.prepare('SELECT id, key, ref, all_eservices FROM subjects WHERE id > ? ORDER BY id LIMIT ?');
+    this.membershipStmt = db.prepare('SELECT * FROM subject_tenants WHERE subject_id = ? AND tenant = ?');
+    this.membershipsStmt = db.prepare('SELECT * FROM subject_tenants WHERE subject_id = ? ORDER BY tenant');
+    this.membershipEservices = db.prepare('SELECT eservice_id FROM subject_tenant_eservices WHERE subject_id = ? AND tenant = ? ORDER BY eservice_id').pluck();
+    this.insertMembershipStmt = db.prepare('INSERT INTO subject_tenants (subject_id, tenant, ref, all_eservices, added_at) VALUES (?, ?, ?, ?, ?)');
+    this.insertMembershipEservice = db.prepare('INSERT OR IGNORE INTO subject_tenant_eservices (subject_id, tenant, eservice_id) VALUES (?, ?, ?)');
+    this.updateMembershipStmt = db.prepare('UPDATE subject_tenants SET ref = ?, all_eservices = ? WHERE subject_id = ? AND tenant = ?');
+    this.deleteMembershipEservices = db.prepare('DELETE FROM subject_tenant_eservices WHERE subject_id = ? AND tenant = ?');
+    this.deleteMembershipStmt = db.prepare('DELETE FROM subject_tenants WHERE subject_id = ? AND tenant = ?');
+    // At emission only (a matched signal): a point lookup per match, nothing on the unmatched path.
+    this.recipientsStmt = db.prepare(
+      `SELECT m.tenant, m.ref, m.added_at AS addedAt FROM subject_tenants m
+       WHERE m.subject_id = @subject AND (m.all_eservices = 1 OR EXISTS (
+         SELECT 1 FROM subject_tenant_eservices e WHERE e.subject_id = m.subject_id AND e.tenant = m.tenant AND e.eservice_id = @eservice))
+       ORDER BY m.tenant`,
+    );
+    this.anyMembershipStmt = db.prepare('SELECT 1 FROM subject_tenants WHERE subject_id = ? LIMIT 1').pluck();
+  }
+
+  private toMembership(raw: RawMembership): Membership {
+    return {
+      subjectId: raw.subject_id,
+      tenant: raw.tenant,
+      ref: raw.ref,
+      eservices: raw.all_eservices === 1 ? 'all' : (this.membershipEservices.all(raw.subject_id, raw.tenant) as string[]),
+      addedAt: raw.added_at,
+    };
+  }
+
+  membership(subjectId: number, tenant: string): Membership | undefined {
+    const raw = this.membershipStmt.get(subjectId, tenant) as RawMembership | undefined;
+    return raw && this.toMembership(raw);
+  }
+
+  memberships(subjectId: number): Membership[] {
+    return (this.membershipsStmt.all(subjectId) as RawMembership[]).map((r) => this.toMembership(r));
+  }
+
+  insertMembership(subjectId: number, m: { tenant: string; ref: string | null; eservices: string[] | 'all' }, now = Date.now()): void {
+    const all = m.eservices === 'all';
+    this.insertMembershipStmt.run(subjectId, m.tenant, m.ref, all ? 1 : 0, now);
+    if (!all) for (const eservice of m.eservices as string[]) this.insertMembershipEservice.run(subjectId, m.tenant, eservice);
+  }
+
+  updateMembership(subjectId: number, tenant: string, change: { ref: string | null; eservices: string[] | 'all' }): void {
+    const all = change.eservices === 'all';
+    this.updateMembershipStmt.run(change.ref, all ? 1 : 0, subjectId, tenant);
+    this.deleteMembershipEservices.run(subjectId, tenant);
+    if (!all) for (const eservice of change.eservices as string[]) this.insertMembershipEservice.run(subjectId, tenant, eservice);
+  }
+
+  /** Removes one membership; returns whether it existed. The subject row stays (the caller decides). */
+  deleteMembership(subjectId: number, tenant: string): boolean {
+    return this.deleteMembershipStmt.run(subjectId, tenant).changes === 1;
+  }
+
+  /**
+   * The tenants whose membership of the subject follows the e-service, by tenant ('' first).
+   * A subject with no membership at all (written around SubjectWriter) counts as the
+   * consumer's own, as every subject did before tenants existed.
+   */
+  recipients(subjectId: number, eserviceId: string): Recipient[] {
+    const rows = this.recipientsStmt.all({ subject: subjectId, eservice: eserviceId }) as Recipient[];
+    if (rows.length > 0 || this.anyMembershipStmt.get(subjectId) !== undefined) return rows;
+    const subject = this.byId.get(subjectId) as RawSubject | undefined;
+    return subject ? [{ tenant: '', ref: subject.ref, addedAt: 0 }] : [];
+  }
+
+  /** Subjects per tenant ('' = own), by tenant. */
+  countByTenant(): { tenant: string; subjects: number }[] {
+    return this.db.prepare('SELECT tenant, COUNT(*) AS subjects FROM subject_tenants GROUP BY tenant ORDER BY tenant').all() as { tenant: string; subjects: number }[];
+  }
+
+  /** The next `limit` memberships of `tenant` with subject id > afterId, by subject id. */
+  pageForTenant(tenant: string, afterId: number, limit: number): { subject: StoredSubject; membership: Membership }[] {
+    const rows = this.db
+      .prepare('SELECT s.id, s.key, s.ref, s.all_eservices FROM subject_tenants m JOIN subjects s ON s.id = m.subject_id WHERE m.tenant = ? AND m.subject_id > ? ORDER BY m.subject_id LIMIT ?')
+      .all(tenant, afterId, limit) as RawSubject[];
+    return rows.map((r) => ({ subject: this.withEservices(r), membership: this.membership(r.id, tenant)! }));
   }
 
   /** @internal a raw row with its e-service set loaded. */
@@ -164,24 +279,27 @@ export class ImportScratch {
 
   constructor(private readonly db: Db) {
     db.exec('DROP TABLE IF EXISTS temp.subject_import_seen');
-    db.exec('CREATE TEMP TABLE subject_import_seen (key TEXT PRIMARY KEY, line INTEGER NOT NULL) WITHOUT ROWID');
-    this.markStmt = db.prepare('INSERT OR IGNORE INTO temp.subject_import_seen (key, line) VALUES (?, ?)');
-    this.firstLineStmt = db.prepare('SELECT line FROM temp.subject_import_seen WHERE key = ?').pluck();
+    // One row per (key, tenant): a file may list the same key for several tenants.
+    db.exec('CREATE TEMP TABLE subject_import_seen (key TEXT NOT NULL, tenant TEXT NOT NULL, line INTEGER NOT NULL, PRIMARY KEY (key, tenant)) WITHOUT ROWID');
+    this.markStmt = db.prepare('INSERT OR IGNORE INTO temp.subject_import_seen (key, tenant, line) VALUES (?, ?, ?)');
+    this.firstLineStmt = db.prepare('SELECT line FROM temp.subject_import_seen WHERE key = ? AND tenant = ?').pluck();
     this.absentStmt = db.prepare(
-      `SELECT id, key, ref, all_eservices FROM main.subjects
-       WHERE id > ? AND key NOT IN (SELECT key FROM temp.subject_import_seen) ORDER BY id LIMIT ?`,
+      `SELECT s.id, s.key, s.ref, s.all_eservices FROM main.subject_tenants m JOIN main.subjects s ON s.id = m.subject_id
+       WHERE m.tenant = @tenant AND m.subject_id > @after
+         AND NOT EXISTS (SELECT 1 FROM temp.subject_import_seen x WHERE x.key = s.key AND x.tenant = @tenant)
+       ORDER BY m.subject_id LIMIT @limit`,
     );
   }
 
-  /** Records `key` as seen at `line`; returns the line of its first occurrence if already seen. */
-  markSeen(key: string, line: number): number | undefined {
-    if (this.markStmt.run(key, line).changes === 1) return undefined;
-    return this.firstLineStmt.get(key) as number;
+  /** Records `key` as seen for `tenant` at `line`; returns the line of its first occurrence if already seen. */
+  markSeen(key: string, tenant: string, line: number): number | undefined {
+    if (this.markStmt.run(key, tenant, line).changes === 1) return undefined;
+    return this.firstLineStmt.get(key, tenant) as number;
   }
 
-  /** The next `limit` stored subjects (id > afterId) whose key was not seen. */
-  absentPage(store: SubjectStore, afterId: number, limit: number): StoredSubject[] {
-    return (this.absentStmt.all(afterId, limit) as RawSubject[]).map((r) => store.withEservices(r));
+  /** The next `limit` stored subjects (id > afterId) with a membership of `tenant` whose key was not seen for it. */
+  absentPage(store: SubjectStore, tenant: string, afterId: number, limit: number): StoredSubject[] {
+    return (this.absentStmt.all({ tenant, after: afterId, limit }) as RawSubject[]).map((r) => store.withEservices(r));
   }
 
   dispose(): void {

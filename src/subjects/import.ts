@@ -19,6 +19,8 @@ import { checkSubjectKey } from './fiscal-code.js';
 import { looksLikeSubjectKey, quoteSafely } from './redact.js';
 import { readSubjectFile, type SubjectFormat, type SubjectRecord } from './parse.js';
 import { SubjectWriter, type SubjectUpsert } from './apply.js';
+import { OWN_TENANT, parseTenant } from '../tenant.js';
+import { AppError } from '../errors.js';
 
 export interface ConfiguredEService {
   id: string;
@@ -41,7 +43,16 @@ export interface ImportOptions {
   validate: boolean;
   index: SubjectIndexOptions;
   strict?: boolean;
+  /**
+   * Make one tenant's subjects exactly those of the file: `tenant`'s, or without it the
+   * consumer's own. Other tenants' memberships are never touched.
+   */
   replace?: boolean;
+  /**
+   * The tenant (delegator) of every row: a row naming another tenant is rejected. Without it,
+   * each row's `tenant` column/field applies, and rows without one are the consumer's own.
+   */
+  tenant?: string;
   dryRun?: boolean;
   /** Rows per transaction (default mode) and per index call. */
   batchSize?: number;
@@ -54,12 +65,12 @@ export interface ImportOptions {
 export interface ImportReport {
   /** Records read (good and bad). */
   read: number;
-  /** New subjects. */
+  /** New subjects (a key new for its tenant). */
   imported: number;
   /** Stored subjects whose ref or e-services changed. */
   updated: number;
   unchanged: number;
-  /** Removed by --replace. */
+  /** Removed by --replace (memberships of the replaced tenant). */
   removed: number;
   /** The first `maxRejectedKept` rejections, by line. */
   rejected: RejectedRow[];
@@ -79,6 +90,12 @@ export async function importSubjects(db: Db, input: Readable, options: ImportOpt
   const dryRun = options.dryRun ?? false;
   const wholeFileTransaction = Boolean(options.strict || options.replace || dryRun);
   const resolveEservices = eserviceResolver(options.eservices);
+  let fileTenant: string | undefined;
+  if (options.tenant !== undefined) {
+    const parsed = parseTenant(options.tenant);
+    if ('problem' in parsed) throw new AppError('USAGE', `--tenant: ${parsed.problem}`);
+    fileTenant = parsed.tenant;
+  }
   const writer = new SubjectWriter(db, { index: dryRun ? null : options.index, ...(options.now ? { now: options.now } : {}) });
   const report: ImportReport = { read: 0, imported: 0, updated: 0, unchanged: 0, removed: 0, rejected: [], rejectedCount: 0, complete: true, committed: false, dryRun };
 
@@ -119,7 +136,7 @@ export async function importSubjects(db: Db, input: Readable, options: ImportOpt
         continue;
       }
       report.read++;
-      const upsert = checkRecord(item, options.validate, resolveEservices, scratch);
+      const upsert = checkRecord(item, { validate: options.validate, fileTenant, replace: options.replace ?? false }, resolveEservices, scratch);
       if ('reason' in upsert) {
         reject(upsert);
         continue;
@@ -144,7 +161,7 @@ export async function importSubjects(db: Db, input: Readable, options: ImportOpt
       return report;
     }
     flush();
-    if (options.replace) report.removed = removeAbsent(writer, scratch, batchSize);
+    if (options.replace) report.removed = removeAbsent(writer, scratch, fileTenant ?? OWN_TENANT, batchSize);
     if (dryRun) {
       db.exec('ROLLBACK');
     } else {
@@ -180,32 +197,51 @@ function eserviceResolver(configured: ConfiguredEService[]): EserviceResolver {
   };
 }
 
-function checkRecord(record: SubjectRecord, validate: boolean, resolve: EserviceResolver, scratch: ImportScratch): SubjectUpsert | RejectedRow {
+interface RecordRules {
+  validate: boolean;
+  /** --tenant, normalized. */
+  fileTenant: string | undefined;
+  replace: boolean;
+}
+
+function checkRecord(record: SubjectRecord, rules: RecordRules, resolve: EserviceResolver, scratch: ImportScratch): SubjectUpsert | RejectedRow {
   const key = normalizeSubjectKey(record.key);
   const refPart = record.ref && normalizeSubjectKey(record.ref) !== key ? { ref: record.ref } : {};
   const fail = (reason: string): RejectedRow => ({ line: record.line, reason, ...refPart });
   if (key === '') return fail('missing key');
   if (key.length > MAX_KEY_LENGTH) return fail(`key longer than ${MAX_KEY_LENGTH} characters`);
+  let tenant = rules.fileTenant ?? OWN_TENANT;
+  let tenantProblem: string | undefined;
+  if (record.tenant !== undefined) {
+    const parsed = parseTenant(record.tenant);
+    if ('problem' in parsed) tenantProblem = parsed.problem;
+    else if (rules.fileTenant !== undefined && parsed.tenant !== rules.fileTenant) tenantProblem = `tenant ${JSON.stringify(parsed.tenant)} differs from --tenant ${JSON.stringify(rules.fileTenant)}`;
+    else if (rules.fileTenant === undefined && rules.replace) tenantProblem = 'a row with a tenant under --replace: replace one tenant at a time with --tenant';
+    else tenant = parsed.tenant;
+  }
   // Marked seen even when the row is bad: --replace must not remove a stored subject because
-  // its row in the new file has a problem.
-  const firstLine = scratch.markSeen(key, record.line);
-  if (firstLine !== undefined) return fail(`duplicate key (first at line ${firstLine})`);
+  // its row in the new file has a problem. (A bad tenant counts as the tenant being replaced.)
+  const firstLine = scratch.markSeen(key, tenant, record.line);
+  if (tenantProblem !== undefined) return fail(tenantProblem);
+  if (firstLine !== undefined) return fail(`duplicate key${tenant === OWN_TENANT ? '' : ` for tenant ${JSON.stringify(tenant)}`} (first at line ${firstLine})`);
+  const validate = rules.validate;
   if (validate) {
     const check = checkSubjectKey(key);
     if (!check.valid) return fail(check.reason);
   }
   const resolved = resolve(record.eservices);
   if ('unknown' in resolved) return fail(`unknown e-service ${quoteSafely(resolved.unknown, 80)} (not an id or name in the configuration)`);
-  return { key, ref: record.ref, eservices: resolved.ids };
+  return { key, tenant, ref: record.ref, eservices: resolved.ids };
 }
 
-function removeAbsent(writer: SubjectWriter, scratch: ImportScratch, pageSize: number): number {
+/** --replace: removes `tenant`'s memberships of keys the file did not list for it. */
+function removeAbsent(writer: SubjectWriter, scratch: ImportScratch, tenant: string, pageSize: number): number {
   let removed = 0;
   let after = 0;
   for (;;) {
-    const page: StoredSubject[] = scratch.absentPage(writer.store, after, pageSize);
+    const page: StoredSubject[] = scratch.absentPage(writer.store, tenant, after, pageSize);
     if (page.length === 0) return removed;
-    removed += writer.remove(page);
+    removed += writer.removeMemberships(page.map((subject) => ({ subject, tenant })));
     after = page[page.length - 1]!.id;
   }
 }

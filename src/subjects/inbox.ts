@@ -26,6 +26,8 @@ export interface QueuedImport {
   source: string;
   strict: boolean;
   replace: boolean;
+  /** `subjects import --tenant`: the delegator every row belongs to (absent in jobs queued before tenants existed). */
+  tenant?: string;
   queuedAt: string;
 }
 
@@ -106,6 +108,7 @@ export class SubjectInbox {
         index: subjectIndexOptions(config),
         strict: job.strict,
         replace: job.replace,
+        ...(job.tenant !== undefined ? { tenant: job.tenant } : {}),
       });
       result = { id, finishedAt: new Date().toISOString(), report };
     } catch (err) {

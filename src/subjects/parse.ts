@@ -24,6 +24,8 @@ export interface SubjectRecord {
   ref: string | null | undefined;
   /** e-service ids or names; 'all' when empty; undefined when the file has no such column/field. */
   eservices: string[] | 'all' | undefined;
+  /** The tenant (delegator) as written; undefined when the file has no such column/field or it is empty. */
+  tenant?: string | undefined;
 }
 
 /** A record that cannot be read. `fatal`: the rest of the file cannot be read either. */
@@ -63,7 +65,7 @@ export function readSubjectFile(input: Readable, format: SubjectFormat, source: 
   }
 }
 
-const CSV_COLUMNS = ['key', 'ref', 'eservices'] as const;
+const CSV_COLUMNS = ['key', 'ref', 'eservices', 'tenant'] as const;
 type CsvColumn = (typeof CSV_COLUMNS)[number];
 
 /**
@@ -101,7 +103,7 @@ const CSV_FATAL_REASONS: Record<string, string> = {
 
 /**
  * The field delimiter a header line uses: Excel in an Italian locale saves "CSV" with ";"
- * between fields. A header is column names only (key, ref, eservices), so a ";" in it with no
+ * between fields. A header is column names only (key, ref, eservices, tenant), so a ";" in it with no
  * "," can only be the delimiter. (Inside a field, ";" still separates e-services: Excel quotes
  * such a field.)
  */
@@ -209,7 +211,8 @@ async function* readCsv(input: Readable, source: string): AsyncGenerator<Subject
         continue;
       }
       const rawEservices = field('eservices');
-      yield { kind: 'record', line, key: field('key') ?? '', ref, eservices: rawEservices === undefined ? undefined : splitEservices(rawEservices) };
+      const rawTenant = field('tenant')?.trim();
+      yield { kind: 'record', line, key: field('key') ?? '', ref, eservices: rawEservices === undefined ? undefined : splitEservices(rawEservices), tenant: rawTenant === '' ? undefined : rawTenant };
     }
   } catch (err) {
     throw inputError(err, source);
@@ -226,7 +229,7 @@ function parseHeader(record: string[], source: string, line: number): Map<CsvCol
   record.forEach((name, index) => {
     const column = name.trim().toLowerCase();
     if (!(CSV_COLUMNS as readonly string[]).includes(column)) {
-      throw new AppError('INPUT_INVALID', `${source}:${line}: unknown column ${quoteSafely(name, 40)} in the header: the first line must name the columns (key, and optionally ref, eservices)`);
+      throw new AppError('INPUT_INVALID', `${source}:${line}: unknown column ${quoteSafely(name, 40)} in the header: the first line must name the columns (key, and optionally ref, eservices, tenant)`);
     }
     if (columns.has(column as CsvColumn)) throw new AppError('INPUT_INVALID', `${source}:${line}: column "${column}" appears twice in the header`);
     columns.set(column as CsvColumn, index);
@@ -295,7 +298,7 @@ async function* numberedLines(input: Readable, source: string): AsyncGenerator<{
   if (partial !== '') yield finish(partial);
 }
 
-const NDJSON_FIELDS = new Set(['key', 'ref', 'eservices']);
+const NDJSON_FIELDS = new Set(['key', 'ref', 'eservices', 'tenant']);
 
 async function* readNdjson(input: Readable, source: string): AsyncGenerator<SubjectFileItem> {
   for await (const { line, text } of numberedLines(input, source)) {
@@ -325,7 +328,7 @@ function ndjsonRecord(value: unknown, line: number): SubjectFileItem {
   const withRef = <T extends RecordProblem>(p: T): T => ({ ...p, ...refUnlessKey(ref, obj.key) });
 
   const unknown = Object.keys(obj).find((name) => !NDJSON_FIELDS.has(name));
-  if (unknown !== undefined) return withRef({ kind: 'problem', line, reason: `unknown field ${quoteSafely(unknown, 40)} (expected key, ref, eservices)` });
+  if (unknown !== undefined) return withRef({ kind: 'problem', line, reason: `unknown field ${quoteSafely(unknown, 40)} (expected key, ref, eservices, tenant)` });
   if (obj.key === undefined || obj.key === null) return withRef({ kind: 'problem', line, reason: 'missing key' });
   if (typeof obj.key !== 'string') return withRef({ kind: 'problem', line, reason: '"key" must be a string' });
 
@@ -338,7 +341,12 @@ function ndjsonRecord(value: unknown, line: number): SubjectFileItem {
     eservices = list.length === 0 ? 'all' : list;
   } else return withRef({ kind: 'problem', line, reason: '"eservices" must be an array of e-service ids or names' });
 
-  return { kind: 'record', line, key: obj.key, ref, eservices };
+  let tenant: string | undefined;
+  if (obj.tenant === undefined || obj.tenant === null) tenant = undefined;
+  else if (typeof obj.tenant === 'string') tenant = obj.tenant.trim() === '' ? undefined : obj.tenant.trim();
+  else return withRef({ kind: 'problem', line, reason: '"tenant" must be a string' });
+
+  return { kind: 'record', line, key: obj.key, ref, eservices, tenant };
 }
 
 /** One key per line: for `subjects remove --file` and plain key lists. */

@@ -11,6 +11,7 @@ import type { Db } from '../store/db.js';
 import { EpochStore, epochForSignal, type Epoch } from '../store/epochs.js';
 import { EServiceStore, type EServiceRow } from '../store/eservices.js';
 import { OutboxStore } from '../store/outbox.js';
+import { TenantFanout } from './tenant-events.js';
 import { SignalLogStore, type LoggedSignal } from '../store/signal-log.js';
 import { SkippedSignalStore } from '../store/skipped-signals.js';
 import { storeError } from '../store/sqlite-errors.js';
@@ -108,6 +109,9 @@ export class SyncEngine {
   private readonly signalLog: SignalLogStore;
   private readonly skippedSignals: SkippedSignalStore;
   private readonly matchStmt;
+  private readonly fanout: TenantFanout;
+  /** Events appended per tenant since the last flush; counted in metrics only after a commit. */
+  private emittedByTenant = new Map<string, number>();
   private readonly keepSignalLog: boolean;
 
   constructor(options: SyncEngineOptions) {
@@ -126,6 +130,7 @@ export class SyncEngine {
     this.reports = new ResyncReporter(this.db, this.epochs, this.outbox, this.logger, this.metrics, this.now);
     this.signalLog = new SignalLogStore(this.db);
     this.skippedSignals = new SkippedSignalStore(this.db);
+    this.fanout = new TenantFanout(this.db);
     this.matchStmt = this.db.prepare(
       'SELECT s.id, s.key, s.ref, s.added_at AS addedAt FROM pseudonyms p JOIN subjects s ON s.id = p.subject_id WHERE p.epoch = ? AND p.digest = ?',
     );
@@ -456,6 +461,7 @@ export class SyncEngine {
     // were matched with the previous seed. The new epoch still starts at S for what follows.
     const cursorBefore = this.cursorOf(row);
     let wrote = false;
+    this.flushTenantCounts(false);
     this.db.transaction(() => {
       if (decision) {
         for (const { epochId, reason } of decision.invalidate) {
@@ -480,6 +486,7 @@ export class SyncEngine {
       wrote = this.reports.closeGrowing(es, row.id, S) || wrote;
       this.retireUnneededEpochs(row);
     }).immediate();
+    this.flushTenantCounts(true);
     if (decision) {
       this.metrics?.reseedSeconds.observe({ eservice: es.id }, (this.now() - started) / 1000);
       for (const plan of decision.epochs) {
@@ -536,14 +543,42 @@ export class SyncEngine {
       if (!subject) continue;
       matched++;
       const event = this.signalEvent(es, { signalId: r.signalId, signalType: r.signalType, objectType: r.objectType, objectId: r.objectId }, subject, opened.id, receivedAt);
-      // A subject added since the signal arrived matches it as a back-match would: say so.
-      if (subject.addedAt > r.receivedAt) event.backfilled = true;
-      if (this.outbox.append(event, receivedAt)) wrote = true;
+      // A tenant that added the key since the signal arrived matches it as a back-match would: say so.
+      if (this.appendForTenants(event, subject.id, receivedAt, r.receivedAt)) wrote = true;
     }
     if (first !== undefined) this.epochs.noteSignals(opened.id, first, last, count);
     if (matched > 0) this.eservices.advance(row.id, cursorBefore, 0, matched);
     log.warn({ seedupdate: S, cursor: cursorBefore, signals: count, matches: matched }, 'SEEDUPDATE arrived behind the cursor (late lower id): the signals after it were matched again under its seed');
     return wrote;
+  }
+
+  /**
+   * Appends the events of one match, one per tenant whose membership of the subject follows the
+   * e-service (src/sync/tenant-events.ts); returns whether any was new. Counted per tenant once
+   * the caller's transaction commits (emittedByTenant).
+   */
+  private appendForTenants(event: SignalEvent, subjectId: number, now: number, signalReceivedAt?: number): boolean {
+    let wrote = false;
+    for (const e of this.fanout.expand(event, subjectId, signalReceivedAt)) {
+      if (!this.outbox.append(e, now)) continue;
+      wrote = true;
+      const tenant = e.tenant ?? '';
+      this.emittedByTenant.set(tenant, (this.emittedByTenant.get(tenant) ?? 0) + 1);
+    }
+    return wrote;
+  }
+
+  /** Returns how many events were counted. */
+  private flushTenantCounts(committed: boolean): number {
+    let total = 0;
+    if (committed) {
+      for (const [tenant, n] of this.emittedByTenant) {
+        this.metrics?.eventsEmitted.inc({ tenant }, n);
+        total += n;
+      }
+    }
+    this.emittedByTenant = new Map();
+    return total;
   }
 
   private signalEvent(es: EServiceConfig, s: Pick<Signal, 'signalId' | 'signalType' | 'objectType' | 'objectId'>, subject: { key: string; ref: string | null }, epoch: number, receivedAt: number): SignalEvent {
@@ -629,6 +664,7 @@ export class SyncEngine {
     let matches = 0;
     let fresh = 0;
     const skipped: { signalId: number; signalType: string; reason: SkipReason }[] = [];
+    this.flushTenantCounts(false);
     this.db.transaction(() => {
       const current = this.eservices.get(row.eserviceId)!;
       const cursor = current.cursor;
@@ -684,7 +720,7 @@ export class SyncEngine {
             matched = true;
             matches++;
             const event = this.signalEvent(es, s, subject, match.epoch.id, receivedAt);
-            if (this.outbox.append(event, receivedAt)) wrote = true;
+            if (this.appendForTenants(event, subject.id, receivedAt)) wrote = true;
           }
         }
         if (this.keepSignalLog) {
@@ -701,10 +737,10 @@ export class SyncEngine {
       wrote = this.reports.closeGrowing(es, row.id, maxId) || wrote;
       fresh = processed;
     }).immediate();
-    if (matches > 0) {
-      this.metrics?.matches.inc({ eservice: es.id }, matches);
-      this.metrics?.eventsWritten.inc({ eservice: es.id, kind: 'signal' }, matches);
-    }
+    // One match may be several events (one per tenant) or none new (a re-read).
+    const emitted = this.flushTenantCounts(true);
+    if (matches > 0) this.metrics?.matches.inc({ eservice: es.id }, matches);
+    if (emitted > 0) this.metrics?.eventsWritten.inc({ eservice: es.id, kind: 'signal' }, emitted);
     // Re-reads (lookback, rescan overlap, a cursor moved back) were skipped: the counter matches the database's.
     if (fresh > 0) this.metrics?.signalsSeen.inc({ eservice: es.id, signal_type: 'change' }, fresh);
     for (const k of skipped) {

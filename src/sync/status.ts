@@ -5,6 +5,8 @@ import { EServiceStore, type EServiceRow, type EServiceState } from '../store/es
 import { ResyncStore } from '../store/resync.js';
 import { backpressureFor, backpressuredEServices, sinkStatus, type SinkStatus } from '../sinks/status.js';
 import { SkippedSignalStore } from '../store/skipped-signals.js';
+import { SubjectStore } from '../store/subjects.js';
+import { OutboxStore } from '../store/outbox.js';
 import type { SkipReason } from '../hub/types.js';
 import { forbiddenState, retentionAlert, type ForbiddenState, type RetentionAlert } from './alerts.js';
 
@@ -76,11 +78,23 @@ export interface StatusTotals {
   maxPending: number;
 }
 
+/** Per tenant (SPEC §8c delegations): the consumer's own subjects, and each delegator's. */
+export interface TenantStatus {
+  /** The delegator's id; null for the consumer's own subjects. */
+  tenant: string | null;
+  /** Keys stored for this tenant (a key shared by tenants counts for each). */
+  subjects: number;
+  /** Signal events of this tenant currently in the outbox (delivered ones are pruned after outbox.keep_days). */
+  events: number;
+}
+
 export interface SyncStatus {
   generatedAt: string;
   database: string;
   eservices: EServiceStatus[];
   sinks: SinkStatus[];
+  /** By tenant, own subjects first; a tenant appears once it has subjects or events. */
+  tenants: TenantStatus[];
   totals: StatusTotals;
 }
 
@@ -146,11 +160,13 @@ export function collectStatus(db: Db, config: Pick<Config, 'database' | 'eservic
 
   const sinks = sinkStatus(db, config.sinks);
   const outbox = db.prepare('SELECT COUNT(*) AS n, COALESCE(MAX(seq), 0) AS lastSeq FROM outbox').get() as { n: number; lastSeq: number };
+  const tenants = tenantStatus(db);
   return {
     generatedAt: new Date(now).toISOString(),
     database: config.database,
     eservices,
     sinks,
+    tenants,
     totals: {
       eservices: eservices.length,
       signalsSeen: eservices.reduce((n, e) => n + e.signalsSeen, 0),
@@ -166,3 +182,16 @@ export function collectStatus(db: Db, config: Pick<Config, 'database' | 'eservic
   };
 }
 
+
+/** Subjects and retained events per tenant, own ('' in the store, null here) first. */
+export function tenantStatus(db: Db): TenantStatus[] {
+  const byTenant = new Map<string, TenantStatus>();
+  const entry = (tenant: string): TenantStatus => {
+    let e = byTenant.get(tenant);
+    if (!e) byTenant.set(tenant, (e = { tenant: tenant === '' ? null : tenant, subjects: 0, events: 0 }));
+    return e;
+  };
+  for (const c of new SubjectStore(db).countByTenant()) entry(c.tenant).subjects = c.subjects;
+  for (const c of new OutboxStore(db).countByTenant()) entry(c.tenant).events = c.events;
+  return [...byTenant.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([, e]) => e);
+}

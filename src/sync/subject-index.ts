@@ -3,6 +3,7 @@ import { PseudonymHasher, type PseudonymEncoding } from '../crypto/pseudonym.js'
 import { OutboxStore } from '../store/outbox.js';
 import { SignalLogStore } from '../store/signal-log.js';
 import type { ChangeSignalType, SignalEvent } from '../events.js';
+import { TenantFanout } from './tenant-events.js';
 
 /** A stored subject as the index needs it. `eservices` are hub e-service ids, or 'all'. */
 export interface IndexedSubject {
@@ -57,6 +58,7 @@ export function indexNewSubjects(db: Db, subjects: IndexedSubject[], options: Su
   const insert = db.prepare('INSERT OR IGNORE INTO pseudonyms (epoch, digest, subject_id) VALUES (?, ?, ?)');
   const bump = db.prepare('UPDATE epochs SET pseudonym_count = pseudonym_count + ? WHERE id = ?');
   const outbox = new OutboxStore(db);
+  const fanout = new TenantFanout(db);
   const log = new SignalLogStore(db);
   let pseudonyms = 0;
   let backfilled = 0;
@@ -83,7 +85,8 @@ export function indexNewSubjects(db: Db, subjects: IndexedSubject[], options: Su
           receivedAt: new Date(missed.receivedAt).toISOString(),
           backfilled: true,
         };
-        if (outbox.append(event)) backfilled++;
+        // One event per tenant of the subject that follows the e-service (src/sync/tenant-events.ts).
+        for (const e of fanout.expand(event, subject.id)) if (outbox.append(e)) backfilled++;
         log.markMatched(epoch.eservice, missed.signalId);
       }
     }
