@@ -7,6 +7,8 @@ import { importSubjects, type ImportOptions, type RejectedRow } from '../src/sub
 import { PseudonymHasher } from '../src/crypto/pseudonym.js';
 import { tempDir } from './helpers/fs.js';
 import { fiscalCode, legalPersonCode, omocode, withWrongCheck } from './fixtures/subjects-codes.js';
+import { pseudonymRows } from './helpers/pseudonyms.js';
+import { PseudonymStore, digestPrefix } from '../src/store/pseudonyms.js';
 
 const RES = '00000000-0000-4000-8000-0000000000e1';
 const DOC = '00000000-0000-4000-8000-0000000000e2';
@@ -188,17 +190,18 @@ describe('importSubjects', () => {
     const now = Date.now();
     const res = Number(db.prepare("INSERT INTO eservices (eservice_id, name, created_at) VALUES (?, 'residences', ?)").run(RES, now).lastInsertRowid);
     const doc = Number(db.prepare("INSERT INTO eservices (eservice_id, name, created_at) VALUES (?, 'ID-Documents', ?)").run(DOC, now).lastInsertRowid);
-    const epochSql = "INSERT INTO epochs (eservice, start_signal_id, status, seed, seed_fingerprint, algorithm, template, encoding, created_at) VALUES (?, 0, 'known', ?, 'x', 'SHA-256', '${subject}${seed}', 'base64', ?)";
+    const epochSql = "INSERT INTO epochs (eservice, start_signal_id, status, seed, seed_fingerprint, algorithm, template, encoding, created_at, fill_state) VALUES (?, 0, 'known', ?, 'x', 'SHA-256', '${subject}${seed}', 'base64', ?, 'ready')";
     const resEpoch = Number(db.prepare(epochSql).run(res, 'seed-res', now).lastInsertRowid);
     const docEpoch = Number(db.prepare(epochSql).run(doc, 'seed-doc', now).lastInsertRowid);
+    for (const epoch of [resEpoch, docEpoch]) new PseudonymStore(db).create(epoch);
     const hash = { [resEpoch]: new PseudonymHasher({ template: '${subject}${seed}', encoding: 'base64' }, 'seed-res', 'SHA-256'), [docEpoch]: new PseudonymHasher({ template: '${subject}${seed}', encoding: 'base64' }, 'seed-doc', 'SHA-256') };
     const ids = () => new Map(new SubjectStore(db).page(0, 100).map((s) => [s.key, s.id]));
     const pseudonyms = () =>
-      (db.prepare('SELECT epoch, digest, subject_id AS subjectId FROM pseudonyms ORDER BY epoch, subject_id').all() as { epoch: number; digest: Buffer; subjectId: number }[]).map((p) => ({ epoch: p.epoch, subjectId: p.subjectId, digest: p.digest.toString('hex') }));
+      pseudonymRows(db).map((p) => ({ epoch: p.epoch, subjectId: p.subjectId, prefix: p.prefix }));
     const expected = (rows: [string, number][]) => {
       const byKey = ids();
       return rows
-        .map(([key, epoch]) => ({ epoch, subjectId: byKey.get(key)!, digest: hash[epoch]!.digest(key).toString('hex') }))
+        .map(([key, epoch]) => ({ epoch, subjectId: byKey.get(key)!, prefix: digestPrefix(hash[epoch]!.digest(key)) }))
         .sort((x, y) => x.epoch - y.epoch || x.subjectId - y.subjectId);
     };
 

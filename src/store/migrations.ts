@@ -186,4 +186,20 @@ CREATE TABLE dead_letters (
 CREATE INDEX dead_letters_by_state ON dead_letters (sink, state, id);
 `,
   },
+  {
+    version: 4,
+    name: 'compact per-epoch pseudonym tables, filled lazily in chunks',
+    // The full-digest table gives way to one table per epoch (src/store/pseudonyms.ts), created
+    // by the fill. Epochs still live become 'pending': their pseudonyms are recomputed, in
+    // chunks, before their next change signal is matched (no data is lost: they derive from
+    // the subjects and the stored seed). Self-contained: renumber freely at merge.
+    sql: `
+DROP TABLE pseudonyms;
+ALTER TABLE epochs ADD COLUMN fill_state TEXT NOT NULL DEFAULT 'pending'; -- pending | filling | ready
+ALTER TABLE epochs ADD COLUMN fill_after INTEGER NOT NULL DEFAULT 0;       -- while filling: subjects with id <= fill_after are in
+UPDATE epochs SET pseudonym_count = 0;
+-- A late SEEDUPDATE's re-match of logged signals waits for its epoch's fill (src/sync/engine.ts).
+ALTER TABLE epochs ADD COLUMN rematch_to INTEGER;
+`,
+  },
 ];

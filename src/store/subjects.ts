@@ -48,6 +48,7 @@ export class SubjectStore {
   private readonly countFor;
   private readonly pageFor;
   private readonly pageAll;
+  private readonly rangeFor;
 
   constructor(private readonly db: Db) {
     this.byKey = db.prepare('SELECT id, key, ref, all_eservices FROM subjects WHERE key = ?');
@@ -74,6 +75,13 @@ export class SubjectStore {
        SELECT se.subject_id, s.key, s.ref FROM subject_eservices se JOIN subjects s ON s.id = se.subject_id
        WHERE se.eservice_id = @eservice AND se.subject_id > @after AND s.all_eservices = 0
        ORDER BY 1 LIMIT @limit`,
+    );
+    this.rangeFor = db.prepare(
+      `SELECT id, key, ref FROM subjects WHERE all_eservices = 1 AND id > @after AND id <= @upTo
+       UNION ALL
+       SELECT se.subject_id, s.key, s.ref FROM subject_eservices se JOIN subjects s ON s.id = se.subject_id
+       WHERE se.eservice_id = @eservice AND se.subject_id > @after AND se.subject_id <= @upTo AND s.all_eservices = 0
+       ORDER BY 1`,
     );
     this.pageAll = db.prepare('SELECT id, key, ref, all_eservices FROM subjects WHERE id > ? ORDER BY id LIMIT ?');
   }
@@ -133,6 +141,11 @@ export class SubjectStore {
   /** The next `limit` subjects with id > afterId that follow the e-service, by id. */
   pageForEService(eserviceId: string, afterId: number, limit: number): SubjectRow[] {
     return this.pageFor.all({ eservice: eserviceId, after: afterId, limit }) as SubjectRow[];
+  }
+
+  /** The subjects with afterId < id <= upTo that follow the e-service, by id. */
+  rangeForEService(eserviceId: string, afterId: number, upTo: number): SubjectRow[] {
+    return this.rangeFor.all({ eservice: eserviceId, after: afterId, upTo }) as SubjectRow[];
   }
 
   /** Iterates over the subjects following an e-service in pages of `pageSize`, by id. */

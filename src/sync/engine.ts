@@ -1,7 +1,7 @@
-import { setTimeout as delay } from 'node:timers/promises';
+import { setImmediate as yieldToLoop, setTimeout as delay } from 'node:timers/promises';
 import type { Config, EServiceConfig } from '../config/types.js';
 import type { CryptoInfo } from '../crypto/crypto-info-client.js';
-import { IDENTITY_ALGORITHM, decodeObjectId, digestLength, type PseudonymEncoding } from '../crypto/pseudonym.js';
+import { IDENTITY_ALGORITHM, PseudonymHasher, decodeObjectId, digestLength, type PseudonymEncoding } from '../crypto/pseudonym.js';
 import { AppError, errorLogFields, isAppError } from '../errors.js';
 import type { SignalEvent } from '../events.js';
 import type { Page, Signal, SkipReason } from '../hub/types.js';
@@ -14,7 +14,8 @@ import { OutboxStore } from '../store/outbox.js';
 import { SignalLogStore, type LoggedSignal } from '../store/signal-log.js';
 import { SkippedSignalStore } from '../store/skipped-signals.js';
 import { storeError } from '../store/sqlite-errors.js';
-import { fillEpochPseudonyms } from './reseed.js';
+import { PseudonymStore, digestPrefix, type PseudonymCandidate } from '../store/pseudonyms.js';
+import { ensureFilled, fillProgressReporter, needsFill, reclaimPseudonymSpace } from './reseed.js';
 import { ResyncReporter } from './resync-reports.js';
 import { decideInitial, decideRotation, type CryptoAnswer, type EpochPlan, type RotationDecision } from './rotation.js';
 
@@ -75,6 +76,8 @@ interface MatchContext {
   epoch: Epoch;
   encoding: PseudonymEncoding;
   length: number;
+  /** Recomputes a candidate's full digest: the index stores only a prefix. */
+  hasher: PseudonymHasher;
 }
 
 const DAY_MS = 86_400_000;
@@ -105,7 +108,7 @@ export class SyncEngine {
   private readonly reports: ResyncReporter;
   private readonly signalLog: SignalLogStore;
   private readonly skippedSignals: SkippedSignalStore;
-  private readonly matchStmt;
+  private readonly pseudonyms: PseudonymStore;
   private readonly keepSignalLog: boolean;
 
   constructor(options: SyncEngineOptions) {
@@ -124,9 +127,7 @@ export class SyncEngine {
     this.reports = new ResyncReporter(this.db, this.epochs, this.outbox, this.logger, this.metrics, this.now);
     this.signalLog = new SignalLogStore(this.db);
     this.skippedSignals = new SkippedSignalStore(this.db);
-    this.matchStmt = this.db.prepare(
-      'SELECT s.id, s.key, s.ref, s.added_at AS addedAt FROM pseudonyms p JOIN subjects s ON s.id = p.subject_id WHERE p.epoch = ? AND p.digest = ?',
-    );
+    this.pseudonyms = new PseudonymStore(this.db);
     // The log de-duplicates re-reads (lookback, rescan overlap) and feeds back-matching.
     this.keepSignalLog = this.config.subjects.backfill || this.config.hub.rescanOverlap > 0 || this.config.hub.timeWindowSeconds > 0;
   }
@@ -185,10 +186,17 @@ export class SyncEngine {
           // rescan overlap) goes on page by page until it has passed the cursor.
           next = this.hub.pull(es.id, page.lastSignalId!, this.config.hub.pageSize, opts.signal);
           next.catch(() => {}); // observed when awaited; never an unhandled rejection
+          // undici writes the request on a later turn of the event loop: give it that turn now,
+          // or the prefetch would wait for this page's (synchronous) transaction to finish.
+          await yieldToLoop();
         }
         // The first pull comes before any crypto fetch: a hub 401/403 is what a new installation
         // must hear about first, not a producer's 404 behind it.
-        if (outcome.pages === 0) await this.ensureInitialEpoch(ctx);
+        if (outcome.pages === 0) {
+          await this.ensureInitialEpoch(ctx);
+          // A late SEEDUPDATE's re-match a crash or shutdown interrupted.
+          await this.settleRematches(ctx);
+        }
         if (retentionGapSince !== undefined && outcome.pages === 0) {
           // The seed first: should the producer fail, the next run still finds the gap.
           await this.revalidateSeedAfterGap(ctx, page);
@@ -219,6 +227,7 @@ export class SyncEngine {
         from = page.lastSignalId!;
       }
       this.retireUnneededEpochs(row);
+      await reclaimPseudonymSpace(this.db, opts.signal ? { signal: opts.signal } : {});
       this.pruneSignalLog();
       outcome.cursor = this.cursorOf(row);
       outcome.skipped = ctx.skipped;
@@ -288,7 +297,6 @@ export class SyncEngine {
     if (this.epochs.forEService(row.id).length > 0) return;
     signal?.throwIfAborted();
     const cursor = this.cursorOf(row);
-    const started = this.now();
     let plans: EpochPlan[];
     if (ctx.identity) {
       // No seed: the objectId is the key in clear (SPEC §8b), matched through its digest.
@@ -301,7 +309,6 @@ export class SyncEngine {
     this.db.transaction(() => {
       for (const plan of plans) this.createEpoch(ctx, plan);
     }).immediate();
-    this.metrics?.reseedSeconds.observe({ eservice: es.id }, (this.now() - started) / 1000);
     for (const plan of plans) {
       log.info({ start: plan.start, epochStatus: plan.status, ...(plan.status === 'unknown' ? { note: plan.reason } : { seedFingerprint: ctx.identity ? undefined : plan.info.fingerprint, algorithm: plan.info.cryptoHashFunction, producerSignalId: plan.info.signalId }) }, 'initial seed epoch ready');
     }
@@ -328,7 +335,7 @@ export class SyncEngine {
       },
       this.now(),
     );
-    fillEpochPseudonyms(this.db, { epochId: epoch.id, eserviceId: es.id, seed: info.seed, algorithm: info.cryptoHashFunction, template: es.recipe.template, encoding: es.recipe.encoding });
+    // Created 'pending': its pseudonyms are computed when a signal of it must be matched (ensureFilled).
     return epoch;
   }
 
@@ -434,7 +441,6 @@ export class SyncEngine {
     // An identity e-service has no seed: a SEEDUPDATE changes nothing (SPEC §8b).
     const alreadyOpen = ctx.identity || existing.some((e) => e.startSignalId === S);
     const decision = alreadyOpen ? undefined : this.withAssumptionChecked(await this.resolveRotation(ctx, S, earlier), earlier);
-    const started = this.now();
     // A SEEDUPDATE that became visible after later signals (SPEC §3 late lower ids): those
     // were matched with the previous seed. The new epoch still starts at S for what follows.
     const cursorBefore = this.cursorOf(row);
@@ -454,7 +460,7 @@ export class SyncEngine {
           if (existing.some((e) => e.startSignalId === plan.start)) continue;
           this.createEpoch(ctx, plan, plan.status === 'assumed' ? previousInvalidated?.reason : undefined);
         }
-        if (S < cursorBefore) wrote = this.settleLateSeedUpdate(ctx, S, cursorBefore, earlier.at(-1)) || wrote;
+        if (S < cursorBefore) wrote = this.recordLateSeedUpdate(ctx, S, cursorBefore, earlier.at(-1)) || wrote;
       }
       if (this.keepSignalLog) {
         this.signalLog.add({ eservice: row.id, signalId: S, epoch: null, unmatched: false, signalType: 'SEEDUPDATE', objectType: seedUpdate.objectType, objectId: '', receivedAt: this.now() });
@@ -464,7 +470,6 @@ export class SyncEngine {
       this.retireUnneededEpochs(row);
     }).immediate();
     if (decision) {
-      this.metrics?.reseedSeconds.observe({ eservice: es.id }, (this.now() - started) / 1000);
       for (const plan of decision.epochs) {
         log.info({ seedupdate: S, start: plan.start, epochStatus: plan.status, ...(plan.status === 'unknown' ? { note: plan.reason } : { seedFingerprint: plan.info.fingerprint }) }, 'seed epoch opened');
       }
@@ -477,10 +482,12 @@ export class SyncEngine {
    * A SEEDUPDATE S that became visible after later signals (SPEC §10 late lower ids): the
    * signals after it were matched under the previous seed. When the signal log holds each of
    * them and S's seed is had, they are matched again under S's seed, exactly (a hash under the
-   * wrong seed never matched, so nothing emitted is wrong). Otherwise the range is reported.
-   * Inside the rotation's transaction, after S's epoch exists.
+   * wrong seed never matched, so nothing emitted is wrong); otherwise the range is reported.
+   * Inside the rotation's transaction, after S's epoch exists. The re-match needs the epoch's
+   * pseudonyms, which are computed outside any transaction (invariant 8): the epoch records what
+   * it owes and settleRematches pays it once filled, after a crash too.
    */
-  private settleLateSeedUpdate(ctx: RunContext, S: number, cursorBefore: number, previous: Epoch | undefined): boolean {
+  private recordLateSeedUpdate(ctx: RunContext, S: number, cursorBefore: number, previous: Epoch | undefined): boolean {
     const { es, row, log } = ctx;
     const epochs = this.epochs.forEService(row.id);
     const opened = epochs.find((e) => e.startSignalId === S);
@@ -496,32 +503,93 @@ export class SyncEngine {
       log.warn({ seedupdate: S, cursor: cursorBefore }, 'SEEDUPDATE arrived behind the cursor (late lower id): the signals after it cannot be matched again');
       return this.reports.recordClosed(es, S + 1, cursorBefore, 'late-seedupdate', `SEEDUPDATE ${S} became visible after signals up to ${cursorBefore} were matched with the previous seed`);
     }
-    const length = digestLength(opened.algorithm!);
-    const receivedAt = this.now();
-    let wrote = false;
-    let matched = 0;
-    let first: number | undefined;
-    let last = S;
-    let count = 0;
-    for (const r of rows) {
-      if (r.epoch === null) continue; // a skipped signal: nothing to match under any seed
-      const digest = decodeObjectId(r.objectId, opened.encoding!, length);
-      const subject = digest && (this.matchStmt.get(opened.id, digest) as { id: number; key: string; ref: string | null; addedAt: number } | undefined);
-      this.signalLog.reassign(row.id, r.signalId, opened.id, !subject && digest !== null);
-      first ??= r.signalId;
-      last = r.signalId;
-      count++;
-      if (!subject) continue;
-      matched++;
-      const event = this.signalEvent(es, { signalId: r.signalId, signalType: r.signalType, objectType: r.objectType, objectId: r.objectId }, subject, opened.id, receivedAt);
-      // A subject added since the signal arrived matches it as a back-match would: say so.
-      if (subject.addedAt > r.receivedAt) event.backfilled = true;
-      if (this.outbox.append(event, receivedAt)) wrote = true;
+    this.epochs.oweRematch(opened.id, upTo);
+    return false;
+  }
+
+  /**
+   * Pays the re-matches late SEEDUPDATEs owe (recordLateSeedUpdate): fills each such epoch, then
+   * in one transaction matches its logged signals again under its seed. Before any later signal
+   * of the e-service is matched, so that events keep the order of the signals.
+   */
+  private async settleRematches(ctx: RunContext): Promise<void> {
+    const { es, row, log } = ctx;
+    for (;;) {
+      const owing = this.epochs.forEService(row.id).find((e) => e.rematchTo !== null);
+      if (owing === undefined) return;
+      if (needsFill(owing)) await this.fill(ctx, owing);
+      let wrote = false;
+      let matched = 0;
+      let count = 0;
+      let settled = true;
+      const receivedAt = this.now();
+      this.db.transaction(() => {
+        const opened = this.epochs.get(owing.id)!;
+        const upTo = opened.rematchTo;
+        if (upTo === null) return;
+        const S = opened.startSignalId;
+        this.epochs.settleRematch(opened.id);
+        if (opened.status === 'unknown' || opened.retiredAt !== null || opened.fillState !== 'ready') {
+          // Its seed was found wrong (or dropped) before it could be used: report, as for an unrecoverable one.
+          settled = false;
+          wrote = this.reports.recordClosed(es, S + 1, upTo, 'late-seedupdate', `SEEDUPDATE ${S} became visible after signals up to ${upTo} were matched with the previous seed`);
+          return;
+        }
+        const match: MatchContext = this.matchContext(opened);
+        let first: number | undefined;
+        let last = S;
+        for (const r of this.signalLog.range(row.id, S, upTo)) {
+          if (r.epoch === null) continue; // a skipped signal: nothing to match under any seed
+          const digest = decodeObjectId(r.objectId, match.encoding, match.length);
+          const subject = digest ? this.lookup(match, digest) : undefined;
+          this.signalLog.reassign(row.id, r.signalId, opened.id, !subject && digest !== null);
+          first ??= r.signalId;
+          last = r.signalId;
+          count++;
+          if (!subject) continue;
+          matched++;
+          const event = this.signalEvent(es, { signalId: r.signalId, signalType: r.signalType, objectType: r.objectType, objectId: r.objectId }, subject, opened.id, receivedAt);
+          // A subject added since the signal arrived matches it as a back-match would: say so.
+          if (subject.addedAt > r.receivedAt) event.backfilled = true;
+          if (this.outbox.append(event, receivedAt)) wrote = true;
+        }
+        if (first !== undefined) this.epochs.noteSignals(opened.id, first, last, count);
+        if (matched > 0) this.eservices.advance(row.id, upTo, 0, matched);
+        // Kept alive for the re-match only: retire it now if nothing else needs it.
+        this.retireUnneededEpochs(row);
+      }).immediate();
+      if (settled) log.warn({ seedupdate: owing.startSignalId, cursor: owing.rematchTo, signals: count, matches: matched }, 'SEEDUPDATE arrived behind the cursor (late lower id): the signals after it were matched again under its seed');
+      else log.warn({ seedupdate: owing.startSignalId, cursor: owing.rematchTo }, 'SEEDUPDATE arrived behind the cursor (late lower id): its seed was dropped before the signals after it could be matched again');
+      if (matched > 0) {
+        this.metrics?.matches.inc({ eservice: es.id }, matched);
+        this.metrics?.eventsWritten.inc({ eservice: es.id, kind: 'signal' }, matched);
+      }
+      if (wrote) this.onEvents();
     }
-    if (first !== undefined) this.epochs.noteSignals(opened.id, first, last, count);
-    if (matched > 0) this.eservices.advance(row.id, cursorBefore, 0, matched);
-    log.warn({ seedupdate: S, cursor: cursorBefore, signals: count, matches: matched }, 'SEEDUPDATE arrived behind the cursor (late lower id): the signals after it were matched again under its seed');
-    return wrote;
+  }
+
+  private matchContext(epoch: Epoch): MatchContext {
+    return { epoch, encoding: epoch.encoding!, length: digestLength(epoch.algorithm!), hasher: new PseudonymHasher({ template: epoch.template!, encoding: epoch.encoding! }, epoch.seed!, epoch.algorithm!) };
+  }
+
+  /** The subject whose pseudonym is `digest`: candidates by prefix, confirmed by recomputing. */
+  private lookup(match: MatchContext, digest: Buffer): PseudonymCandidate | undefined {
+    for (const candidate of this.pseudonyms.candidates(match.epoch.id, digestPrefix(digest))) {
+      if (match.hasher.digest(candidate.key).equals(digest)) return candidate;
+    }
+    return undefined;
+  }
+
+  /** Computes an epoch's pseudonyms (lazily, in chunks off the event loop; resumes an interrupted fill). */
+  private async fill(ctx: RunContext, epoch: Epoch): Promise<void> {
+    const { es, log, signal } = ctx;
+    const onProgress = fillProgressReporter({ log, setGauge: (f) => this.metrics?.reseedProgress.set({ eservice: es.id }, f) });
+    log.info({ epoch: epoch.id, seedupdate: epoch.startSignalId, seedFingerprint: epoch.seedFingerprint ?? undefined, resumedAfterSubject: epoch.fillAfter || undefined }, 'computing the pseudonyms of a seed epoch');
+    const result = await ensureFilled(this.db, epoch.id, { eserviceId: es.id, onProgress, ...(signal ? { signal } : {}) });
+    if (result.filled) {
+      this.metrics?.reseedSeconds.observe({ eservice: es.id }, result.seconds);
+      log.info({ epoch: epoch.id, pseudonyms: result.pseudonyms, seconds: Math.round(result.seconds * 1000) / 1000 }, 'seed epoch ready');
+    }
   }
 
   private signalEvent(es: EServiceConfig, s: Pick<Signal, 'signalId' | 'signalType' | 'objectType' | 'objectId'>, subject: { key: string; ref: string | null }, epoch: number, receivedAt: number): SignalEvent {
@@ -566,7 +634,8 @@ export class SyncEngine {
     const list = this.epochs.forEService(row.id);
     for (let i = 0; i + 1 < list.length; i++) {
       const e = list[i]!;
-      if (e.retiredAt === null && list[i + 1]!.startSignalId <= horizon) this.epochs.retire(e.id, this.now());
+      // An epoch owing a late SEEDUPDATE's re-match keeps its seed until it has paid.
+      if (e.retiredAt === null && e.rematchTo === null && list[i + 1]!.startSignalId <= horizon) this.epochs.retire(e.id, this.now());
     }
   }
 
@@ -577,8 +646,9 @@ export class SyncEngine {
     let segment: Signal[] = [];
     let signals = 0;
     let matches = 0;
-    const flush = () => {
+    const flush = async () => {
       if (segment.length === 0) return;
+      await this.ensureEpochsFilled(ctx, segment);
       const written = this.writeSegment(ctx, segment);
       matches += written.matches;
       signals += written.processed;
@@ -589,14 +659,37 @@ export class SyncEngine {
         segment.push(s);
         continue;
       }
-      flush(); // commit what precedes the SEEDUPDATE before anything is fetched
+      await flush(); // commit what precedes the SEEDUPDATE before anything is fetched
       const current = this.eservices.get(row.eserviceId)!;
       if (s.signalId <= Math.max(current.cursor, current.highWater) && this.signalLog.has(row.id, s.signalId)) continue; // a re-read
       await this.rotate(ctx, s);
+      await this.settleRematches(ctx);
       signals++;
     }
-    flush();
+    await flush();
     return { signals, matches };
+  }
+
+  /**
+   * Before a segment is matched: every epoch a new signal of it belongs to has all its
+   * pseudonyms (lazy reseed: a run of SEEDUPDATEs costs one fill). Re-reads already in the log
+   * are passed over by writeSegment and need none.
+   */
+  private async ensureEpochsFilled(ctx: RunContext, segment: Signal[]): Promise<void> {
+    const { row } = ctx;
+    const current = this.eservices.get(row.eserviceId)!;
+    const highWater = Math.max(current.highWater, current.cursor);
+    let list: Epoch[] | undefined;
+    let needed: Epoch[] | undefined;
+    for (const s of segment) {
+      if (s.skip !== undefined) continue;
+      list ??= this.epochs.forEService(row.id);
+      const epoch = epochForSignal(list, s.signalId);
+      if (epoch === undefined || !needsFill(epoch) || needed?.includes(epoch)) continue;
+      if (s.signalId <= highWater && this.signalLog.has(row.id, s.signalId)) continue;
+      (needed ??= []).push(epoch);
+    }
+    for (const epoch of needed ?? []) await this.fill(ctx, epoch);
   }
 
   /** One transaction: events of matched signals, signal log, skipped signals, epoch accounting, cursor. */
@@ -635,7 +728,11 @@ export class SyncEngine {
         const epoch = epochForSignal(epochList, s.signalId);
         let match = epoch ? contexts.get(epoch.id) : null;
         if (epoch && match === undefined) {
-          match = epoch.status === 'unknown' || epoch.retiredAt !== null ? null : { epoch, encoding: epoch.encoding!, length: digestLength(epoch.algorithm!) };
+          if (epoch.status !== 'unknown' && epoch.retiredAt === null && epoch.fillState !== 'ready') {
+            // ensureEpochsFilled runs first: matching against a half-filled epoch would lose events.
+            throw new AppError('INTERNAL', `epoch ${epoch.id} is not filled (state ${epoch.fillState})`);
+          }
+          match = epoch.status === 'unknown' || epoch.retiredAt !== null ? null : this.matchContext(epoch);
           contexts.set(epoch.id, match);
         }
         let digest: Buffer | null = null;
@@ -657,7 +754,7 @@ export class SyncEngine {
         }
         let matched = false;
         if (match && digest) {
-          const subject = this.matchStmt.get(match.epoch.id, digest) as { id: number; key: string; ref: string | null } | undefined;
+          const subject = this.lookup(match, digest);
           if (subject) {
             matched = true;
             matches++;
