@@ -91,8 +91,8 @@ async function fillOnce(db: Db, epochId: number, options: FillOptions): Promise<
   const hasher = hasherOf(epoch);
   const recipe = hasher.workerRecipe();
   const total = subjects.countForEService(options.eserviceId);
-  const targetMs = options.targetChunkMs ?? 40;
-  let chunk = 5_000;
+  const targetMs = options.targetChunkMs ?? 30;
+  let chunk = 2_000;
   const pool = options.pool ?? new HashPool();
   const report = (done: number) => options.onProgress?.({ epochId, done, total: Math.max(total, done) });
 
