@@ -115,7 +115,8 @@ async function importCommand(file: string, flags: ImportFlags, cmd: Command): Pr
               process.stderr.write(`${describeRejection(row)}\n`);
             },
         onProgress: (p) => {
-          if (p.phase === 'read') progress.update({ what: 'rows read', rows: p.read, ...optional('fraction', fractionRead()) });
+          if (p.phase === 'read') progress.update({ what: 'rows read and checked', rows: p.read, ...optional('fraction', fractionRead()) });
+          else if (p.phase === 'write') progress.update({ what: 'subjects stored (key order)', rows: p.written ?? 0, ...optional('fraction', p.staged ? (p.written ?? 0) / p.staged : undefined) });
           else progress.update({ what: 'absent subjects removed (--replace)', rows: p.removed });
         },
       }),

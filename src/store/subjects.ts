@@ -174,10 +174,21 @@ export class ImportScratch {
   private readonly markStmt;
   private readonly firstLineStmt;
   private readonly absentStmt;
+  private readonly stageStmt;
+  private readonly stagedStmt;
 
   constructor(private readonly db: Db) {
     db.exec('DROP TABLE IF EXISTS temp.subject_import_seen');
-    db.exec('CREATE TEMP TABLE subject_import_seen (key TEXT PRIMARY KEY, line INTEGER NOT NULL) WITHOUT ROWID');
+    // Good rows are staged here too (good = 1): the store is then written in key order, so the
+    // key index is appended to or walked once instead of updated at random (the file's order).
+    db.exec(
+      `CREATE TEMP TABLE subject_import_seen (
+         key TEXT PRIMARY KEY, line INTEGER NOT NULL,
+         good INTEGER NOT NULL DEFAULT 0, ref TEXT, ref_given INTEGER NOT NULL DEFAULT 0, eservices TEXT
+       ) WITHOUT ROWID`,
+    );
+    this.stageStmt = db.prepare('UPDATE temp.subject_import_seen SET good = 1, ref = ?, ref_given = ?, eservices = ? WHERE key = ?');
+    this.stagedStmt = db.prepare('SELECT key, ref, ref_given AS refGiven, eservices FROM temp.subject_import_seen WHERE good = 1 AND key > ? ORDER BY key LIMIT ?');
     this.markStmt = db.prepare('INSERT OR IGNORE INTO temp.subject_import_seen (key, line) VALUES (?, ?)');
     this.firstLineStmt = db.prepare('SELECT line FROM temp.subject_import_seen WHERE key = ?').pluck();
     this.absentStmt = db.prepare(
@@ -190,6 +201,23 @@ export class ImportScratch {
   markSeen(key: string, line: number): number | undefined {
     if (this.markStmt.run(key, line).changes === 1) return undefined;
     return this.firstLineStmt.get(key) as number;
+  }
+
+  /**
+   * Stages a good row (already marked seen) for the write phase. `ref` undefined: keep the
+   * stored one; `eservices` undefined: keep the stored set.
+   */
+  stage(row: { key: string; ref: string | null | undefined; eservices: string[] | 'all' | undefined }): void {
+    this.stageStmt.run(row.ref ?? null, row.ref === undefined ? 0 : 1, row.eservices === undefined ? null : JSON.stringify(row.eservices), row.key);
+  }
+
+  /** The next `limit` staged rows with key > afterKey, in key order. */
+  stagedPage(afterKey: string, limit: number): { key: string; ref: string | null | undefined; eservices: string[] | 'all' | undefined }[] {
+    return (this.stagedStmt.all(afterKey, limit) as { key: string; ref: string | null; refGiven: number; eservices: string | null }[]).map((r) => ({
+      key: r.key,
+      ref: r.refGiven === 1 ? r.ref : undefined,
+      eservices: r.eservices === null ? undefined : (JSON.parse(r.eservices) as string[] | 'all'),
+    }));
   }
 
   /** The next `limit` stored subjects (id > afterId) whose key was not seen. */

@@ -55,9 +55,13 @@ export interface ImportOptions {
 }
 
 export interface ImportProgress {
-  phase: 'read' | 'remove';
+  /** read: checking and staging the file; write: storing the staged rows in key order; remove: --replace. */
+  phase: 'read' | 'write' | 'remove';
   read: number;
   removed: number;
+  /** In the write phase: rows written so far, of `staged`. */
+  written?: number;
+  staged?: number;
 }
 
 /**
@@ -109,24 +113,22 @@ export async function importSubjects(db: Db, input: Readable, options: ImportOpt
   const scratch = new ImportScratch(db);
   const cacheBefore = db.pragma('cache_size', { simple: true }) as number;
   db.pragma(`cache_size = -${IMPORT_CACHE_KIB}`);
-  let batch: SubjectUpsert[] = [];
-  const flush = (): void => {
-    if (batch.length === 0) return;
-    // Key order: the key index's pages are visited once each, in order, instead of at random.
-    batch.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
-    for (const outcome of writer.upsertBatch(batch)) {
-      if (outcome === 'new') report.imported++;
-      else if (outcome === 'updated') report.updated++;
-      else report.unchanged++;
-    }
-    batch = [];
-  };
   const begin = (): void => {
     if (!db.inTransaction) db.exec('BEGIN IMMEDIATE');
+  };
+  const commitAndYield = async (): Promise<void> => {
+    if (!wholeFileTransaction) {
+      db.exec('COMMIT');
+      begin();
+    }
+    // Never stop the world (the daemon imports its inbox in-process): a batch at a time.
+    await yieldToLoop();
   };
 
   try {
     begin();
+    // Phase 1: read, check and stage every row (TEMP table, on disk: bounded memory).
+    let staged = 0;
     for await (const item of readSubjectFile(input, options.format, options.source)) {
       if (item.kind === 'problem') {
         if (!item.fatal) report.read++;
@@ -146,16 +148,10 @@ export async function importSubjects(db: Db, input: Readable, options: ImportOpt
       // Under --strict the transaction is doomed after the first bad row: keep reading only to
       // report every problem.
       if (options.strict && report.rejectedCount > 0) continue;
-      batch.push(upsert);
-      if (batch.length >= batchSize) {
-        flush();
-        if (!wholeFileTransaction) {
-          db.exec('COMMIT');
-          begin();
-        }
+      scratch.stage(upsert);
+      if (++staged % batchSize === 0) {
         options.onProgress?.({ phase: 'read', read: report.read, removed: 0 });
-        // Never stop the world (the daemon imports its inbox in-process): a batch at a time.
-        await yieldToLoop();
+        await commitAndYield();
       }
     }
 
@@ -165,8 +161,21 @@ export async function importSubjects(db: Db, input: Readable, options: ImportOpt
       Object.assign(report, { imported: 0, updated: 0, unchanged: 0, removed: 0 });
       return report;
     }
-    flush();
     options.onProgress?.({ phase: 'read', read: report.read, removed: 0 });
+    // Phase 2: write the staged rows to the store in key order, a batch per transaction.
+    let afterKey = '';
+    for (;;) {
+      const batch: SubjectUpsert[] = scratch.stagedPage(afterKey, batchSize);
+      if (batch.length === 0) break;
+      for (const outcome of writer.upsertBatch(batch)) {
+        if (outcome === 'new') report.imported++;
+        else if (outcome === 'updated') report.updated++;
+        else report.unchanged++;
+      }
+      afterKey = batch[batch.length - 1]!.key;
+      options.onProgress?.({ phase: 'write', read: report.read, removed: 0, written: report.imported + report.updated + report.unchanged, staged });
+      await commitAndYield();
+    }
     if (options.replace) report.removed = await removeAbsent(writer, scratch, batchSize, (removed) => options.onProgress?.({ phase: 'remove', read: report.read, removed }));
     if (dryRun) {
       db.exec('ROLLBACK');
