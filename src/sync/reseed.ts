@@ -42,8 +42,8 @@ export interface FillResult {
   seconds: number;
 }
 
-const MIN_CHUNK = 1_000;
-const MAX_CHUNK = 50_000;
+const MIN_CHUNK = 2_000;
+const MAX_CHUNK = 20_000;
 /** Below this many keys a chunk is hashed on the main thread (no round trip to a worker). */
 const INLINE_KEYS = 256;
 
@@ -91,8 +91,8 @@ async function fillOnce(db: Db, epochId: number, options: FillOptions): Promise<
   const hasher = hasherOf(epoch);
   const recipe = hasher.workerRecipe();
   const total = subjects.countForEService(options.eserviceId);
-  const targetMs = options.targetChunkMs ?? 30;
-  let chunk = 2_000;
+  const targetMs = options.targetChunkMs ?? 80;
+  let chunk = 10_000;
   const pool = options.pool ?? new HashPool();
   const report = (done: number) => options.onProgress?.({ epochId, done, total: Math.max(total, done) });
 
@@ -151,8 +151,9 @@ async function fillOnce(db: Db, epochId: number, options: FillOptions): Promise<
     }
     let count = 0;
     db.transaction(() => {
-      // The count from the table, not from the running sum: upkeep by imports during the fill adds rows too.
-      count = pseudonyms.count(epochId);
+      // The epoch row's count: kept by every chunk and by the upkeep of imports during the fill
+      // (a COUNT(*) here would scan the whole table in one go).
+      count = epochs.get(epochId)!.pseudonymCount;
       epochs.finishFill(epochId, count);
     }).immediate();
     report(count);
