@@ -46,6 +46,7 @@ interface EpochStatements {
   insert: Statement<unknown[]>;
   remove: Statement<unknown[]>;
   candidates: Statement<unknown[]>;
+  candidatesMany: Statement<unknown[]>;
 }
 
 export class PseudonymStore {
@@ -70,6 +71,9 @@ export class PseudonymStore {
         insert: this.db.prepare(`INSERT OR IGNORE INTO ${t} (prefix, subject_id) VALUES (?, ?)`),
         remove: this.db.prepare(`DELETE FROM ${t} WHERE prefix = ? AND subject_id = ?`),
         candidates: this.db.prepare(`SELECT s.id, s.key, s.ref, s.added_at AS addedAt FROM ${t} p JOIN subjects s ON s.id = p.subject_id WHERE p.prefix = ?`),
+        candidatesMany: this.db.prepare(
+          `SELECT p.prefix, s.id, s.key, s.ref, s.added_at AS addedAt FROM ${t} p JOIN subjects s ON s.id = p.subject_id WHERE p.prefix IN (SELECT value FROM json_each(?))`,
+        ),
       };
       this.statements.set(epochId, s);
     }
@@ -105,6 +109,22 @@ export class PseudonymStore {
   /** Subjects whose pseudonym under the epoch starts with `prefix` (usually one, or none). */
   candidates(epochId: number, prefix: number): PseudonymCandidate[] {
     return this.stmts(epochId).candidates.all(prefix) as PseudonymCandidate[];
+  }
+
+  /**
+   * candidates() for many prefixes in one statement (a page's objectIds), by prefix; prefixes
+   * with no candidate are absent. Prefixes are at most 6 bytes: exact in JSON numbers.
+   */
+  candidatesMany(epochId: number, prefixes: readonly number[]): Map<number, PseudonymCandidate[]> {
+    const found = new Map<number, PseudonymCandidate[]>();
+    if (prefixes.length === 0) return found;
+    for (const row of this.stmts(epochId).candidatesMany.all(JSON.stringify(prefixes)) as (PseudonymCandidate & { prefix: number })[]) {
+      const { prefix, ...candidate } = row;
+      const list = found.get(prefix);
+      if (list) list.push(candidate);
+      else found.set(prefix, [candidate]);
+    }
+    return found;
   }
 
   count(epochId: number): number {

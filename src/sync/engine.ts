@@ -186,8 +186,10 @@ export class SyncEngine {
           // rescan overlap) goes on page by page until it has passed the cursor.
           next = this.hub.pull(es.id, page.lastSignalId!, this.config.hub.pageSize, opts.signal);
           next.catch(() => {}); // observed when awaited; never an unhandled rejection
-          // undici writes the request on a later turn of the event loop: give it that turn now,
-          // or the prefetch would wait for this page's (synchronous) transaction to finish.
+          // undici writes a request on a reused keep-alive socket from a setImmediate queued once
+          // the pull's awaits have run, i.e. after one queued here now: yield two turns so that
+          // the request is on the wire while this page's (synchronous) transaction runs, not after.
+          await yieldToLoop();
           await yieldToLoop();
         }
         // The first pull comes before any crypto fetch: a hub 401/403 is what a new installation
@@ -202,14 +204,15 @@ export class SyncEngine {
           await this.revalidateSeedAfterGap(ctx, page);
           this.recordRetentionGap(es, row, page, retentionGapSince, ctx.log);
         }
-        const { signals, matches } = await this.processPage(ctx, page);
+        // An empty page is the end of what is visible now, even on a 206 (time window).
+        const caughtUp = page.status === 200 || page.signals.length === 0;
+        const { signals, matches, pullRecorded } = await this.processPage(ctx, page, caughtUp);
         outcome.pages++;
         advancing = counted;
         outcome.signals += signals;
         outcome.matches += matches;
-        // An empty page is the end of what is visible now, even on a 206 (time window).
-        const caughtUp = page.status === 200 || page.signals.length === 0;
-        this.eservices.markPulled(row.id, this.now(), caughtUp);
+        // Usually in the page's last transaction; on its own when the page ends in a SEEDUPDATE or is empty.
+        if (!pullRecorded) this.eservices.markPulled(row.id, this.now(), caughtUp);
         this.metrics?.lastSuccessfulPull.set({ eservice: es.id }, this.now() / 1000);
         // A 200 with signals: nothing existed beyond them, hidden or not (the 206 check ignores
         // the window). An empty 200 says nothing of what the window hides: it confirms only the
@@ -580,6 +583,21 @@ export class SyncEngine {
     return undefined;
   }
 
+  /** lookup() for many digests at once: one statement per epoch; the results in the order asked. */
+  private lookupMany(asked: readonly { match: MatchContext; digest: Buffer }[]): (PseudonymCandidate | undefined)[] {
+    const byEpoch = new Map<number, number[]>();
+    const prefixes = asked.map(({ match, digest }) => {
+      const prefix = digestPrefix(digest);
+      const list = byEpoch.get(match.epoch.id);
+      if (list) list.push(prefix);
+      else byEpoch.set(match.epoch.id, [prefix]);
+      return prefix;
+    });
+    const candidates = new Map<number, Map<number, PseudonymCandidate[]>>();
+    for (const [epochId, list] of byEpoch) candidates.set(epochId, this.pseudonyms.candidatesMany(epochId, list));
+    return asked.map(({ match, digest }, i) => candidates.get(match.epoch.id)!.get(prefixes[i]!)?.find((c) => match.hasher.digest(c.key).equals(digest)));
+  }
+
   /** Computes an epoch's pseudonyms (lazily, in chunks off the event loop; resumes an interrupted fill). */
   private async fill(ctx: RunContext, epoch: Epoch): Promise<void> {
     const { es, log, signal } = ctx;
@@ -641,15 +659,17 @@ export class SyncEngine {
 
   // ---- pages -------------------------------------------------------------------------------
 
-  private async processPage(ctx: RunContext, page: Page): Promise<{ signals: number; matches: number }> {
+  private async processPage(ctx: RunContext, page: Page, caughtUp: boolean): Promise<{ signals: number; matches: number; pullRecorded: boolean }> {
     const { row } = ctx;
     let segment: Signal[] = [];
     let signals = 0;
     let matches = 0;
-    const flush = async () => {
+    let pullRecorded = false;
+    const flush = async (last: boolean) => {
       if (segment.length === 0) return;
       await this.ensureEpochsFilled(ctx, segment);
-      const written = this.writeSegment(ctx, segment);
+      const written = this.writeSegment(ctx, segment, last ? { caughtUp } : undefined);
+      pullRecorded ||= last;
       matches += written.matches;
       signals += written.processed;
       segment = [];
@@ -659,15 +679,15 @@ export class SyncEngine {
         segment.push(s);
         continue;
       }
-      await flush(); // commit what precedes the SEEDUPDATE before anything is fetched
+      await flush(false); // commit what precedes the SEEDUPDATE before anything is fetched
       const current = this.eservices.get(row.eserviceId)!;
       if (s.signalId <= Math.max(current.cursor, current.highWater) && this.signalLog.has(row.id, s.signalId)) continue; // a re-read
       await this.rotate(ctx, s);
       await this.settleRematches(ctx);
       signals++;
     }
-    await flush();
-    return { signals, matches };
+    await flush(true);
+    return { signals, matches, pullRecorded };
   }
 
   /**
@@ -692,8 +712,11 @@ export class SyncEngine {
     for (const epoch of needed ?? []) await this.fill(ctx, epoch);
   }
 
-  /** One transaction: events of matched signals, signal log, skipped signals, epoch accounting, cursor. */
-  private writeSegment(ctx: RunContext, segment: Signal[]): { matches: number; processed: number } {
+  /**
+   * One transaction: events of matched signals, signal log, skipped signals, epoch accounting,
+   * cursor, and (`pulled`, the page's last segment) the time of the successful pull.
+   */
+  private writeSegment(ctx: RunContext, segment: Signal[], pulled?: { caughtUp: boolean }): { matches: number; processed: number } {
     const { es, row } = ctx;
     const receivedAt = this.now();
     let wrote = false;
@@ -712,6 +735,7 @@ export class SyncEngine {
       let processed = 0;
       let maxId = cursor;
       const logged: LoggedSignal[] = [];
+      const toMatch: { s: Signal; match: MatchContext; digest: Buffer; logged: LoggedSignal }[] = [];
       const skip = (s: Signal, reason: SkipReason) => {
         if (this.skippedSignals.add({ eservice: row.id, signalId: s.signalId, signalType: s.signalType, objectType: s.objectType, reason, skippedAt: receivedAt })) skipped.push({ signalId: s.signalId, signalType: s.signalType, reason });
         // In the log too, so that a re-read is recognised; no objectId: nothing can match it.
@@ -752,19 +776,20 @@ export class SyncEngine {
             t.count++;
           } else touched.set(epoch.id, { first: s.signalId, last: s.signalId, count: 1 });
         }
-        let matched = false;
-        if (match && digest) {
-          const subject = this.lookup(match, digest);
-          if (subject) {
-            matched = true;
-            matches++;
-            const event = this.signalEvent(es, s, subject, match.epoch.id, receivedAt);
-            if (this.outbox.append(event, receivedAt)) wrote = true;
-          }
-        }
-        if (this.keepSignalLog) {
-          logged.push({ eservice: row.id, signalId: s.signalId, epoch: match ? match.epoch.id : null, unmatched: !!match && !matched, signalType: s.signalType, objectType: s.objectType, objectId: match ? s.objectId : '', receivedAt });
-        }
+        const entry: LoggedSignal = { eservice: row.id, signalId: s.signalId, epoch: match ? match.epoch.id : null, unmatched: !!match, signalType: s.signalType, objectType: s.objectType, objectId: match ? s.objectId : '', receivedAt };
+        if (match && digest) toMatch.push({ s, match, digest, logged: entry });
+        if (this.keepSignalLog) logged.push(entry);
+      }
+      // The segment's objectIds are looked up together (one statement per epoch), then matched in signal order.
+      const subjects = this.lookupMany(toMatch);
+      for (let i = 0; i < toMatch.length; i++) {
+        const subject = subjects[i];
+        if (!subject) continue;
+        const { s, match, logged: entry } = toMatch[i]!;
+        entry.unmatched = false;
+        matches++;
+        const event = this.signalEvent(es, s, subject, match.epoch.id, receivedAt);
+        if (this.outbox.append(event, receivedAt)) wrote = true;
       }
       this.signalLog.addMany(logged);
       for (const [epochId, t] of touched) {
@@ -773,6 +798,7 @@ export class SyncEngine {
         if (epoch.status === 'unknown' || epoch.retiredAt !== null) this.reports.grow(es, epoch, t.first, t.last);
       }
       this.eservices.advance(row.id, maxId, processed, matches);
+      if (pulled) this.eservices.markPulled(row.id, this.now(), pulled.caughtUp);
       wrote = this.reports.closeGrowing(es, row.id, maxId) || wrote;
       fresh = processed;
     }).immediate();
