@@ -5,6 +5,9 @@ import { openDatabase, type Db } from '../src/store/db.js';
 import { PseudonymStore, digestPrefix } from '../src/store/pseudonyms.js';
 import { SubjectStore } from '../src/store/subjects.js';
 import { HashPool } from '../src/sync/hash-pool.js';
+import { EpochStore } from '../src/store/epochs.js';
+import { EServiceStore } from '../src/store/eservices.js';
+import { ensureFilled, reclaimPseudonymSpace } from '../src/sync/reseed.js';
 import { tempDir } from './helpers/fs.js';
 import { fiscalCode } from './helpers/world.js';
 
@@ -52,5 +55,34 @@ describe('the pseudonym index', () => {
     const digest = hasher.digest(fiscalCode(1));
     expect(candidates.filter((c) => hasher.digest(c.key).equals(digest)).map((c) => c.ref)).toEqual(['a']);
     expect(store.candidatesMany(7, []).size).toBe(0);
+  });
+
+  it('rotations reuse the space of retired epochs: after three the file is no larger than after one', async () => {
+    db = openDatabase(path.join(tempDir(), 'state.db'));
+    const d = db;
+    const subjects = new SubjectStore(d);
+    d.transaction(() => {
+      for (let i = 0; i < 20_000; i++) subjects.insert({ key: fiscalCode(i), ref: null, eservices: 'all' });
+    })();
+    const es = new EServiceStore(d).ensure('es-1', 'one');
+    const epochs = new EpochStore(d);
+    let start = 0;
+    const rotate = async (previous?: number) => {
+      const seed = `seed-${start}`;
+      const epoch = epochs.create({ eservice: es.id, startSignalId: start, status: 'known', seed, seedFingerprint: null, algorithm: 'SHA-256', template: '${subject}${seed}', encoding: 'base64', producerSignalId: start });
+      start += 100;
+      await ensureFilled(d, epoch.id, { eserviceId: 'es-1' });
+      if (previous !== undefined) epochs.retire(previous);
+      await reclaimPseudonymSpace(d, { sliceRows: 3_000 });
+      return epoch.id;
+    };
+    const pages = () => d.pragma('page_count', { simple: true }) as number;
+    let current = await rotate();
+    current = await rotate(current);
+    const afterOne = pages();
+    for (let i = 0; i < 3; i++) current = await rotate(current);
+    expect(pages()).toBeLessThanOrEqual(afterOne);
+    expect(new PseudonymStore(d).tables()).toEqual([current]);
+    expect(new PseudonymStore(d).count(current)).toBe(20_000);
   });
 });
