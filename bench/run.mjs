@@ -4,7 +4,9 @@
  * on the same machine (see bench/README.md). Progress goes to stderr; stdout gets the table, or
  * with --json exactly one JSON object.
  *
- *   npm run bench [-- --json] [--subjects N] [--signals N] [--paced-seconds S] [--keep]
+ *   npm run bench [-- --json] [--scale] [--subjects N] [--signals N] [--paced-seconds S] [--keep]
+ *
+ * --scale runs 10 M subjects (unless --subjects says otherwise): expect tens of minutes.
  */
 import fs from 'node:fs';
 import os from 'node:os';
@@ -25,6 +27,7 @@ const { values } = parseArgs({
     'paced-seconds': { type: 'string', default: '30' },
     'footprint-seconds': { type: 'string', default: '5' },
     keep: { type: 'boolean', default: false },
+    scale: { type: 'boolean', default: false },
     dir: { type: 'string' },
   },
 });
@@ -39,7 +42,10 @@ function count(name, min) {
   return n;
 }
 
+// --scale: the figures the issue targets at 10 M subjects (reseed and import stalls, seconds, RSS).
+if (values.scale && !process.argv.some((a) => a.startsWith('--subjects'))) values.subjects = '10000000';
 const options = {
+  scale: values.scale,
   subjects: count('subjects', 100),
   signals: count('signals', 100),
   pacedSeconds: count('paced-seconds', 1),
@@ -66,10 +72,12 @@ progress(`working in ${dir}: ${options.subjects} subjects, ${options.signals} si
 const fixture = await createFixture({ dir, subjects: options.subjects, pacedSignals: Math.round(options.pacedSeconds * 25) * 100 });
 try {
   result.setup = fixture.setup;
+  result.import = fixture.import;
   result.reseed = await benchReseed(fixture);
   result.catchup = await benchCatchup(fixture, { signals: options.signals });
   result.paced = await benchPaced(fixture);
   result.footprint = await benchFootprint(fixture, { settleSeconds: options.footprintSeconds });
+  result.db = { bytesPerPseudonym: result.footprint.bytesPerPseudonym, reseedTableBytesPerPseudonym: result.reseed.bytesPerPseudonym, targetMaxBytesPerPseudonym: 24 };
 } finally {
   await fixture.close();
   if (!values.keep && !values.dir) fs.rmSync(dir, { recursive: true, force: true });

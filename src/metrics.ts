@@ -28,6 +28,7 @@ export class Metrics {
   readonly lastSuccessfulPull = new Gauge({ name: 'signalhub_last_successful_pull_timestamp_seconds', help: 'Unix time of the last successful pull per e-service', labelNames: ['eservice'] as const, registers: [this.registry] });
   readonly secondsSinceLastPull = new Gauge({ name: 'signalhub_seconds_since_last_successful_pull', help: 'Seconds since the last successful pull per e-service', labelNames: ['eservice'] as const, registers: [this.registry] });
   readonly reseedSeconds = new Histogram({ name: 'signalhub_reseed_duration_seconds', help: 'Time to compute the pseudonyms of all subjects for a new seed epoch', labelNames: ['eservice'] as const, buckets: [0.01, 0.1, 0.5, 1, 2, 5, 10, 30, 60, 120], registers: [this.registry] });
+  readonly reseedProgress = new Gauge({ name: 'signalhub_reseed_progress', help: 'Fraction (0 to 1) of the subjects whose pseudonyms the running reseed of the e-service has computed; 1 when none runs', labelNames: ['eservice'] as const, registers: [this.registry] });
   readonly voucherRefreshes = new Counter({ name: 'signalhub_voucher_refreshes_total', help: 'Vouchers obtained from the PDND token endpoint', labelNames: ['kind', 'outcome'] as const, registers: [this.registry] });
   readonly rateLimitRemaining = new Gauge({ name: 'signalhub_rate_limit_remaining', help: 'X-Rate-Limit-Remaining of the last hub answer', registers: [this.registry] });
   readonly rateLimited = new Counter({ name: 'signalhub_rate_limited_total', help: '429 answers from the hub', registers: [this.registry] });

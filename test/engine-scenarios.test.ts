@@ -9,7 +9,9 @@ import { importSubjects, subjectIndexOptions } from '../src/subjects/import.js';
 import { Readable } from 'node:stream';
 import { createEngine, createRemotes } from '../src/sync/runtime.js';
 import { SyncEngine } from '../src/sync/engine.js';
-import { silentLogger } from '../src/log.js';
+import { createLogger, silentLogger } from '../src/log.js';
+import { EpochStore } from '../src/store/epochs.js';
+import { PassThrough } from 'node:stream';
 import { Metrics } from '../src/metrics.js';
 import type { SignalEvent } from '../src/events.js';
 import { seededRandom } from './helpers/random.js';
@@ -281,6 +283,43 @@ describe('engine scenarios (exact outbox and resync reports)', () => {
     const events = t.signalEvents();
     expect(events.map((e) => e.signalId)).toEqual([10, 20, 30]);
     expect(events[1]!.epoch).toBe(events[2]!.epoch);
+    expect(t.reports()).toEqual([]);
+    t.db.close();
+  });
+
+  it('a SEEDUPDATE that becomes visible late, the run stopped while its epoch is filled: the next run fills it and matches the signals after it again, nothing is reported', async () => {
+    const t = await setup([{ id: ES, name: 'residenze' }], '[hub]\ntime_window_seconds = 10');
+    const key = fiscalCode(51);
+    t.writer.upsertBatch([{ key, ref: 'x', eservices: 'all' }]);
+    const engine = t.clockEngine(t.clock);
+    await engine.syncEService(ES);
+    const p = (k: string) => t.w.sim.pseudonymFor(ES, k);
+    t.w.sim.deposit(ES, { signalType: 'CREATE', objectId: p(key), objectType: 'r', signalId: 10 });
+    t.tick(11_000); // a run a window after the seed's fetch confirms it (see the test above)
+    await engine.syncEService(ES);
+    t.w.sim.addEService({ id: ES, seed: 'rotated-seed-after-15' });
+    t.w.sim.deposit(ES, { signalType: 'UPDATE', objectId: p(key), objectType: 'r', signalId: 20 });
+    t.w.sim.deposit(ES, { signalType: 'UPDATE', objectId: p(fiscalCode(52)), objectType: 'r', signalId: 25 });
+    await engine.syncEService(ES);
+    t.w.sim.deposit(ES, { signalType: 'SEEDUPDATE', objectId: '-', objectType: '-', signalId: 15 });
+    t.w.sim.deposit(ES, { signalType: 'DELETE', objectId: p(key), objectType: 'r', signalId: 30 });
+    // Stopped (as by a shutdown or a crash) once the rotation committed, when the fill starts.
+    const stop = new AbortController();
+    const lines = new PassThrough();
+    lines.on('data', (chunk: Buffer) => {
+      if (chunk.toString().includes('computing the pseudonyms of a seed epoch')) stop.abort(new Error('stopped mid-fill'));
+    });
+    const remotes = createRemotes(t.w.config, { logger: silentLogger });
+    const stopping = new SyncEngine({ db: t.db, config: t.w.config, hub: remotes.hub, crypto: remotes.crypto, logger: createLogger({ destination: lines }), now: t.clock });
+    await expect(stopping.syncEService(ES, { signal: stop.signal })).rejects.toThrow();
+    const opened = new EpochStore(t.db).forEService(new EServiceStore(t.db).get(ES)!.id).find((e) => e.startSignalId === 15)!;
+    expect({ rematchTo: opened.rematchTo, ready: opened.fillState === 'ready' }).toEqual({ rematchTo: 25, ready: false });
+    expect(t.signalEvents().map((e) => e.signalId)).toEqual([10]);
+    await engine.syncEService(ES);
+    const events = t.signalEvents();
+    expect(events.map((e) => e.signalId)).toEqual([10, 20, 30]);
+    expect(events[1]!.epoch).toBe(events[2]!.epoch);
+    expect(new EpochStore(t.db).get(opened.id)!.rematchTo).toBeNull();
     expect(t.reports()).toEqual([]);
     t.db.close();
   });

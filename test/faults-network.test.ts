@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import type { Fault } from '../src/simulator/index.js';
 import { openDatabase } from '../src/store/db.js';
 import { expectCaughtUpExactly, expectErrorLogged, expectRecovery, expectStoppedMidRun, logLines, readCursors, runSync, setConfig, useControlOutbox, withScenario, type FaultScenario } from './helpers/faults.js';
+import { pseudonymCount } from './helpers/pseudonyms.js';
 
 // The network between the consumer and the hub: connections dropped without an answer or cut
 // mid-body, names that do not resolve, and a hub that drips its answer slower than any read
@@ -21,7 +22,7 @@ function storedState(s: FaultScenario): unknown {
       cursors: [...readCursors(s.world)],
       outbox: db.prepare('SELECT * FROM outbox ORDER BY seq').all(),
       epochs: db.prepare('SELECT * FROM epochs ORDER BY id').all(),
-      pseudonyms: db.prepare('SELECT COUNT(*) AS n FROM pseudonyms').get(),
+      pseudonyms: pseudonymCount(db),
     };
   } finally {
     db.close();

@@ -12,6 +12,8 @@ import type { SyncEngine } from '../src/sync/engine.js';
 import { ROOT } from './helpers/cli.js';
 import { startRun } from './run-helpers.js';
 import { ES_A, createFaultScenario, expectCaughtUpExactly, expectCursorNeverPassesUnprocessed, expectErrorLogged, expectRecovery, runSync, useControlOutbox, type FaultScenario, type FaultScenarioOptions } from './helpers/faults.js';
+import { pseudonymCount } from './helpers/pseudonyms.js';
+import { PseudonymStore } from '../src/store/pseudonyms.js';
 
 /**
  * Local faults of the store: the database held by another writer (the single-writer lock, or a
@@ -196,7 +198,7 @@ describe('faults: the disk full (SQLITE_FULL) during a page and during a reseed'
     expectCaughtUpExactly(s, control);
   });
 
-  it('SQLITE_FULL during the reseed of a SEEDUPDATE: DB_FULL naming the database file, no pseudonyms of the new epoch (all or none, never a mix), the cursor before the SEEDUPDATE, and after the limit is raised the run gives the exact outbox', async () => {
+  it('SQLITE_FULL during the reseed of a SEEDUPDATE: DB_FULL naming the database file, the new epoch never live half-filled, no signal after the SEEDUPDATE processed, and after the limit is raised the run resumes the fill and gives the exact outbox', async () => {
     scenario = await createFaultScenario(options);
     const s = scenario;
     const file = s.world.config.database;
@@ -204,32 +206,42 @@ describe('faults: the disk full (SQLITE_FULL) during a page and during a reseed'
     expect(S).toBe(81);
     await withEngine(s, async (engine, db) => {
       const epochsOf = () => new EpochStore(db).forEService(new EServiceStore(db).get(ES_A)!.id);
-      const pseudonymsOf = (epoch: number) => (db.prepare('SELECT COUNT(*) AS n FROM pseudonyms WHERE epoch = ?').get(epoch) as { n: number }).n;
+      const pseudonymsOf = (epoch: number) => pseudonymCount(db, epoch).n;
       const first = await engine.syncEService(ES_A, { maxPages: 4 });
       expect(first.cursor).toBe(S - 1);
       const [epoch1] = epochsOf();
       expect(epochsOf()).toHaveLength(1);
 
-      // Room for a few small rows, not for 2,000 pseudonyms: the reseed itself runs out of space.
+      // Room for a few small rows, not for 2,000 pseudonyms: the (lazy) fill of the new epoch
+      // runs out of space when the first change signal after S must be matched.
       limitPages(db, pageCount(db) + 3);
+      const eventsBefore = new OutboxStore(db).maxSeq();
       const failure = await engine.syncEService(ES_A).then(
         () => undefined,
         (err: unknown) => err,
       );
       expectDiskFull(failure, file);
-      expect(new EServiceStore(db).get(ES_A)!.cursor).toBe(S - 1);
-      expect(epochsOf().map((e) => e.id)).toEqual([epoch1!.id]);
-      expect((db.prepare('SELECT COUNT(*) AS n FROM pseudonyms WHERE epoch <> ?').get(epoch1!.id) as { n: number }).n).toBe(0);
+      // The SEEDUPDATE itself may have committed (the epoch is opened, unfilled), nothing after it.
+      expect([S - 1, S]).toContain(new EServiceStore(db).get(ES_A)!.cursor);
+      expect(new OutboxStore(db).maxSeq()).toBe(eventsBefore);
+      const opened = epochsOf().filter((e) => e.id !== epoch1!.id);
+      for (const e of opened) {
+        expect(e.startSignalId).toBe(S);
+        expect(e.fillState, 'a half-filled epoch is never live').not.toBe('ready');
+        expect(pseudonymsOf(e.id)).toBe(e.pseudonymCount);
+      }
       expect(pseudonymsOf(epoch1!.id)).toBe(2_000);
-      expect(expectCursorNeverPassesUnprocessed(s, control).get(ES_A)).toBe(S - 1);
+      expect(expectCursorNeverPassesUnprocessed(s, control).get(ES_A)).toBeLessThanOrEqual(S);
 
       limitPages(db, UNLIMITED);
       const results = await catchUpAll(engine, [ES_A], { concurrency: 1 });
       expect(results[0]!.error).toBeUndefined();
       const epoch2 = epochsOf().find((e) => e.startSignalId === S)!;
+      expect(epoch2.fillState).toBe('ready');
       expect(epoch2.pseudonymCount).toBe(2_000);
-      // The old epoch's pseudonyms are dropped once the cursor is past S; the new one's are whole.
       expect(pseudonymsOf(epoch2.id)).toBe(2_000);
+      // The old epoch's table is dropped once the cursor is past S (its space returns to the file).
+      expect(new PseudonymStore(db).tables()).not.toContain(epoch1!.id);
     });
     expectCaughtUpExactly(s, control);
   });

@@ -19,6 +19,7 @@ import { simulatorWithM2m } from './pdnd-fixtures.js';
 import { bounded, outcomeOf, propertyParameters, propertyTimeoutMs, startScriptedServer, type ScriptedAnswer, type ScriptedServer } from './helpers/property.js';
 import { createWorld, fiscalCode, type World } from './helpers/world.js';
 import { tempDir } from './helpers/fs.js';
+import { pseudonymCount } from './helpers/pseudonyms.js';
 
 /**
  * The bad-input corpus for Signal Hub answers (issue 8): a real HTTP server serves whatever
@@ -443,7 +444,7 @@ function snapshot(db: Db): Snapshot {
     signalLog: db.prepare('SELECT * FROM signal_log ORDER BY eservice, signal_id').all(),
     epochs: db.prepare('SELECT * FROM epochs ORDER BY id').all(),
     resync: db.prepare('SELECT * FROM resync_reports ORDER BY id').all(),
-    pseudonyms: db.prepare('SELECT count(*) AS n FROM pseudonyms').get(),
+    pseudonyms: pseudonymCount(db),
   };
 }
 

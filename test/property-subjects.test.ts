@@ -8,6 +8,7 @@ import { importSubjects, type ImportOptions, type ImportReport } from '../src/su
 import { checkLetter, fiscalCode, legalPersonCode, omocode } from './fixtures/subjects-codes.js';
 import { tempDir } from './helpers/fs.js';
 import { bounded, propertyParameters, propertyTimeoutMs, yieldToEventLoop } from './helpers/property.js';
+import { pseudonymCount } from './helpers/pseudonyms.js';
 
 /**
  * The bad-input corpus for subject files (issue 8): generated CSV and NDJSON files (valid,
@@ -220,7 +221,7 @@ function snapshot(db: Db): unknown {
   return {
     subjects: db.prepare('SELECT * FROM subjects ORDER BY id').all(),
     eservices: db.prepare('SELECT * FROM subject_eservices ORDER BY subject_id, eservice_id').all(),
-    pseudonyms: db.prepare('SELECT count(*) AS n FROM pseudonyms').get(),
+    pseudonyms: pseudonymCount(db),
   };
 }
 

@@ -9,6 +9,12 @@ import { writeKeyFile } from './helpers/keys.js';
 import { WriterLock } from '../src/store/lock.js';
 import { fiscalCode, legalPersonCode, omocode, withWrongCheck } from './fixtures/subjects-codes.js';
 
+/** Stored subjects are compared by key: an import inserts each batch in key order, not file order. */
+function expectByKey<T extends { key: string }>(actual: T[], expected: T[]): void {
+  expect(actual).toEqual([...expected].sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0)));
+}
+
+
 const RES = '00000000-0000-4000-8000-0000000000e1';
 const DOC = '00000000-0000-4000-8000-0000000000e2';
 
@@ -68,7 +74,8 @@ encoding = "hex"
 function storedKeys(database: string): { key: string; ref: string | null }[] {
   const db = new Database(database, { readonly: true });
   try {
-    return db.prepare('SELECT key, ref FROM subjects ORDER BY id').all() as { key: string; ref: string | null }[];
+    // By key: an import inserts each batch in key order (ids follow it), not in file order.
+    return db.prepare('SELECT key, ref FROM subjects ORDER BY key').all() as { key: string; ref: string | null }[];
   } finally {
     db.close();
   }
@@ -91,7 +98,7 @@ describe('subjects import (CLI)', () => {
     const result = await s.cli(['subjects', 'import', file]);
     expect(result.code, result.stderr).toBe(0);
     expect(result.stdout).toBe('subjects import: read 2, new 2, updated 0, unchanged 0, removed 0, rejected 0\nall rows imported\n');
-    expect(storedKeys(s.database)).toEqual([
+    expectByKey(storedKeys(s.database), [
       { key: A, ref: 'Pratica 1' },
       { key: legalPersonCode(4242), ref: 'Rossi, Mario' },
     ]);
@@ -108,7 +115,7 @@ describe('subjects import (CLI)', () => {
     const result = await s.cli(['subjects', 'import', file]);
     expect(result.stdout).toBe('subjects import: read 3, new 3, updated 0, unchanged 0, removed 0, rejected 0\nall rows imported\n');
     expect(result.code).toBe(0);
-    expect(storedKeys(s.database)).toEqual([
+    expectByKey(storedKeys(s.database), [
       { key: A, ref: 'r-a' },
       { key: B, ref: 'r-b' },
       { key: legalPersonCode(4242), ref: 'co' },
@@ -135,7 +142,7 @@ describe('subjects import (CLI)', () => {
     const result = await s.cli(['subjects', 'import', '-', '--format', 'ndjson', '--json'], input);
     expect(result.code).toBe(65);
     expect(JSON.parse(result.stdout)).toMatchObject({ read: 2, imported: 1, rejectedCount: 1, rejected: [{ line: 3, reason: 'wrong length (4 characters; expected 16, or 11 digits)', ref: 'r-x' }], committed: true });
-    expect(storedKeys(s.database)).toEqual([{ key: A, ref: 'r-a' }]);
+    expectByKey(storedKeys(s.database), [{ key: A, ref: 'r-a' }]);
   });
 
   it('reports bad rows on stderr by line and ref, imports the good ones, exits 65; no key in any output', async () => {
@@ -187,7 +194,7 @@ describe('subjects import (CLI)', () => {
     expect(result.code).toBe(65);
     expect(result.stderr).toContain('line 3: wrong length');
     expect(result.stdout).toContain('nothing was imported (--strict): 1 bad row');
-    expect(storedKeys(s.database)).toEqual([]);
+    expectByKey(storedKeys(s.database), []);
   });
 
   it('--replace removes the subjects absent from the file', async () => {
@@ -196,7 +203,7 @@ describe('subjects import (CLI)', () => {
     const result = await s.cli(['subjects', 'import', '--replace', write(s, 'second.ndjson', `{"key":"${C}","ref":"c"}\n{"key":"${B}","ref":"b"}\n`)]);
     expect(result.code).toBe(0);
     expect(result.stdout).toContain('read 2, new 1, updated 0, unchanged 1, removed 1, rejected 0');
-    expect(storedKeys(s.database)).toEqual([
+    expectByKey(storedKeys(s.database), [
       { key: B, ref: 'b' },
       { key: C, ref: 'c' },
     ]);
@@ -206,7 +213,7 @@ describe('subjects import (CLI)', () => {
     const s = setup({ validate: false });
     const result = await s.cli(['subjects', 'import', write(s, 'keys.csv', 'key\nemployee-17\n')]);
     expect(result.code).toBe(0);
-    expect(storedKeys(s.database)).toEqual([{ key: 'EMPLOYEE-17', ref: null }]);
+    expectByKey(storedKeys(s.database), [{ key: 'EMPLOYEE-17', ref: null }]);
   });
 
   it('exits 66 for a missing file and 64 for an unknown format, writing nothing', async () => {
@@ -241,7 +248,7 @@ describe('subjects remove (CLI)', () => {
     expect(byFile.code).toBe(0);
     expect(byFile.stdout).toBe('subjects remove: removed 1, not found 1\n');
     expect(byFile.stderr).toContain('line 3: not found');
-    expect(storedKeys(s.database)).toEqual([{ key: fiscalCode(104), ref: null }]);
+    expectByKey(storedKeys(s.database), [{ key: fiscalCode(104), ref: null }]);
 
     const usage = await s.cli(['subjects', 'remove']);
     expect(usage.code).toBe(64);
@@ -262,7 +269,7 @@ describe('single writer', () => {
     expect(refused.code).toBe(75);
     expect(refused.stderr).toContain(`database ${s.database} is in use by another signalhub-sync process (pid ${process.pid}, "run (test daemon)"`);
     expect(refused.stderr).toContain('stop it first');
-    expect(storedKeys(s.database)).toEqual([{ key: A, ref: 'a' }]);
+    expectByKey(storedKeys(s.database), [{ key: A, ref: 'a' }]);
   });
 
   it('a second CLI writer is refused while the first runs, and succeeds after it ends', async () => {
@@ -286,7 +293,7 @@ describe('single writer', () => {
     expect(firstOut).toContain('new 2');
     const third = await s.cli(['subjects', 'remove', A]);
     expect(third.code).toBe(0);
-    expect(storedKeys(s.database)).toEqual([{ key: B, ref: 'b' }]);
+    expectByKey(storedKeys(s.database), [{ key: B, ref: 'b' }]);
   });
 });
 

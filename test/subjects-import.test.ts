@@ -7,6 +7,14 @@ import { importSubjects, type ImportOptions, type RejectedRow } from '../src/sub
 import { PseudonymHasher } from '../src/crypto/pseudonym.js';
 import { tempDir } from './helpers/fs.js';
 import { fiscalCode, legalPersonCode, omocode, withWrongCheck } from './fixtures/subjects-codes.js';
+import { pseudonymRows } from './helpers/pseudonyms.js';
+import { PseudonymStore, digestPrefix } from '../src/store/pseudonyms.js';
+
+/** Stored subjects are compared by key: an import inserts each batch in key order, not file order. */
+function expectByKey<T extends { key: string }>(actual: T[], expected: T[]): void {
+  expect(actual).toEqual([...expected].sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0)));
+}
+
 
 const RES = '00000000-0000-4000-8000-0000000000e1';
 const DOC = '00000000-0000-4000-8000-0000000000e2';
@@ -38,7 +46,11 @@ const D = fiscalCode(4);
 
 function stored(db: Db) {
   const store = new SubjectStore(db);
-  return store.page(0, 1000).map(({ key, ref, eservices }) => ({ key, ref, eservices }));
+  // By key: an import inserts each batch in key order (ids follow it), not in file order.
+  return store
+    .page(0, 1000)
+    .map(({ key, ref, eservices }) => ({ key, ref, eservices }))
+    .sort((a, b) => (a.key < b.key ? -1 : 1));
 }
 
 describe('importSubjects', () => {
@@ -46,7 +58,7 @@ describe('importSubjects', () => {
     const db = freshDb();
     const report = await run(db, csv('key,ref,eservices', `${A},r-a,`, `${B.toLowerCase()},r-b,residences`, ` ${C} ,,id-documents;${RES.toUpperCase()}`, `${legalPersonCode(12345)},co,`));
     expect(report).toMatchObject({ read: 4, imported: 4, updated: 0, unchanged: 0, removed: 0, rejectedCount: 0, complete: true, committed: true });
-    expect(stored(db)).toEqual([
+    expectByKey(stored(db), [
       { key: A, ref: 'r-a', eservices: 'all' },
       { key: B, ref: 'r-b', eservices: [RES] },
       { key: C, ref: null, eservices: [RES, DOC].sort() },
@@ -59,7 +71,7 @@ describe('importSubjects', () => {
     const text = [JSON.stringify({ key: A, ref: 'r-a', eservices: ['residences'] }), JSON.stringify({ key: B })].join('\r\n');
     const report = await run(db, text, { format: 'ndjson', source: 'subjects.ndjson' });
     expect(report).toMatchObject({ read: 2, imported: 2, rejectedCount: 0 });
-    expect(stored(db)).toEqual([
+    expectByKey(stored(db), [
       { key: A, ref: 'r-a', eservices: [RES] },
       { key: B, ref: null, eservices: 'all' },
     ]);
@@ -72,7 +84,7 @@ describe('importSubjects', () => {
     expect(report).toMatchObject({ read: 4, imported: 1, updated: 2, unchanged: 1 });
     const again = await run(db, csv('key', A, B));
     expect(again).toMatchObject({ imported: 0, updated: 0, unchanged: 2 });
-    expect(stored(db)).toEqual([
+    expectByKey(stored(db), [
       { key: A, ref: 'new', eservices: [RES] },
       { key: B, ref: 'b', eservices: [DOC] },
       { key: C, ref: 'c', eservices: 'all' },
@@ -129,7 +141,7 @@ describe('importSubjects', () => {
     const db = freshDb();
     const report = await run(db, csv('key', 'employee-0001', withWrongCheck(A), ' x '), { validate: false });
     expect(report).toMatchObject({ imported: 3, rejectedCount: 0 });
-    expect(stored(db).map((s) => s.key)).toEqual(['EMPLOYEE-0001', withWrongCheck(A), 'X']);
+    expect(stored(db).map((s) => s.key)).toEqual(['EMPLOYEE-0001', withWrongCheck(A), 'X'].sort());
   });
 
   it('--strict imports nothing when a row is bad, and still reports every bad row', async () => {
@@ -138,7 +150,7 @@ describe('importSubjects', () => {
     const report = await run(db, csv('key,ref', `${A},changed`, `${B},b`, `bad-1,x`, `${C},c`, `bad-2,y`), { strict: true, batchSize: 1 });
     expect(report).toMatchObject({ read: 5, imported: 0, updated: 0, rejectedCount: 2, committed: false });
     expect(report.rejected.map((r) => r.line)).toEqual([4, 6]);
-    expect(stored(db)).toEqual([{ key: A, ref: 'kept', eservices: 'all' }]);
+    expectByKey(stored(db), [{ key: A, ref: 'kept', eservices: 'all' }]);
 
     const good = await run(db, csv('key,ref', `${A},changed`, `${B},b`), { strict: true });
     expect(good).toMatchObject({ imported: 1, updated: 1, committed: true });
@@ -149,7 +161,7 @@ describe('importSubjects', () => {
     await run(db, csv('key,ref', `${A},a`, `${B},b`, `${C},c`, `${D},d`));
     const report = await run(db, csv('key,ref,eservices', `${B},b2,`, `${C},c,nope`, `${fiscalCode(5)},e,`), { replace: true, batchSize: 2 });
     expect(report).toMatchObject({ imported: 1, updated: 1, removed: 2, rejectedCount: 1, committed: true });
-    expect(stored(db)).toEqual([
+    expectByKey(stored(db), [
       { key: B, ref: 'b2', eservices: 'all' },
       { key: C, ref: 'c', eservices: 'all' },
       { key: fiscalCode(5), ref: 'e', eservices: 'all' },
@@ -162,7 +174,7 @@ describe('importSubjects', () => {
     const report = await run(db, csv('key,ref', `${A},a2`, `${C},"broken"quote`, `${B},b`), { replace: true });
     expect(report).toMatchObject({ complete: false, committed: false, removed: 0, imported: 0 });
     expect(report.rejected).toEqual([{ line: 3, reason: 'malformed CSV: characters after a closing quote; the rest of the file was not read' }]);
-    expect(stored(db)).toEqual([
+    expectByKey(stored(db), [
       { key: A, ref: 'a', eservices: 'all' },
       { key: B, ref: 'b', eservices: 'all' },
     ]);
@@ -188,17 +200,18 @@ describe('importSubjects', () => {
     const now = Date.now();
     const res = Number(db.prepare("INSERT INTO eservices (eservice_id, name, created_at) VALUES (?, 'residences', ?)").run(RES, now).lastInsertRowid);
     const doc = Number(db.prepare("INSERT INTO eservices (eservice_id, name, created_at) VALUES (?, 'ID-Documents', ?)").run(DOC, now).lastInsertRowid);
-    const epochSql = "INSERT INTO epochs (eservice, start_signal_id, status, seed, seed_fingerprint, algorithm, template, encoding, created_at) VALUES (?, 0, 'known', ?, 'x', 'SHA-256', '${subject}${seed}', 'base64', ?)";
+    const epochSql = "INSERT INTO epochs (eservice, start_signal_id, status, seed, seed_fingerprint, algorithm, template, encoding, created_at, fill_state) VALUES (?, 0, 'known', ?, 'x', 'SHA-256', '${subject}${seed}', 'base64', ?, 'ready')";
     const resEpoch = Number(db.prepare(epochSql).run(res, 'seed-res', now).lastInsertRowid);
     const docEpoch = Number(db.prepare(epochSql).run(doc, 'seed-doc', now).lastInsertRowid);
+    for (const epoch of [resEpoch, docEpoch]) new PseudonymStore(db).create(epoch);
     const hash = { [resEpoch]: new PseudonymHasher({ template: '${subject}${seed}', encoding: 'base64' }, 'seed-res', 'SHA-256'), [docEpoch]: new PseudonymHasher({ template: '${subject}${seed}', encoding: 'base64' }, 'seed-doc', 'SHA-256') };
     const ids = () => new Map(new SubjectStore(db).page(0, 100).map((s) => [s.key, s.id]));
     const pseudonyms = () =>
-      (db.prepare('SELECT epoch, digest, subject_id AS subjectId FROM pseudonyms ORDER BY epoch, subject_id').all() as { epoch: number; digest: Buffer; subjectId: number }[]).map((p) => ({ epoch: p.epoch, subjectId: p.subjectId, digest: p.digest.toString('hex') }));
+      pseudonymRows(db).map((p) => ({ epoch: p.epoch, subjectId: p.subjectId, prefix: p.prefix }));
     const expected = (rows: [string, number][]) => {
       const byKey = ids();
       return rows
-        .map(([key, epoch]) => ({ epoch, subjectId: byKey.get(key)!, digest: hash[epoch]!.digest(key).toString('hex') }))
+        .map(([key, epoch]) => ({ epoch, subjectId: byKey.get(key)!, prefix: digestPrefix(hash[epoch]!.digest(key)) }))
         .sort((x, y) => x.epoch - y.epoch || x.subjectId - y.subjectId);
     };
 

@@ -6,6 +6,7 @@ import { expectedMatches, signalChunks } from './data.mjs';
 import { round, UNLIMITED_RATE } from './fixture.mjs';
 
 const LIMIT_CLIENT = path.join(import.meta.dirname, 'fetch-limit.mjs');
+const DURABLE_CLIENT = path.join(import.meta.dirname, 'durable-limit.mjs');
 const PACED_RATE = { limit: 25, intervalMs: 1000 };
 
 async function deposit(fixture, eservice, count) {
@@ -67,6 +68,25 @@ export async function benchCatchup(fixture, { signals }) {
   copyDatabase(fixture.dbFile, variantDb);
   fixture.writeConfig(variantConfig, { database: 'variant.db', extraToml: '[subjects]\nbackfill = false\n' });
 
+  // The minimal durable consumer starts from the same database state, on its own copy.
+  const durableDb = path.join(fixture.dir, 'durable.db');
+  const startDb = path.join(fixture.dir, 'start.db');
+  copyDatabase(fixture.dbFile, startDb);
+  const durableRuns = [];
+  const durableRun = async () => {
+    copyDatabase(startDb, durableDb);
+    try {
+      const run = await runNode([DURABLE_CLIENT, fixture.configFile, durableDb, eservice.id, '100']);
+      const r = JSON.parse(run.stdout);
+      if (r.signals !== signals || r.matches !== expected) throw new Error(`durable limit: ${r.signals} signals, ${r.matches} matches`);
+      return { signalsPerSec: r.signals / run.seconds, seconds: run.seconds };
+    } finally {
+      removeDatabase(durableDb);
+    }
+  };
+  progress('catch-up limit: minimal durable consumer (run 1)');
+  durableRuns.push(await durableRun());
+  progress(`  ${durableRuns[0].signalsPerSec.toFixed(0)} signals/s`);
   const limitRuns = [];
   progress('catch-up limit: fetch-only client, one keep-alive connection (run 1)');
   limitRuns.push(await limitRun(fixture, eservice, signals));
@@ -87,7 +107,11 @@ export async function benchCatchup(fixture, { signals }) {
   } finally {
     removeDatabase(variantDb);
   }
-  progress(`  ${variant.signalsPerSec.toFixed(0)} signals/s without the signal log; limit run 2`);
+  progress(`  ${variant.signalsPerSec.toFixed(0)} signals/s without the signal log; minimal durable consumer run 2`);
+  durableRuns.push(await durableRun());
+  removeDatabase(startDb);
+  const durableSignalsPerSec = Math.max(...durableRuns.map((r) => r.signalsPerSec));
+  progress(`  durable ${durableRuns.map((r) => r.signalsPerSec.toFixed(0)).join(', ')} signals/s; fetch-only limit run 2`);
   limitRuns.push(await limitRun(fixture, eservice, signals));
   const limitSignalsPerSec = Math.max(...limitRuns.map((r) => r.signalsPerSec));
   progress(`  limit ${limitRuns.map((r) => r.signalsPerSec.toFixed(0)).join(', ')} signals/s`);
@@ -97,6 +121,12 @@ export async function benchCatchup(fixture, { signals }) {
     throw new Error(`catch-up result wrong: ${outcome.signals}/${signals} signals, ${outcome.matches}/${expected} matches, ${events} outbox events`);
   }
   return {
+    limit: 'minimal durable consumer (bench/lib/durable-limit.mjs): per page parse, decode, the same pseudonym lookup, outbox insert, signal log and cursor update in one transaction, same PRAGMAs; best of two runs',
+    durableLimitSignalsPerSec: Math.round(durableSignalsPerSec),
+    durableRunsSignalsPerSec: durableRuns.map((r) => Math.round(r.signalsPerSec)),
+    durableRatio: round(signalsPerSec / durableSignalsPerSec, 2),
+    durableTarget: { minRatio: 0.9 },
+    fetchOnlyNote: 'limitSignalsPerSec / ratio: the fetch-only client (no durable work), kept for comparison with earlier runs',
     signals,
     seconds: round(run.seconds),
     signalsPerSec: Math.round(signalsPerSec),

@@ -1,7 +1,7 @@
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import { progress, runCli, startCliWithBanner, stopChild } from './proc.mjs';
+import { progress, runCli, runNode, startCliWithBanner, stopChild } from './proc.mjs';
 import { writeSubjectsCsv } from './data.mjs';
 
 const ORG = 'org-bench';
@@ -85,11 +85,13 @@ export async function createFixture({ dir, subjects, pacedSignals }) {
   progress(`writing ${subjects} subjects (fiscal codes) to CSV`);
   const csv = path.join(dir, 'subjects.csv');
   await writeSubjectsCsv(csv, subjects);
-  progress('importing them with "subjects import"');
-  const imported = await runCli(['--config', configFile, 'subjects', 'import', csv, '--json']);
+  progress('importing them (the code of "subjects import", in its own process, event loop watched)');
+  const imported = await runNode([path.join(import.meta.dirname, 'import-child.mjs'), configFile, csv]);
   const report = JSON.parse(imported.stdout);
   if (report.imported !== subjects) throw new Error(`subjects import stored ${report.imported} of ${subjects}`);
-  setup.subjectsImportSeconds = round(imported.seconds);
+  setup.subjectsImportSeconds = round(report.seconds);
+  const importFigures = { subjects, seconds: round(report.seconds), stallMs: report.stallMs, peakRssMb: round(report.peakRssMb, 1), targets: { maxSecondsAt10M: 150, maxStallMs: 250, maxPeakRssMb: 250 } };
+  progress(`  ${subjects} subjects in ${report.seconds.toFixed(1)} s, longest stall ${report.stallMs} ms, peak RSS ${report.peakRssMb.toFixed(0)} MB`);
   fs.rmSync(csv);
 
   progress('first "sync --once" (no signals yet): the initial seed epoch of each e-service');
@@ -97,11 +99,15 @@ export async function createFixture({ dir, subjects, pacedSignals }) {
   const primed = JSON.parse(prime.stdout);
   if (!primed.eservices.every((e) => e.ok)) throw new Error(`initial sync failed: ${prime.stdout}`);
   setup.initialSyncSeconds = round(prime.seconds);
-  setup.initialSyncNote = 'sync --once of 2 e-services with no signals: each computes the pseudonyms of every subject for its first epoch';
+  setup.initialSyncNote = 'sync --once of 2 e-services with no signals: each opens its first epoch (pseudonyms are computed lazily)';
+  progress('filling the first epochs (ensureFilled), so that the catch-up phases time matching only');
+  const filled = JSON.parse((await runNode([path.join(import.meta.dirname, 'reseed-child.mjs'), 'prime', dbFile])).stdout);
+  setup.initialFillSeconds = round(filled.seconds);
 
   return {
     dir,
     configFile,
+    import: importFigures,
     dbFile,
     subjects,
     sim,

@@ -52,6 +52,11 @@ function caughtUpSince(fixture, since) {
   }
 }
 
+/** The per-epoch pseudonym tables (src/store/pseudonyms.ts). */
+function pseudonymTables(db) {
+  return db.prepare("SELECT name FROM sqlite_schema WHERE type = 'table' AND name GLOB 'pseudonyms_[0-9]*'").pluck().all();
+}
+
 function databaseSize(fixture) {
   const db = new Database(fixture.dbFile);
   try {
@@ -67,11 +72,12 @@ function databaseSize(fixture) {
     }
     const counts = {
       subjects: db.prepare('SELECT count(*) AS n FROM subjects').get().n,
-      pseudonyms: db.prepare('SELECT count(*) AS n FROM pseudonyms').get().n,
+      pseudonyms: pseudonymTables(db).reduce((n, t) => n + db.prepare(`SELECT count(*) AS n FROM ${t}`).get().n, 0),
       signalLog: db.prepare('SELECT count(*) AS n FROM signal_log').get().n,
       outbox: db.prepare('SELECT count(*) AS n FROM outbox').get().n,
     };
-    const perSubject = ((byTable.subjects ?? 0) + (byTable.subject_eservices ?? 0) + (byTable.pseudonyms ?? 0)) / fixture.subjects;
+    const pseudonymBytes = pseudonymTables(db).reduce((b, t) => b + (byTable[t] ?? 0), 0);
+    const perSubject = ((byTable.subjects ?? 0) + (byTable.subject_eservices ?? 0) + pseudonymBytes) / fixture.subjects;
     progress(`  database ${(bytes / 2 ** 20).toFixed(1)} MB = ${(bytes / fixture.subjects).toFixed(0)} bytes per subject`);
     return {
       dbBytes: bytes,
@@ -79,6 +85,7 @@ function databaseSize(fixture) {
       subjectBytesPerSubject: Math.round(perSubject),
       dbBytesByTable: byTable,
       dbRows: counts,
+      bytesPerPseudonym: counts.pseudonyms > 0 ? Math.round((pseudonymBytes / counts.pseudonyms) * 10) / 10 : null,
       dbNote: 'dbBytesPerSubject = whole file / N, including the signal log of every pulled signal and the outbox; subjectBytesPerSubject = subjects + the pseudonyms of the live epochs (one per e-service), per subject',
     };
   } finally {

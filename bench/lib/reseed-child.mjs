@@ -2,27 +2,33 @@
  * One side of the reseed benchmark, in its own process so that its peak RSS (VmHWM) is its own.
  *
  *   node reseed-child.mjs engine <db> <eserviceId> <seed>
- *     the engine's code path: a new epoch row and fillEpochPseudonyms in one transaction,
- *     on a database that already holds the subjects and the pseudonyms of earlier epochs.
+ *     the daemon's code path: a new (pending) epoch row, then ensureFilled (src/sync/reseed.ts):
+ *     chunks hashed on worker threads, each chunk its own short transaction, while a timer
+ *     measures the longest event-loop stall.
  *   node reseed-child.mjs bare <db> <eserviceId> <seed>
- *     the limit: the same keys read with one SELECT, hashed in a plain loop with the same
- *     algorithm and template (SHA-256 of subject + seed), the same (epoch, digest, subject_id)
- *     rows inserted into a fresh table of the same shape, in one transaction.
+ *     the limit: a chunked, key-ordered hash-and-insert loop on all cores with nothing else:
+ *     subjects read by id in chunks, hashed on the same number of worker threads (the next chunk
+ *     hashed while this one is inserted), each chunk's (prefix, subject_id) rows sorted and
+ *     inserted into a fresh table of the same shape, one transaction per chunk. No resumability
+ *     bookkeeping, no re-read against concurrent imports, no adaptive chunk size.
+ *   node reseed-child.mjs prime <db>
+ *     fills every pending epoch (the fixture's first epochs), so later phases time matching only.
  *
- * Prints one JSON line: {rows, seconds, peakRssMb, epochId|table}.
+ * Prints one JSON line: {rows, seconds, peakRssMb, stallMs, epochId|table, bytesPerPseudonym}.
  */
-import crypto from 'node:crypto';
 import fs from 'node:fs';
-import Database from 'better-sqlite3';
 import { openDatabase } from '../../dist/store/db.js';
 import { EServiceStore } from '../../dist/store/eservices.js';
 import { EpochStore } from '../../dist/store/epochs.js';
-import { fillEpochPseudonyms } from '../../dist/sync/reseed.js';
-import { seedFingerprint } from '../../dist/crypto/pseudonym.js';
+import { PseudonymStore } from '../../dist/store/pseudonyms.js';
+import { ensureFilled } from '../../dist/sync/reseed.js';
+import { HashPool } from '../../dist/sync/hash-pool.js';
+import { PseudonymHasher, seedFingerprint } from '../../dist/crypto/pseudonym.js';
+import { stallMonitor } from './stall.mjs';
 
 const [mode, file, eserviceId, seed] = process.argv.slice(2);
-if (!mode || !file || !eserviceId || !seed) {
-  process.stderr.write('usage: reseed-child.mjs engine|bare <db> <eserviceId> <seed>\n');
+if (!mode || !file || (mode !== 'prime' && (!eserviceId || !seed))) {
+  process.stderr.write('usage: reseed-child.mjs engine|bare <db> <eserviceId> <seed> | prime <db>\n');
   process.exit(64);
 }
 
@@ -33,65 +39,99 @@ function peakRssMb() {
 
 const TEMPLATE = '${subject}${seed}';
 
-// The fastest digest Node offers (one-shot crypto.hash, Node >= 20.12), so the limit is a tight one.
-const sha256 = typeof crypto.hash === 'function' ? (text) => crypto.hash('sha256', text, 'buffer') : (text) => crypto.createHash('sha256').update(text, 'utf8').digest();
+/** Bytes the table's pages take (dbstat), per row. */
+function bytesPerRow(db, table) {
+  const bytes = db.prepare('SELECT sum(pgsize) AS b FROM dbstat WHERE name = ?').get(table).b ?? 0;
+  const rows = db.prepare(`SELECT count(*) AS n FROM ${table}`).get().n;
+  return rows > 0 ? bytes / rows : null;
+}
 
-function engine() {
+async function engine() {
   const db = openDatabase(file);
   const es = new EServiceStore(db).get(eserviceId);
   if (!es) throw new Error(`e-service ${eserviceId} not in ${file}`);
   const epochs = new EpochStore(db);
   const last = epochs.forEService(es.id).at(-1);
+  const stall = stallMonitor();
   const started = process.hrtime.bigint();
-  let epochId = 0;
-  let rows = 0;
-  db.transaction(() => {
-    const epoch = epochs.create(
-      {
-        eservice: es.id,
-        startSignalId: (last?.startSignalId ?? 0) + 1_000_000_000,
-        status: 'known',
-        seed,
-        seedFingerprint: seedFingerprint(seed),
-        algorithm: 'SHA-256',
-        template: TEMPLATE,
-        encoding: 'base64',
-        producerSignalId: null,
-      },
-      Date.now(),
-    );
-    epochId = epoch.id;
-    rows = fillEpochPseudonyms(db, { epochId, eserviceId, seed, algorithm: 'SHA-256', template: TEMPLATE, encoding: 'base64' });
-  }).immediate();
+  const epoch = epochs.create(
+    {
+      eservice: es.id,
+      startSignalId: (last?.startSignalId ?? 0) + 1_000_000_000,
+      status: 'known',
+      seed,
+      seedFingerprint: seedFingerprint(seed),
+      algorithm: 'SHA-256',
+      template: TEMPLATE,
+      encoding: 'base64',
+      producerSignalId: null,
+    },
+    Date.now(),
+  );
+  const result = await ensureFilled(db, epoch.id, { eserviceId });
   const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+  const stallMs = stall.stop();
+  const bytesPerPseudonym = bytesPerRow(db, `pseudonyms_${epoch.id}`);
   db.close();
-  return { rows, seconds, epochId };
+  return { rows: result.pseudonyms, seconds, stallMs, epochId: epoch.id, bytesPerPseudonym };
 }
 
-function bare() {
-  const db = new Database(file);
-  db.pragma('journal_mode = WAL');
-  db.pragma('synchronous = NORMAL');
+async function bare() {
+  const db = openDatabase(file);
   db.exec('DROP TABLE IF EXISTS bench_bare_pseudonyms');
-  db.exec('CREATE TABLE bench_bare_pseudonyms (epoch INTEGER NOT NULL, digest BLOB NOT NULL, subject_id INTEGER NOT NULL, PRIMARY KEY (epoch, digest)) WITHOUT ROWID');
+  db.exec('CREATE TABLE bench_bare_pseudonyms (prefix INTEGER NOT NULL, subject_id INTEGER NOT NULL, PRIMARY KEY (prefix, subject_id)) WITHOUT ROWID');
+  const recipe = new PseudonymHasher({ template: TEMPLATE, encoding: 'base64' }, seed, 'SHA-256').workerRecipe();
+  const pool = new HashPool();
+  const stall = stallMonitor();
   const started = process.hrtime.bigint();
+  const CHUNK = 50_000;
+  const select = db.prepare('SELECT id, key FROM subjects WHERE id > ? ORDER BY id LIMIT ?').raw();
+  const insert = db.prepare('INSERT INTO bench_bare_pseudonyms (prefix, subject_id) VALUES (?, ?)');
   let rows = 0;
-  db.transaction(() => {
-    const insert = db.prepare('INSERT INTO bench_bare_pseudonyms (epoch, digest, subject_id) VALUES (?, ?, ?)');
-    const all = db.prepare('SELECT id, key FROM subjects').raw().all();
-    for (const [id, key] of all) {
-      insert.run(1, sha256(key + seed), id);
-      rows++;
-    }
-  }).immediate();
+  let page = select.all(0, CHUNK);
+  let hashing = pool.prefixes(recipe, page.map((r) => r[1]));
+  while (page.length > 0) {
+    const prefixes = await hashing;
+    const next = select.all(page[page.length - 1][0], CHUNK);
+    hashing = pool.prefixes(recipe, next.map((r) => r[1]));
+    const order = Array.from(page.keys()).sort((a, b) => prefixes[a] - prefixes[b]);
+    db.transaction(() => {
+      for (const i of order) insert.run(prefixes[i], page[i][0]);
+    })();
+    rows += page.length;
+    page = next;
+  }
+  await hashing;
   const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+  const stallMs = stall.stop();
+  await pool.close();
+  const bytesPerPseudonym = bytesPerRow(db, 'bench_bare_pseudonyms');
   db.close();
-  return { rows, seconds, table: 'bench_bare_pseudonyms' };
+  return { rows, seconds, stallMs, table: 'bench_bare_pseudonyms', bytesPerPseudonym };
 }
 
-const result = mode === 'engine' ? engine() : mode === 'bare' ? bare() : null;
-if (!result) {
+async function prime() {
+  const db = openDatabase(file);
+  const eservices = new EServiceStore(db).all();
+  const epochs = new EpochStore(db);
+  let rows = 0;
+  const started = process.hrtime.bigint();
+  for (const es of eservices) {
+    for (const epoch of epochs.forEService(es.id)) {
+      if (epoch.retiredAt !== null || epoch.status === 'unknown') continue;
+      rows += (await ensureFilled(db, epoch.id, { eserviceId: es.eserviceId })).pseudonyms;
+    }
+  }
+  const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+  const tables = new PseudonymStore(db).tables();
+  db.close();
+  return { rows, seconds, tables };
+}
+
+const run = { engine, bare, prime }[mode];
+if (!run) {
   process.stderr.write(`unknown mode ${mode}\n`);
   process.exit(64);
 }
+const result = await run();
 process.stdout.write(`${JSON.stringify({ ...result, peakRssMb: peakRssMb() })}\n`);

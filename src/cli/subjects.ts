@@ -13,6 +13,7 @@ import { importSubjects, subjectIndexOptions, type ImportReport, type RejectedRo
 import { detectFormat, readSubjectFile, SUBJECT_FORMATS } from '../subjects/parse.js';
 import { SubjectWriter } from '../subjects/apply.js';
 import { SubjectInbox, type QueuedImport } from '../subjects/inbox.js';
+import { progressLine } from './progress.js';
 import { OWN_TENANT, OWN_TENANT_LABEL, parseTenant } from '../tenant.js';
 
 const formatOption = () => new Option('--format <format>', 'input format (default: from the extension; csv for stdin)').choices([...SUBJECT_FORMATS]);
@@ -109,6 +110,10 @@ async function importCommand(file: string, flags: ImportFlags, cmd: Command): Pr
   const source = file === '-' ? 'stdin' : file;
   const waitSeconds = Number(flags.waitTimeout);
   if (!(waitSeconds > 0)) throw new AppError('USAGE', `--wait-timeout ${flags.waitTimeout}: expected a positive number of seconds`);
+  const progress = progressLine({ label: 'subjects import', stream: process.stderr, logger });
+  // The input file's size against the bytes read so far gives the ETA (not for stdin or a FIFO).
+  const inputBytes = file === '-' ? 0 : fs.statSync(file).size;
+  const fractionRead = () => (inputBytes > 0 && 'bytesRead' in input ? Math.min(1, (input as fs.ReadStream).bytesRead / inputBytes) : undefined);
   const direct = () =>
     withWriter(config, 'subjects import', (db) =>
       importSubjects(db, input, {
@@ -121,9 +126,19 @@ async function importCommand(file: string, flags: ImportFlags, cmd: Command): Pr
         replace: flags.replace ?? false,
         ...(flags.tenant !== undefined ? { tenant: flags.tenant } : {}),
         dryRun: flags.dryRun ?? false,
-        onReject: flags.json ? undefined : (row) => process.stderr.write(`${describeRejection(row)}\n`),
+        onReject: flags.json
+          ? undefined
+          : (row) => {
+              progress.done(); // the rejection gets its own line, the live line comes back on the next update
+              process.stderr.write(`${describeRejection(row)}\n`);
+            },
+        onProgress: (p) => {
+          if (p.phase === 'read') progress.update({ what: 'rows read and checked', rows: p.read, ...optional('fraction', fractionRead()) });
+          else if (p.phase === 'write') progress.update({ what: 'subjects stored (key order)', rows: p.written ?? 0, ...optional('fraction', p.staged ? (p.written ?? 0) / p.staged : undefined) });
+          else progress.update({ what: 'absent subjects removed (--replace)', rows: p.removed });
+        },
       }),
-    );
+    ).finally(() => progress.done());
   let report: ImportReport;
   try {
     report = await direct();
@@ -148,6 +163,8 @@ async function queueForDaemon(config: Config, input: Readable, job: Omit<QueuedI
   if (printRejections && report.rejectedCount > report.rejected.length) process.stderr.write(`... and ${report.rejectedCount - report.rejected.length} more rejected rows\n`);
   return report;
 }
+
+const optional = <K extends string, V>(key: K, value: V | undefined): { [P in K]?: V } => (value === undefined ? {} : ({ [key]: value } as { [P in K]?: V }));
 
 export function describeRejection(row: RejectedRow): string {
   return `line ${row.line}: ${row.reason}${row.ref ? ` (ref ${row.ref})` : ''}`;

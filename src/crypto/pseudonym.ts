@@ -90,6 +90,16 @@ export class PseudonymHasher {
     return h.digest();
   }
 
+  /**
+   * What a worker thread needs to compute the same digests (src/sync/hash-pool.ts). Holds the
+   * seed: never log it.
+   */
+  workerRecipe(): WorkerRecipe {
+    // identity: IDENTITY_ALGORITHM of the normalized key, nothing around it (see digest()).
+    if (this.recipe.encoding === 'identity') return { node: this.algorithm.node, textParts: ['', ''], normalize: true };
+    return { node: this.algorithm.node, ...(this.algorithm.outputLength !== undefined ? { outputLength: this.algorithm.outputLength } : {}), textParts: [...this.textParts] };
+  }
+
   pseudonym(subjectKey: string): string {
     return this.objectIdOf(subjectKey, this.digest(subjectKey));
   }
@@ -98,6 +108,16 @@ export class PseudonymHasher {
   objectIdOf(subjectKey: string, digest: Buffer): string {
     return this.recipe.encoding === 'identity' ? normalizeSubjectKey(subjectKey) : encodeDigest(digest, this.recipe.encoding);
   }
+}
+
+/** A hasher's recipe as plain data (it crosses to worker threads). Secret: holds the seed. */
+export interface WorkerRecipe {
+  node: string;
+  outputLength?: number;
+  /** The constant text around the `${subject}` slots, seed and algorithm expanded. */
+  textParts: string[];
+  /** Normalize the key first (normalizeSubjectKey): the identity recipe's digest does. */
+  normalize?: boolean;
 }
 
 export function encodeDigest(digest: Buffer, encoding: DigestEncoding): string {

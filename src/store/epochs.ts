@@ -9,6 +9,13 @@ import type { PseudonymEncoding } from '../crypto/pseudonym.js';
  */
 export type EpochStatus = 'known' | 'assumed' | 'unknown';
 
+/**
+ * pending: created, no pseudonyms computed yet (lazy: a run of SEEDUPDATEs costs one fill).
+ * filling: pseudonyms of the subjects with id <= fillAfter are stored; invisible to matching.
+ * ready: every subject's pseudonym is stored; matching may use the epoch.
+ */
+export type FillState = 'pending' | 'filling' | 'ready';
+
 export interface Epoch {
   id: number;
   eservice: number;
@@ -30,6 +37,14 @@ export interface Epoch {
   retiredAt: number | null;
   /** Assumed epochs: when the hub showed no later SEEDUPDATE existed at their fetch (null: not yet). */
   confirmedAt: number | null;
+  fillState: FillState;
+  fillAfter: number;
+  /**
+   * A SEEDUPDATE that became visible late: the logged signals after the epoch's start up to
+   * this id were matched under the previous seed and are to be matched again under this one
+   * once it is filled (null: nothing owed).
+   */
+  rematchTo: number | null;
 }
 
 interface RawEpoch {
@@ -51,6 +66,9 @@ interface RawEpoch {
   created_at: number;
   retired_at: number | null;
   confirmed_at: number | null;
+  fill_state: FillState;
+  fill_after: number;
+  rematch_to: number | null;
 }
 
 const toEpoch = (r: RawEpoch): Epoch => ({
@@ -72,6 +90,9 @@ const toEpoch = (r: RawEpoch): Epoch => ({
   createdAt: r.created_at,
   retiredAt: r.retired_at,
   confirmedAt: r.confirmed_at,
+  fillState: r.fill_state,
+  fillAfter: r.fill_after,
+  rematchTo: r.rematch_to,
 });
 
 export interface NewEpoch {
@@ -94,7 +115,7 @@ export function epochForSignal(epochs: readonly Epoch[], signalId: number): Epoc
   return found;
 }
 
-/** Seed epochs and their pseudonyms. */
+/** Seed epochs (their pseudonyms are in src/store/pseudonyms.ts). */
 export class EpochStore {
   private readonly noteStmt;
   private readonly byEServiceStmt;
@@ -119,9 +140,49 @@ export class EpochStore {
     return r && toEpoch(r);
   }
 
-  /** Epochs whose pseudonyms are kept up to date with the subject set. */
+  /**
+   * Epochs with a seed still in use: their pseudonyms are kept up to date with the subject set
+   * (fully when ready, up to fillAfter while filling, not at all while pending).
+   */
   live(): Epoch[] {
-    return (this.db.prepare("SELECT * FROM epochs WHERE retired_at IS NULL AND status != 'unknown' ORDER BY id").all() as RawEpoch[]).map(toEpoch);
+    return (this.db.prepare("SELECT * FROM epochs WHERE retired_at IS NULL AND status != 'unknown' AND seed IS NOT NULL ORDER BY id").all() as RawEpoch[]).map(toEpoch);
+  }
+
+  /** Retired epochs (and epoch ids no longer present) among `ids`: their pseudonym tables can go. */
+  reclaimable(ids: number[]): number[] {
+    const stmt = this.db.prepare('SELECT retired_at FROM epochs WHERE id = ?').pluck();
+    return ids.filter((id) => {
+      const retired = stmt.get(id) as number | null | undefined;
+      return retired === undefined || retired !== null;
+    });
+  }
+
+  /** pending -> filling: the epoch's table exists and is empty. */
+  startFill(id: number): void {
+    this.db.prepare("UPDATE epochs SET fill_state = 'filling', fill_after = 0, pseudonym_count = 0 WHERE id = ? AND fill_state = 'pending'").run(id);
+  }
+
+  /** A chunk of the fill committed: subjects up to `after` are in, `added` more rows. */
+  advanceFill(id: number, after: number, added: number): void {
+    this.db.prepare("UPDATE epochs SET fill_after = ?, pseudonym_count = pseudonym_count + ? WHERE id = ? AND fill_state = 'filling'").run(after, added, id);
+  }
+
+  /** filling -> ready: the epoch becomes visible to matching. */
+  finishFill(id: number, count: number): void {
+    this.db.prepare("UPDATE epochs SET fill_state = 'ready', pseudonym_count = ? WHERE id = ? AND fill_state = 'filling'").run(count, id);
+  }
+
+  /** Records the re-match a late SEEDUPDATE owes (see Epoch.rematchTo). */
+  oweRematch(id: number, upTo: number): void {
+    this.db.prepare('UPDATE epochs SET rematch_to = ? WHERE id = ?').run(upTo, id);
+  }
+
+  settleRematch(id: number): void {
+    this.db.prepare('UPDATE epochs SET rematch_to = NULL WHERE id = ?').run(id);
+  }
+
+  addPseudonymCount(id: number, delta: number): void {
+    this.db.prepare('UPDATE epochs SET pseudonym_count = MAX(0, pseudonym_count + ?) WHERE id = ?').run(delta, id);
   }
 
   create(e: NewEpoch, now = Date.now()): Epoch {
@@ -162,9 +223,11 @@ export class EpochStore {
     this.db.prepare(`UPDATE epochs SET status = 'unknown', note = ?${keepFingerprint ? '' : ', seed_fingerprint = NULL'} WHERE id = ?`).run(note, id);
   }
 
-  /** Drops the pseudonyms and forgets the seed: nothing can need them any more. */
+  /**
+   * Forgets the seed: nothing can need the epoch's pseudonyms any more. Its pseudonym table is
+   * dropped afterwards, in slices (src/sync/reseed.ts reclaimPseudonymSpace).
+   */
   retire(id: number, now = Date.now()): void {
-    this.db.prepare('DELETE FROM pseudonyms WHERE epoch = ?').run(id);
     this.db.prepare('UPDATE epochs SET retired_at = ?, seed = NULL WHERE id = ? AND retired_at IS NULL').run(now, id);
   }
 }

@@ -235,4 +235,20 @@ ALTER TABLE outbox ADD COLUMN signal_type TEXT;
 UPDATE outbox SET tenant = '', signal_type = json_extract(payload, '$.signalType') WHERE kind = 'signal';
 `,
   },
+  {
+    version: 6,
+    name: 'compact per-epoch pseudonym tables, filled lazily in chunks',
+    // The full-digest table gives way to one table per epoch (src/store/pseudonyms.ts), created
+    // by the fill. Epochs still live become 'pending': their pseudonyms are recomputed, in
+    // chunks, before their next change signal is matched (no data is lost: they derive from
+    // the subjects and the stored seed).
+    sql: `
+DROP TABLE pseudonyms;
+ALTER TABLE epochs ADD COLUMN fill_state TEXT NOT NULL DEFAULT 'pending'; -- pending | filling | ready
+ALTER TABLE epochs ADD COLUMN fill_after INTEGER NOT NULL DEFAULT 0;       -- while filling: subjects with id <= fill_after are in
+UPDATE epochs SET pseudonym_count = 0;
+-- A late SEEDUPDATE's re-match of logged signals waits for its epoch's fill (src/sync/engine.ts).
+ALTER TABLE epochs ADD COLUMN rematch_to INTEGER;
+`,
+  },
 ];

@@ -85,6 +85,7 @@ export class SubjectStore {
   private readonly deleteMembershipStmt;
   private readonly recipientsStmt;
   private readonly anyMembershipStmt;
+  private readonly rangeFor;
 
   constructor(private readonly db: Db) {
     this.byKey = db.prepare('SELECT id, key, ref, all_eservices FROM subjects WHERE key = ?');
@@ -111,6 +112,13 @@ export class SubjectStore {
        SELECT se.subject_id, s.key, s.ref FROM subject_eservices se JOIN subjects s ON s.id = se.subject_id
        WHERE se.eservice_id = @eservice AND se.subject_id > @after AND s.all_eservices = 0
        ORDER BY 1 LIMIT @limit`,
+    );
+    this.rangeFor = db.prepare(
+      `SELECT id, key, ref FROM subjects WHERE all_eservices = 1 AND id > @after AND id <= @upTo
+       UNION ALL
+       SELECT se.subject_id, s.key, s.ref FROM subject_eservices se JOIN subjects s ON s.id = se.subject_id
+       WHERE se.eservice_id = @eservice AND se.subject_id > @after AND se.subject_id <= @upTo AND s.all_eservices = 0
+       ORDER BY 1`,
     );
     this.pageAll = db.prepare('SELECT id, key, ref, all_eservices FROM subjects WHERE id > ? ORDER BY id LIMIT ?');
     this.membershipStmt = db.prepare('SELECT * FROM subject_tenants WHERE subject_id = ? AND tenant = ?');
@@ -250,6 +258,11 @@ export class SubjectStore {
     return this.pageFor.all({ eservice: eserviceId, after: afterId, limit }) as SubjectRow[];
   }
 
+  /** The subjects with afterId < id <= upTo that follow the e-service, by id. */
+  rangeForEService(eserviceId: string, afterId: number, upTo: number): SubjectRow[] {
+    return this.rangeFor.all({ eservice: eserviceId, after: afterId, upTo }) as SubjectRow[];
+  }
+
   /** Iterates over the subjects following an e-service in pages of `pageSize`, by id. */
   *iterateForEService(eserviceId: string, pageSize = 5000): Generator<SubjectRow[]> {
     let after = 0;
@@ -276,11 +289,25 @@ export class ImportScratch {
   private readonly markStmt;
   private readonly firstLineStmt;
   private readonly absentStmt;
+  private readonly stageStmt;
+  private readonly stagedStmt;
 
   constructor(private readonly db: Db) {
     db.exec('DROP TABLE IF EXISTS temp.subject_import_seen');
-    // One row per (key, tenant): a file may list the same key for several tenants.
-    db.exec('CREATE TEMP TABLE subject_import_seen (key TEXT NOT NULL, tenant TEXT NOT NULL, line INTEGER NOT NULL, PRIMARY KEY (key, tenant)) WITHOUT ROWID');
+    // One row per (key, tenant): a file may list the same key for several tenants. Good rows are
+    // staged here too (good = 1): the store is then written in key order, so the key index is
+    // appended to or walked once instead of updated at random (the file's order).
+    db.exec(
+      `CREATE TEMP TABLE subject_import_seen (
+         key TEXT NOT NULL, tenant TEXT NOT NULL, line INTEGER NOT NULL,
+         good INTEGER NOT NULL DEFAULT 0, ref TEXT, ref_given INTEGER NOT NULL DEFAULT 0, eservices TEXT,
+         PRIMARY KEY (key, tenant)
+       ) WITHOUT ROWID`,
+    );
+    this.stageStmt = db.prepare('UPDATE temp.subject_import_seen SET good = 1, ref = ?, ref_given = ?, eservices = ? WHERE key = ? AND tenant = ?');
+    this.stagedStmt = db.prepare(
+      'SELECT key, tenant, ref, ref_given AS refGiven, eservices FROM temp.subject_import_seen WHERE good = 1 AND (key, tenant) > (?, ?) ORDER BY key, tenant LIMIT ?',
+    );
     this.markStmt = db.prepare('INSERT OR IGNORE INTO temp.subject_import_seen (key, tenant, line) VALUES (?, ?, ?)');
     this.firstLineStmt = db.prepare('SELECT line FROM temp.subject_import_seen WHERE key = ? AND tenant = ?').pluck();
     this.absentStmt = db.prepare(
@@ -295,6 +322,24 @@ export class ImportScratch {
   markSeen(key: string, tenant: string, line: number): number | undefined {
     if (this.markStmt.run(key, tenant, line).changes === 1) return undefined;
     return this.firstLineStmt.get(key, tenant) as number;
+  }
+
+  /**
+   * Stages a good row (already marked seen) for the write phase. `ref` undefined: keep the
+   * stored one; `eservices` undefined: keep the stored set.
+   */
+  stage(row: { key: string; tenant: string; ref: string | null | undefined; eservices: string[] | 'all' | undefined }): void {
+    this.stageStmt.run(row.ref ?? null, row.ref === undefined ? 0 : 1, row.eservices === undefined ? null : JSON.stringify(row.eservices), row.key, row.tenant);
+  }
+
+  /** The next `limit` staged rows after (afterKey, afterTenant), in key order. */
+  stagedPage(after: { key: string; tenant: string }, limit: number): { key: string; tenant: string; ref: string | null | undefined; eservices: string[] | 'all' | undefined }[] {
+    return (this.stagedStmt.all(after.key, after.tenant, limit) as { key: string; tenant: string; ref: string | null; refGiven: number; eservices: string | null }[]).map((r) => ({
+      key: r.key,
+      tenant: r.tenant,
+      ref: r.refGiven === 1 ? r.ref : undefined,
+      eservices: r.eservices === null ? undefined : (JSON.parse(r.eservices) as string[] | 'all'),
+    }));
   }
 
   /** The next `limit` stored subjects (id > afterId) with a membership of `tenant` whose key was not seen for it. */

@@ -10,6 +10,7 @@
  * Rejections carry line numbers, reasons and refs, never keys (personal data).
  */
 import type { Readable } from 'node:stream';
+import { setImmediate as yieldToLoop } from 'node:timers/promises';
 import type { Db } from '../store/db.js';
 import type { Config } from '../config/types.js';
 import { ImportScratch, type StoredSubject } from '../store/subjects.js';
@@ -59,8 +60,26 @@ export interface ImportOptions {
   /** Rejections kept in the report (all are counted and passed to onReject). */
   maxRejectedKept?: number;
   onReject?: (row: RejectedRow) => void;
+  /** Called after each batch: records read so far, and subjects removed by --replace so far. */
+  onProgress?: (progress: ImportProgress) => void;
   now?: () => number;
 }
+
+export interface ImportProgress {
+  /** read: checking and staging the file; write: storing the staged rows in key order; remove: --replace. */
+  phase: 'read' | 'write' | 'remove';
+  read: number;
+  removed: number;
+  /** In the write phase: rows written so far, of `staged`. */
+  written?: number;
+  staged?: number;
+}
+
+/**
+ * Page cache while importing (KiB, negative = size): the random-order probes of the key index
+ * stay in memory longer. Bounded, and restored afterwards.
+ */
+const IMPORT_CACHE_KIB = 64 * 1024;
 
 export interface ImportReport {
   /** Records read (good and bad). */
@@ -109,22 +128,24 @@ export async function importSubjects(db: Db, input: Readable, options: ImportOpt
   };
 
   const scratch = new ImportScratch(db);
-  let batch: SubjectUpsert[] = [];
-  const flush = (): void => {
-    if (batch.length === 0) return;
-    for (const outcome of writer.upsertBatch(batch)) {
-      if (outcome === 'new') report.imported++;
-      else if (outcome === 'updated') report.updated++;
-      else report.unchanged++;
-    }
-    batch = [];
-  };
+  const cacheBefore = db.pragma('cache_size', { simple: true }) as number;
+  db.pragma(`cache_size = -${IMPORT_CACHE_KIB}`);
   const begin = (): void => {
     if (!db.inTransaction) db.exec('BEGIN IMMEDIATE');
+  };
+  const commitAndYield = async (): Promise<void> => {
+    if (!wholeFileTransaction) {
+      db.exec('COMMIT');
+      begin();
+    }
+    // Never stop the world (the daemon imports its inbox in-process): a batch at a time.
+    await yieldToLoop();
   };
 
   try {
     begin();
+    // Phase 1: read, check and stage every row (TEMP table, on disk: bounded memory).
+    let staged = 0;
     for await (const item of readSubjectFile(input, options.format, options.source)) {
       if (item.kind === 'problem') {
         if (!item.fatal) report.read++;
@@ -144,13 +165,10 @@ export async function importSubjects(db: Db, input: Readable, options: ImportOpt
       // Under --strict the transaction is doomed after the first bad row: keep reading only to
       // report every problem.
       if (options.strict && report.rejectedCount > 0) continue;
-      batch.push(upsert);
-      if (batch.length >= batchSize) {
-        flush();
-        if (!wholeFileTransaction) {
-          db.exec('COMMIT');
-          begin();
-        }
+      scratch.stage({ ...upsert, tenant: upsert.tenant ?? OWN_TENANT });
+      if (++staged % batchSize === 0) {
+        options.onProgress?.({ phase: 'read', read: report.read, removed: 0 });
+        await commitAndYield();
       }
     }
 
@@ -160,8 +178,23 @@ export async function importSubjects(db: Db, input: Readable, options: ImportOpt
       Object.assign(report, { imported: 0, updated: 0, unchanged: 0, removed: 0 });
       return report;
     }
-    flush();
-    if (options.replace) report.removed = removeAbsent(writer, scratch, fileTenant ?? OWN_TENANT, batchSize);
+    options.onProgress?.({ phase: 'read', read: report.read, removed: 0 });
+    // Phase 2: write the staged rows to the store in key order, a batch per transaction.
+    let after = { key: '', tenant: '' };
+    for (;;) {
+      const batch: SubjectUpsert[] = scratch.stagedPage(after, batchSize);
+      if (batch.length === 0) break;
+      for (const outcome of writer.upsertBatch(batch)) {
+        if (outcome === 'new') report.imported++;
+        else if (outcome === 'updated') report.updated++;
+        else report.unchanged++;
+      }
+      const last = batch[batch.length - 1]!;
+      after = { key: last.key, tenant: last.tenant ?? OWN_TENANT };
+      options.onProgress?.({ phase: 'write', read: report.read, removed: 0, written: report.imported + report.updated + report.unchanged, staged });
+      await commitAndYield();
+    }
+    if (options.replace) report.removed = await removeAbsent(writer, scratch, fileTenant ?? OWN_TENANT, batchSize, (removed) => options.onProgress?.({ phase: 'remove', read: report.read, removed }));
     if (dryRun) {
       db.exec('ROLLBACK');
     } else {
@@ -174,6 +207,7 @@ export async function importSubjects(db: Db, input: Readable, options: ImportOpt
     throw err;
   } finally {
     scratch.dispose();
+    if (db.open) db.pragma(`cache_size = ${cacheBefore}`);
   }
 }
 
@@ -235,7 +269,7 @@ function checkRecord(record: SubjectRecord, rules: RecordRules, resolve: Eservic
 }
 
 /** --replace: removes `tenant`'s memberships of keys the file did not list for it. */
-function removeAbsent(writer: SubjectWriter, scratch: ImportScratch, tenant: string, pageSize: number): number {
+async function removeAbsent(writer: SubjectWriter, scratch: ImportScratch, tenant: string, pageSize: number, onProgress: (removed: number) => void): Promise<number> {
   let removed = 0;
   let after = 0;
   for (;;) {
@@ -243,6 +277,8 @@ function removeAbsent(writer: SubjectWriter, scratch: ImportScratch, tenant: str
     if (page.length === 0) return removed;
     removed += writer.removeMemberships(page.map((subject) => ({ subject, tenant })));
     after = page[page.length - 1]!.id;
+    onProgress(removed);
+    await yieldToLoop();
   }
 }
 

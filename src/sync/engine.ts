@@ -1,7 +1,7 @@
-import { setTimeout as delay } from 'node:timers/promises';
+import { setImmediate as yieldToLoop, setTimeout as delay } from 'node:timers/promises';
 import type { Config, EServiceConfig } from '../config/types.js';
 import type { CryptoInfo } from '../crypto/crypto-info-client.js';
-import { IDENTITY_ALGORITHM, decodeObjectId, digestLength, type PseudonymEncoding } from '../crypto/pseudonym.js';
+import { IDENTITY_ALGORITHM, PseudonymHasher, decodeObjectId, digestLength, type PseudonymEncoding } from '../crypto/pseudonym.js';
 import { AppError, errorLogFields, isAppError } from '../errors.js';
 import type { SignalEvent } from '../events.js';
 import type { Page, Signal, SkipReason } from '../hub/types.js';
@@ -15,7 +15,8 @@ import { TenantFanout } from './tenant-events.js';
 import { SignalLogStore, type LoggedSignal } from '../store/signal-log.js';
 import { SkippedSignalStore } from '../store/skipped-signals.js';
 import { storeError } from '../store/sqlite-errors.js';
-import { fillEpochPseudonyms } from './reseed.js';
+import { PseudonymStore, digestPrefix, type PseudonymCandidate } from '../store/pseudonyms.js';
+import { ensureFilled, fillProgressReporter, needsFill, reclaimPseudonymSpace } from './reseed.js';
 import { ResyncReporter } from './resync-reports.js';
 import { decideInitial, decideRotation, type CryptoAnswer, type EpochPlan, type RotationDecision } from './rotation.js';
 
@@ -78,6 +79,8 @@ interface MatchContext {
   epoch: Epoch;
   encoding: PseudonymEncoding;
   length: number;
+  /** Recomputes a candidate's full digest: the index stores only a prefix. */
+  hasher: PseudonymHasher;
 }
 
 const DAY_MS = 86_400_000;
@@ -108,7 +111,7 @@ export class SyncEngine {
   private readonly reports: ResyncReporter;
   private readonly signalLog: SignalLogStore;
   private readonly skippedSignals: SkippedSignalStore;
-  private readonly matchStmt;
+  private readonly pseudonyms: PseudonymStore;
   private readonly fanout: TenantFanout;
   /** Events appended per tenant since the last flush; counted in metrics only after a commit. */
   private emittedByTenant = new Map<string, number>();
@@ -131,9 +134,7 @@ export class SyncEngine {
     this.signalLog = new SignalLogStore(this.db);
     this.skippedSignals = new SkippedSignalStore(this.db);
     this.fanout = new TenantFanout(this.db);
-    this.matchStmt = this.db.prepare(
-      'SELECT s.id, s.key, s.ref, s.added_at AS addedAt FROM pseudonyms p JOIN subjects s ON s.id = p.subject_id WHERE p.epoch = ? AND p.digest = ?',
-    );
+    this.pseudonyms = new PseudonymStore(this.db);
     // The log de-duplicates re-reads (lookback, rescan overlap) and feeds back-matching.
     this.keepSignalLog = this.config.subjects.backfill || this.config.hub.rescanOverlap > 0 || this.config.hub.timeWindowSeconds > 0;
   }
@@ -193,23 +194,33 @@ export class SyncEngine {
           // rescan overlap) goes on page by page until it has passed the cursor.
           next = this.hub.pull(es.id, page.lastSignalId!, this.config.hub.pageSize, opts.signal);
           next.catch(() => {}); // observed when awaited; never an unhandled rejection
+          // undici writes a request on a reused keep-alive socket from a setImmediate queued once
+          // the pull's awaits have run, i.e. after one queued here now: yield two turns so that
+          // the request is on the wire while this page's (synchronous) transaction runs, not after.
+          await yieldToLoop();
+          await yieldToLoop();
         }
         // The first pull comes before any crypto fetch: a hub 401/403 is what a new installation
         // must hear about first, not a producer's 404 behind it.
-        if (outcome.pages === 0) await this.ensureInitialEpoch(ctx);
+        if (outcome.pages === 0) {
+          await this.ensureInitialEpoch(ctx);
+          // A late SEEDUPDATE's re-match a crash or shutdown interrupted.
+          await this.settleRematches(ctx);
+        }
         if (retentionGapSince !== undefined && outcome.pages === 0) {
           // The seed first: should the producer fail, the next run still finds the gap.
           await this.revalidateSeedAfterGap(ctx, page);
           this.recordRetentionGap(ctx, page, retentionGapSince);
         }
-        const { signals, matches } = await this.processPage(ctx, page);
+        // An empty page is the end of what is visible now, even on a 206 (time window).
+        const caughtUp = page.status === 200 || page.signals.length === 0;
+        const { signals, matches, pullRecorded } = await this.processPage(ctx, page, caughtUp);
         outcome.pages++;
         advancing = counted;
         outcome.signals += signals;
         outcome.matches += matches;
-        // An empty page is the end of what is visible now, even on a 206 (time window).
-        const caughtUp = page.status === 200 || page.signals.length === 0;
-        this.eservices.markPulled(row.id, this.now(), caughtUp, ctx.startedAt);
+        // Usually in the page's last transaction; on its own when the page ends in a SEEDUPDATE or is empty.
+        if (!pullRecorded) this.eservices.markPulled(row.id, this.now(), caughtUp, ctx.startedAt);
         this.metrics?.lastSuccessfulPull.set({ eservice: es.id }, this.now() / 1000);
         // Caught up: an assumed seed is confirmed when no SEEDUPDATE on the hub at its fetch can
         // still be unseen. A 200 says nothing exists above the page, but a lower id (SPEC §10)
@@ -229,6 +240,7 @@ export class SyncEngine {
         from = page.lastSignalId!;
       }
       this.retireUnneededEpochs(row);
+      await reclaimPseudonymSpace(this.db, opts.signal ? { signal: opts.signal } : {});
       this.pruneSignalLog();
       outcome.cursor = this.cursorOf(row);
       outcome.skipped = ctx.skipped;
@@ -300,7 +312,6 @@ export class SyncEngine {
     if (this.epochs.forEService(row.id).length > 0) return;
     signal?.throwIfAborted();
     const cursor = this.cursorOf(row);
-    const started = this.now();
     let plans: EpochPlan[];
     if (ctx.identity) {
       // No seed: the objectId is the key in clear (SPEC §8b), matched through its digest.
@@ -313,7 +324,6 @@ export class SyncEngine {
     this.db.transaction(() => {
       for (const plan of plans) this.createEpoch(ctx, plan);
     }).immediate();
-    this.metrics?.reseedSeconds.observe({ eservice: es.id }, (this.now() - started) / 1000);
     for (const plan of plans) {
       log.info({ start: plan.start, epochStatus: plan.status, ...(plan.status === 'unknown' ? { note: plan.reason } : { seedFingerprint: ctx.identity ? undefined : plan.info.fingerprint, algorithm: plan.info.cryptoHashFunction, producerSignalId: plan.info.signalId }) }, 'initial seed epoch ready');
     }
@@ -340,7 +350,7 @@ export class SyncEngine {
       },
       this.now(),
     );
-    fillEpochPseudonyms(this.db, { epochId: epoch.id, eserviceId: es.id, seed: info.seed, algorithm: info.cryptoHashFunction, template: es.recipe.template, encoding: es.recipe.encoding });
+    // Created 'pending': its pseudonyms are computed when a signal of it must be matched (ensureFilled).
     return epoch;
   }
 
@@ -456,7 +466,6 @@ export class SyncEngine {
     const alreadyOpen = ctx.identity || existing.some((e) => e.startSignalId === S);
     const later = existing.filter((e) => e.startSignalId > S);
     const decision = alreadyOpen ? undefined : this.withAssumptionChecked(await this.resolveRotation(ctx, S, earlier, later), earlier);
-    const started = this.now();
     // A SEEDUPDATE that became visible after later signals (SPEC §3 late lower ids): those
     // were matched with the previous seed. The new epoch still starts at S for what follows.
     const cursorBefore = this.cursorOf(row);
@@ -477,7 +486,7 @@ export class SyncEngine {
           if (existing.some((e) => e.startSignalId === plan.start)) continue;
           this.createEpoch(ctx, plan, plan.status === 'assumed' ? previousInvalidated?.reason : undefined);
         }
-        if (S < cursorBefore) wrote = this.settleLateSeedUpdate(ctx, S, cursorBefore, earlier.at(-1)) || wrote;
+        if (S < cursorBefore) wrote = this.recordLateSeedUpdate(ctx, S, cursorBefore, earlier.at(-1)) || wrote;
       }
       if (this.keepSignalLog) {
         this.signalLog.add({ eservice: row.id, signalId: S, epoch: null, unmatched: false, signalType: 'SEEDUPDATE', objectType: seedUpdate.objectType, objectId: '', receivedAt: this.now() });
@@ -488,7 +497,6 @@ export class SyncEngine {
     }).immediate();
     this.flushTenantCounts(true);
     if (decision) {
-      this.metrics?.reseedSeconds.observe({ eservice: es.id }, (this.now() - started) / 1000);
       for (const plan of decision.epochs) {
         log.info({ seedupdate: S, start: plan.start, epochStatus: plan.status, ...(plan.status === 'unknown' ? { note: plan.reason } : { seedFingerprint: plan.info.fingerprint }) }, 'seed epoch opened');
       }
@@ -501,10 +509,12 @@ export class SyncEngine {
    * A SEEDUPDATE S that became visible after later signals (SPEC §10 late lower ids): the
    * signals after it were matched under the previous seed. When the signal log holds each of
    * them and S's seed is had, they are matched again under S's seed, exactly (a hash under the
-   * wrong seed never matched, so nothing emitted is wrong). Otherwise the range is reported.
-   * Inside the rotation's transaction, after S's epoch exists.
+   * wrong seed never matched, so nothing emitted is wrong); otherwise the range is reported.
+   * Inside the rotation's transaction, after S's epoch exists. The re-match needs the epoch's
+   * pseudonyms, which are computed outside any transaction (invariant 8): the epoch records what
+   * it owes and settleRematches pays it once filled, after a crash too.
    */
-  private settleLateSeedUpdate(ctx: RunContext, S: number, cursorBefore: number, previous: Epoch | undefined): boolean {
+  private recordLateSeedUpdate(ctx: RunContext, S: number, cursorBefore: number, previous: Epoch | undefined): boolean {
     const { es, row, log } = ctx;
     const epochs = this.epochs.forEService(row.id);
     const opened = epochs.find((e) => e.startSignalId === S);
@@ -525,31 +535,107 @@ export class SyncEngine {
       log.warn({ seedupdate: S, cursor: cursorBefore, upTo }, 'SEEDUPDATE arrived behind the cursor (late lower id): the signals after it cannot be matched again');
       return this.reports.recordClosed(es, S + 1, upTo, 'late-seedupdate', `SEEDUPDATE ${S} became visible after signals up to ${upTo} were matched with the previous seed`);
     }
-    const length = digestLength(opened.algorithm!);
-    const receivedAt = this.now();
-    let wrote = false;
-    let matched = 0;
-    let first: number | undefined;
-    let last = S;
-    let count = 0;
-    for (const r of rows) {
-      if (r.epoch === null) continue; // a skipped signal: nothing to match under any seed
-      const digest = decodeObjectId(r.objectId, opened.encoding!, length);
-      const subject = digest && (this.matchStmt.get(opened.id, digest) as { id: number; key: string; ref: string | null; addedAt: number } | undefined);
-      this.signalLog.reassign(row.id, r.signalId, opened.id, !subject && digest !== null);
-      first ??= r.signalId;
-      last = r.signalId;
-      count++;
-      if (!subject) continue;
-      matched++;
-      const event = this.signalEvent(es, { signalId: r.signalId, signalType: r.signalType, objectType: r.objectType, objectId: r.objectId }, subject, opened.id, receivedAt);
-      // A tenant that added the key since the signal arrived matches it as a back-match would: say so.
-      if (this.appendForTenants(event, subject.id, receivedAt, r.receivedAt)) wrote = true;
+    this.epochs.oweRematch(opened.id, upTo);
+    return false;
+  }
+
+  /**
+   * Pays the re-matches late SEEDUPDATEs owe (recordLateSeedUpdate): fills each such epoch, then
+   * in one transaction matches its logged signals again under its seed. Before any later signal
+   * of the e-service is matched, so that events keep the order of the signals.
+   */
+  private async settleRematches(ctx: RunContext): Promise<void> {
+    const { es, row, log } = ctx;
+    for (;;) {
+      const owing = this.epochs.forEService(row.id).find((e) => e.rematchTo !== null);
+      if (owing === undefined) return;
+      if (needsFill(owing)) await this.fill(ctx, owing);
+      let wrote = false;
+      let matched = 0;
+      let count = 0;
+      let settled = true;
+      const receivedAt = this.now();
+      this.db.transaction(() => {
+        const opened = this.epochs.get(owing.id)!;
+        const upTo = opened.rematchTo;
+        if (upTo === null) return;
+        const S = opened.startSignalId;
+        this.epochs.settleRematch(opened.id);
+        if (opened.status === 'unknown' || opened.retiredAt !== null || opened.fillState !== 'ready') {
+          // Its seed was found wrong (or dropped) before it could be used: report, as for an unrecoverable one.
+          settled = false;
+          wrote = this.reports.recordClosed(es, S + 1, upTo, 'late-seedupdate', `SEEDUPDATE ${S} became visible after signals up to ${upTo} were matched with the previous seed`);
+          return;
+        }
+        const match: MatchContext = this.matchContext(opened);
+        let first: number | undefined;
+        let last = S;
+        for (const r of this.signalLog.range(row.id, S, upTo)) {
+          if (r.epoch === null) continue; // a skipped signal: nothing to match under any seed
+          const digest = decodeObjectId(r.objectId, match.encoding, match.length);
+          const subject = digest ? this.lookup(match, digest) : undefined;
+          this.signalLog.reassign(row.id, r.signalId, opened.id, !subject && digest !== null);
+          first ??= r.signalId;
+          last = r.signalId;
+          count++;
+          if (!subject) continue;
+          matched++;
+          const event = this.signalEvent(es, { signalId: r.signalId, signalType: r.signalType, objectType: r.objectType, objectId: r.objectId }, subject, opened.id, receivedAt);
+          // A tenant that added the key since the signal arrived matches it as a back-match would: say so.
+          if (this.appendForTenants(event, subject.id, receivedAt, r.receivedAt)) wrote = true;
+        }
+        if (first !== undefined) this.epochs.noteSignals(opened.id, first, last, count);
+        if (matched > 0) this.eservices.advance(row.id, upTo, 0, matched);
+        // Kept alive for the re-match only: retire it now if nothing else needs it.
+        this.retireUnneededEpochs(row);
+      }).immediate();
+      if (settled) log.warn({ seedupdate: owing.startSignalId, cursor: owing.rematchTo, signals: count, matches: matched }, 'SEEDUPDATE arrived behind the cursor (late lower id): the signals after it were matched again under its seed');
+      else log.warn({ seedupdate: owing.startSignalId, cursor: owing.rematchTo }, 'SEEDUPDATE arrived behind the cursor (late lower id): its seed was dropped before the signals after it could be matched again');
+      if (matched > 0) {
+        this.metrics?.matches.inc({ eservice: es.id }, matched);
+        this.metrics?.eventsWritten.inc({ eservice: es.id, kind: 'signal' }, matched);
+      }
+      if (wrote) this.onEvents();
     }
-    if (first !== undefined) this.epochs.noteSignals(opened.id, first, last, count);
-    if (matched > 0) this.eservices.advance(row.id, cursorBefore, 0, matched);
-    log.warn({ seedupdate: S, cursor: cursorBefore, signals: count, matches: matched }, 'SEEDUPDATE arrived behind the cursor (late lower id): the signals after it were matched again under its seed');
-    return wrote;
+  }
+
+  private matchContext(epoch: Epoch): MatchContext {
+    return { epoch, encoding: epoch.encoding!, length: digestLength(epoch.algorithm!), hasher: new PseudonymHasher({ template: epoch.template!, encoding: epoch.encoding! }, epoch.seed!, epoch.algorithm!) };
+  }
+
+  /** The subject whose pseudonym is `digest`: candidates by prefix, confirmed by recomputing. */
+  private lookup(match: MatchContext, digest: Buffer): PseudonymCandidate | undefined {
+    for (const candidate of this.pseudonyms.candidates(match.epoch.id, digestPrefix(digest))) {
+      if (match.hasher.digest(candidate.key).equals(digest)) return candidate;
+    }
+    return undefined;
+  }
+
+  /** lookup() for many digests at once: one statement per epoch; the results in the order asked. */
+  private lookupMany(asked: readonly { match: MatchContext; digest: Buffer }[]): (PseudonymCandidate | undefined)[] {
+    const byEpoch = new Map<number, number[]>();
+    const prefixes = asked.map(({ match, digest }) => {
+      const prefix = digestPrefix(digest);
+      const list = byEpoch.get(match.epoch.id);
+      if (list) list.push(prefix);
+      else byEpoch.set(match.epoch.id, [prefix]);
+      return prefix;
+    });
+    const candidates = new Map<number, Map<number, PseudonymCandidate[]>>();
+    for (const [epochId, list] of byEpoch) candidates.set(epochId, this.pseudonyms.candidatesMany(epochId, list));
+    return asked.map(({ match, digest }, i) => candidates.get(match.epoch.id)!.get(prefixes[i]!)?.find((c) => match.hasher.digest(c.key).equals(digest)));
+  }
+
+  /** Computes an epoch's pseudonyms (lazily, in chunks off the event loop; resumes an interrupted fill). */
+  private async fill(ctx: RunContext, epoch: Epoch): Promise<void> {
+    const { es, log, signal } = ctx;
+    const onProgress = fillProgressReporter({ log, setGauge: (f) => this.metrics?.reseedProgress.set({ eservice: es.id }, f) });
+    log.info({ epoch: epoch.id, seedupdate: epoch.startSignalId, seedFingerprint: epoch.seedFingerprint ?? undefined, resumedAfterSubject: epoch.fillAfter || undefined }, 'computing the pseudonyms of a seed epoch');
+    const result = await ensureFilled(this.db, epoch.id, { eserviceId: es.id, onProgress, ...(signal ? { signal } : {}) });
+    if (result.filled) {
+      this.metrics?.reseedSeconds.observe({ eservice: es.id }, result.seconds);
+      log.info({ epoch: epoch.id, pseudonyms: result.pseudonyms, seconds: Math.round(result.seconds * 1000) / 1000 }, 'seed epoch ready');
+    }
   }
 
   /**
@@ -623,20 +709,24 @@ export class SyncEngine {
     const list = this.epochs.forEService(row.id);
     for (let i = 0; i + 1 < list.length; i++) {
       const e = list[i]!;
-      if (e.retiredAt === null && list[i + 1]!.startSignalId <= horizon) this.epochs.retire(e.id, this.now());
+      // An epoch owing a late SEEDUPDATE's re-match keeps its seed until it has paid.
+      if (e.retiredAt === null && e.rematchTo === null && list[i + 1]!.startSignalId <= horizon) this.epochs.retire(e.id, this.now());
     }
   }
 
   // ---- pages -------------------------------------------------------------------------------
 
-  private async processPage(ctx: RunContext, page: Page): Promise<{ signals: number; matches: number }> {
+  private async processPage(ctx: RunContext, page: Page, caughtUp: boolean): Promise<{ signals: number; matches: number; pullRecorded: boolean }> {
     const { row } = ctx;
     let segment: Signal[] = [];
     let signals = 0;
     let matches = 0;
-    const flush = () => {
+    let pullRecorded = false;
+    const flush = async (last: boolean) => {
       if (segment.length === 0) return;
-      const written = this.writeSegment(ctx, segment);
+      await this.ensureEpochsFilled(ctx, segment);
+      const written = this.writeSegment(ctx, segment, last ? { caughtUp } : undefined);
+      pullRecorded ||= last;
       matches += written.matches;
       signals += written.processed;
       segment = [];
@@ -646,18 +736,44 @@ export class SyncEngine {
         segment.push(s);
         continue;
       }
-      flush(); // commit what precedes the SEEDUPDATE before anything is fetched
+      await flush(false); // commit what precedes the SEEDUPDATE before anything is fetched
       const current = this.eservices.get(row.eserviceId)!;
       if (s.signalId <= Math.max(current.cursor, current.highWater) && this.signalLog.has(row.id, s.signalId)) continue; // a re-read
       await this.rotate(ctx, s);
+      await this.settleRematches(ctx);
       signals++;
     }
-    flush();
-    return { signals, matches };
+    await flush(true);
+    return { signals, matches, pullRecorded };
   }
 
-  /** One transaction: events of matched signals, signal log, skipped signals, epoch accounting, cursor. */
-  private writeSegment(ctx: RunContext, segment: Signal[]): { matches: number; processed: number } {
+  /**
+   * Before a segment is matched: every epoch a new signal of it belongs to has all its
+   * pseudonyms (lazy reseed: a run of SEEDUPDATEs costs one fill). Re-reads already in the log
+   * are passed over by writeSegment and need none.
+   */
+  private async ensureEpochsFilled(ctx: RunContext, segment: Signal[]): Promise<void> {
+    const { row } = ctx;
+    const current = this.eservices.get(row.eserviceId)!;
+    const highWater = Math.max(current.highWater, current.cursor);
+    let list: Epoch[] | undefined;
+    let needed: Epoch[] | undefined;
+    for (const s of segment) {
+      if (s.skip !== undefined) continue;
+      list ??= this.epochs.forEService(row.id);
+      const epoch = epochForSignal(list, s.signalId);
+      if (epoch === undefined || !needsFill(epoch) || needed?.includes(epoch)) continue;
+      if (s.signalId <= highWater && this.signalLog.has(row.id, s.signalId)) continue;
+      (needed ??= []).push(epoch);
+    }
+    for (const epoch of needed ?? []) await this.fill(ctx, epoch);
+  }
+
+  /**
+   * One transaction: events of matched signals, signal log, skipped signals, epoch accounting,
+   * cursor, and (`pulled`, the page's last segment) the time of the successful pull.
+   */
+  private writeSegment(ctx: RunContext, segment: Signal[], pulled?: { caughtUp: boolean }): { matches: number; processed: number } {
     const { es, row } = ctx;
     const receivedAt = this.now();
     let wrote = false;
@@ -677,6 +793,7 @@ export class SyncEngine {
       let processed = 0;
       let maxId = cursor;
       const logged: LoggedSignal[] = [];
+      const toMatch: { s: Signal; match: MatchContext; digest: Buffer; logged: LoggedSignal }[] = [];
       const skip = (s: Signal, reason: SkipReason) => {
         if (this.skippedSignals.add({ eservice: row.id, signalId: s.signalId, signalType: s.signalType, objectType: s.objectType, reason, skippedAt: receivedAt })) skipped.push({ signalId: s.signalId, signalType: s.signalType, reason });
         // In the log too, so that a re-read is recognised; no objectId: nothing can match it.
@@ -693,7 +810,11 @@ export class SyncEngine {
         const epoch = epochForSignal(epochList, s.signalId);
         let match = epoch ? contexts.get(epoch.id) : null;
         if (epoch && match === undefined) {
-          match = epoch.status === 'unknown' || epoch.retiredAt !== null ? null : { epoch, encoding: epoch.encoding!, length: digestLength(epoch.algorithm!) };
+          if (epoch.status !== 'unknown' && epoch.retiredAt === null && epoch.fillState !== 'ready') {
+            // ensureEpochsFilled runs first: matching against a half-filled epoch would lose events.
+            throw new AppError('INTERNAL', `epoch ${epoch.id} is not filled (state ${epoch.fillState})`);
+          }
+          match = epoch.status === 'unknown' || epoch.retiredAt !== null ? null : this.matchContext(epoch);
           contexts.set(epoch.id, match);
         }
         let digest: Buffer | null = null;
@@ -713,19 +834,20 @@ export class SyncEngine {
             t.count++;
           } else touched.set(epoch.id, { first: s.signalId, last: s.signalId, count: 1 });
         }
-        let matched = false;
-        if (match && digest) {
-          const subject = this.matchStmt.get(match.epoch.id, digest) as { id: number; key: string; ref: string | null } | undefined;
-          if (subject) {
-            matched = true;
-            matches++;
-            const event = this.signalEvent(es, s, subject, match.epoch.id, receivedAt);
-            if (this.appendForTenants(event, subject.id, receivedAt)) wrote = true;
-          }
-        }
-        if (this.keepSignalLog) {
-          logged.push({ eservice: row.id, signalId: s.signalId, epoch: match ? match.epoch.id : null, unmatched: !!match && !matched, signalType: s.signalType, objectType: s.objectType, objectId: match ? s.objectId : '', receivedAt });
-        }
+        const entry: LoggedSignal = { eservice: row.id, signalId: s.signalId, epoch: match ? match.epoch.id : null, unmatched: !!match, signalType: s.signalType, objectType: s.objectType, objectId: match ? s.objectId : '', receivedAt };
+        if (match && digest) toMatch.push({ s, match, digest, logged: entry });
+        if (this.keepSignalLog) logged.push(entry);
+      }
+      // The segment's objectIds are looked up together (one statement per epoch), then matched in signal order.
+      const subjects = this.lookupMany(toMatch);
+      for (let i = 0; i < toMatch.length; i++) {
+        const subject = subjects[i];
+        if (!subject) continue;
+        const { s, match, logged: entry } = toMatch[i]!;
+        entry.unmatched = false;
+        matches++;
+        const event = this.signalEvent(es, s, subject, match.epoch.id, receivedAt);
+        if (this.appendForTenants(event, subject.id, receivedAt)) wrote = true;
       }
       this.signalLog.addMany(logged);
       for (const [epochId, t] of touched) {
@@ -734,6 +856,7 @@ export class SyncEngine {
         if (epoch.status === 'unknown' || epoch.retiredAt !== null) this.reports.grow(es, epoch, t.first, t.last);
       }
       this.eservices.advance(row.id, maxId, processed, matches);
+      if (pulled) this.eservices.markPulled(row.id, this.now(), pulled.caughtUp, ctx.startedAt);
       wrote = this.reports.closeGrowing(es, row.id, maxId) || wrote;
       fresh = processed;
     }).immediate();

@@ -1,6 +1,9 @@
 import type { Db } from '../store/db.js';
 import { PseudonymHasher, type PseudonymEncoding } from '../crypto/pseudonym.js';
 import { OutboxStore } from '../store/outbox.js';
+import { EpochStore, type FillState } from '../store/epochs.js';
+import { EServiceStore } from '../store/eservices.js';
+import { PseudonymStore, digestPrefix } from '../store/pseudonyms.js';
 import { SignalLogStore } from '../store/signal-log.js';
 import type { ChangeSignalType, SignalEvent } from '../events.js';
 import { TenantFanout } from './tenant-events.js';
@@ -26,22 +29,23 @@ interface LiveEpoch {
   id: number;
   eservice: number;
   eserviceId: string;
-  seed: string;
-  algorithm: string;
-  template: string;
   encoding: PseudonymEncoding;
+  fillState: FillState;
+  /** While filling: the subjects with id <= fillAfter are indexed. */
+  fillAfter: number;
 }
 
 function liveEpochs(db: Db): { epoch: LiveEpoch; hasher: PseudonymHasher }[] {
-  const rows = db
-    .prepare(
-      `SELECT e.id, e.eservice, s.eservice_id AS eserviceId, e.seed, e.algorithm, e.template, e.encoding
-       FROM epochs e JOIN eservices s ON s.id = e.eservice
-       WHERE e.retired_at IS NULL AND e.status != 'unknown' AND e.seed IS NOT NULL`,
-    )
-    .all() as LiveEpoch[];
-  return rows.map((epoch) => ({ epoch, hasher: new PseudonymHasher({ template: epoch.template, encoding: epoch.encoding }, epoch.seed, epoch.algorithm) }));
+  const eservices = new EServiceStore(db);
+  const byId = new Map(eservices.all().map((e) => [e.id, e.eserviceId]));
+  return new EpochStore(db).live().map((e) => ({
+    epoch: { id: e.id, eservice: e.eservice, eserviceId: byId.get(e.eservice)!, encoding: e.encoding!, fillState: e.fillState, fillAfter: e.fillAfter },
+    hasher: new PseudonymHasher({ template: e.template!, encoding: e.encoding! }, e.seed!, e.algorithm!),
+  }));
 }
+
+/** Whether the epoch's index holds the subject (a fill in progress takes later ids itself; a pending epoch has no index yet). */
+const covers = (epoch: LiveEpoch, subjectId: number) => epoch.fillState === 'ready' || (epoch.fillState === 'filling' && subjectId <= epoch.fillAfter);
 
 const follows = (s: IndexedSubject, eserviceId: string) => s.eservices === 'all' || s.eservices.includes(eserviceId);
 
@@ -55,8 +59,8 @@ export function indexNewSubjects(db: Db, subjects: IndexedSubject[], options: Su
   if (subjects.length === 0) return { pseudonyms: 0, backfilled: 0 };
   const epochs = liveEpochs(db);
   if (epochs.length === 0) return { pseudonyms: 0, backfilled: 0 };
-  const insert = db.prepare('INSERT OR IGNORE INTO pseudonyms (epoch, digest, subject_id) VALUES (?, ?, ?)');
-  const bump = db.prepare('UPDATE epochs SET pseudonym_count = pseudonym_count + ? WHERE id = ?');
+  const index = new PseudonymStore(db);
+  const epochStore = new EpochStore(db);
   const outbox = new OutboxStore(db);
   const fanout = new TenantFanout(db);
   const log = new SignalLogStore(db);
@@ -66,8 +70,12 @@ export function indexNewSubjects(db: Db, subjects: IndexedSubject[], options: Su
     let added = 0;
     for (const subject of subjects) {
       if (!follows(subject, epoch.eserviceId)) continue;
+      const covered = covers(epoch, subject.id);
+      if (!covered && !options.backfill) continue;
       const digest = hasher.digest(subject.key);
-      added += insert.run(epoch.id, digest, subject.id).changes;
+      if (covered) added += index.insert(epoch.id, digestPrefix(digest), subject.id);
+      // The log, not the index, says what is owed: an epoch still pending or filling (one
+      // turned pending by migration 4) may hold unmatched signals from before.
       if (!options.backfill) continue;
       for (const missed of log.unmatched(epoch.id, hasher.objectIdOf(subject.key, digest))) {
         const event: SignalEvent = {
@@ -90,7 +98,7 @@ export function indexNewSubjects(db: Db, subjects: IndexedSubject[], options: Su
         log.markMatched(epoch.eservice, missed.signalId);
       }
     }
-    if (added > 0) bump.run(added, epoch.id);
+    if (added > 0) epochStore.addPseudonymCount(epoch.id, added);
     pseudonyms += added;
   }
   return { pseudonyms, backfilled };
@@ -99,15 +107,15 @@ export function indexNewSubjects(db: Db, subjects: IndexedSubject[], options: Su
 /** Call inside the transaction that deletes the subjects (before the delete). */
 export function unindexSubjects(db: Db, subjects: IndexedSubject[]): number {
   if (subjects.length === 0) return 0;
-  const del = db.prepare('DELETE FROM pseudonyms WHERE epoch = ? AND digest = ? AND subject_id = ?');
-  const bump = db.prepare('UPDATE epochs SET pseudonym_count = MAX(0, pseudonym_count - ?) WHERE id = ?');
+  const index = new PseudonymStore(db);
+  const epochStore = new EpochStore(db);
   let removed = 0;
   for (const { epoch, hasher } of liveEpochs(db)) {
     let n = 0;
     for (const subject of subjects) {
-      if (follows(subject, epoch.eserviceId)) n += del.run(epoch.id, hasher.digest(subject.key), subject.id).changes;
+      if (follows(subject, epoch.eserviceId) && covers(epoch, subject.id)) n += index.remove(epoch.id, digestPrefix(hasher.digest(subject.key)), subject.id);
     }
-    if (n > 0) bump.run(n, epoch.id);
+    if (n > 0) epochStore.addPseudonymCount(epoch.id, -n);
     removed += n;
   }
   return removed;
