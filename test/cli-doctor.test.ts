@@ -170,7 +170,8 @@ describe('signalhub-sync doctor names each broken piece with its fix', () => {
     expect(run.result.stdout).toMatch(/^✓ pull residenze: size=1 from cursor 0/m);
     const check = failed(run, 'pull documenti');
     expect(check.detail).toContain('HUB_FORBIDDEN');
-    expect(check.fix).toContain('ACTIVE agreement and purpose');
+    // The 403 classified from its problem body: the back-office step for that cause.
+    expect(check.fix).toBe('activate the agreement and the purpose for this e-service in the PDND back office (both must be ACTIVE)');
   });
 
   it('e-service voucher: the e-service client\'s key is refused: exit 77, crypto info not run', async () => {

@@ -1,6 +1,7 @@
 import fs from 'node:fs';
 import type { ClientConfig, Config, EServiceConfig } from '../config/types.js';
 import { AppError, EXIT, isAppError, type ErrorCode } from '../errors.js';
+import { FORBIDDEN_FIXES, forbiddenReasonOf } from '../hub/errors.js';
 import { silentLogger } from '../log.js';
 import { httpRequest, NetworkFailure } from '../pdnd/http.js';
 import { loadPrivateKey } from '../pdnd/keys.js';
@@ -261,7 +262,9 @@ function failRemote(fail: Fail, check: string, err: unknown): void {
     fail(check, 'unexpected failure', 'report it with the log at debug level', 'unavailable');
     return;
   }
-  const [fix, kind] = FIX_BY_CODE[err.code] ?? ['check the network and retry; the daemon would retry this with backoff', 'unavailable'];
+  const [generic, kind] = FIX_BY_CODE[err.code] ?? ['check the network and retry; the daemon would retry this with backoff', 'unavailable'];
+  // A hub 403 was classified from its problem body (src/hub/errors.ts): the step for that cause.
+  const fix = err.code === 'HUB_FORBIDDEN' ? FORBIDDEN_FIXES[forbiddenReasonOf(err.message)] : generic;
   fail(check, `${err.code}: ${err.message}`, fix, kind);
 }
 
