@@ -18,17 +18,18 @@ describe('signalhub-sync demo', () => {
 
   it('prints event lines of both e-services, before and after a seed rotation, and exits 0', async () => {
     const dir = tempDir('shs-demo-');
-    const result = await runCli(['demo', '--duration', '20', '--dir', dir], { timeoutMs: 90_000, env: { NOTIFY_SOCKET: '' } });
+    const result = await runCli(['demo', '--duration', '30', '--dir', dir], { timeoutMs: 120_000, env: { NOTIFY_SOCKET: '' } });
     expect(result.code, result.stderr).toBe(0);
     const lines = result.stdout.split('\n');
     expect(result.stdout).toContain('no PDND credentials needed');
 
     const events = lines.map((l) => EVENT_LINE.exec(l)).filter((m): m is RegExpExecArray => m !== null);
     const of = (name: string) => events.filter((m) => m[1] === name);
-    // How many of a 20 s run's random deposits are ours depends on chance and on how soon the
+    // How many of a 30 s run's random deposits are ours depends on chance and on how soon the
     // daemon is up on a loaded machine: at least one each (CI once saw 2 of documenti-identita).
-    expect(of('residenze').length).toBeGreaterThanOrEqual(1);
-    expect(of('documenti-identita').length).toBeGreaterThanOrEqual(1);
+    // (A clean-clone CI run under load once saw none of documenti-identita: the output says why.)
+    expect(of('residenze').length, result.stdout).toBeGreaterThanOrEqual(1);
+    expect(of('documenti-identita').length, result.stdout).toBeGreaterThanOrEqual(1);
 
     // Every event is one the producer narrated as "one of ours", with the same local reference.
     const ours = new Map<string, string>();
