@@ -79,13 +79,14 @@ describe('crash safety of the chunked reseed (invariant 8 with invariant 1)', ()
         runs++;
         const child = spawnCli(['--config', world.configFile, '--log-level', 'info', 'sync', '--once'], { stdio: ['ignore', 'ignore', 'pipe'] });
         let stderr = '';
-        // Half the kills at a random moment of the run, half at a random moment of a fill (its
-        // first log line starts the clock): the test does not depend on how fast this machine is.
+        // A third of the runs are killed at a random moment of the run; the others, when a fill
+        // starts (its info line), within its first 150 ms (an idle machine fills 40k subjects in
+        // about 300 ms): the test does not depend on how fast this machine is.
         const killAfter = (ms: number) => setTimeout(() => child.kill('SIGKILL'), ms);
-        let timer = rnd() < 0.5 ? killAfter(300 + Math.floor(rnd() * 2500)) : undefined;
+        let timer = rnd() < 1 / 3 ? killAfter(300 + Math.floor(rnd() * 2500)) : undefined;
         child.stderr!.setEncoding('utf8').on('data', (d: string) => {
           stderr += d;
-          if (timer === undefined && stderr.includes('computing the pseudonyms of a seed epoch')) timer = killAfter(Math.floor(rnd() * 600));
+          if (timer === undefined && stderr.includes('computing the pseudonyms of a seed epoch')) timer = killAfter(Math.floor(rnd() * 150));
         });
         const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
         const code = await exited;
