@@ -70,8 +70,11 @@ describe.skipIf(process.getuid?.() !== 0)('root runs the CLI (these tests need r
     fs.chownSync(stateDir, serviceUid, serviceUid);
     const text = fs.readFileSync(world.configFile, 'utf8').replace('database = "state.db"', `database = "${stateDir}/state.db"`);
     fs.writeFileSync(world.configFile, text);
-    // The administrator's file is root's alone: opened before acting as the service user.
-    const subjects = path.join(world.dir, 'subjects.csv');
+    // The administrator's file is root's alone, in a folder only root may enter (like /root):
+    // opened, and its size taken, before acting as the service user.
+    const adminDir = path.join(world.dir, 'admin');
+    fs.mkdirSync(adminDir, { mode: 0o700 });
+    const subjects = path.join(adminDir, 'subjects.csv');
     fs.writeFileSync(subjects, `key,ref\n${fiscalCode(1)},r1\n${fiscalCode(2)},r2\n`, { mode: 0o600 });
 
     const imported = await runCli(['--config', world.configFile, 'subjects', 'import', subjects]);

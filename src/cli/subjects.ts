@@ -103,7 +103,7 @@ async function importCommand(file: string, flags: ImportFlags, cmd: Command): Pr
   // who may not be able to read an administrator's file.
   // Checked before anything else: a bad tenant must not reach a log line nor the daemon's queue.
   if (flags.tenant !== undefined) flags = { ...flags, tenant: tenantOption(flags.tenant) };
-  const input = openInput(file);
+  const { input, bytes: inputBytes } = openInput(file);
   const config = await loadCliConfig(cmd);
   const logger = cliLogger(cmd, config);
   const format = detectFormat(file, flags.format);
@@ -112,7 +112,6 @@ async function importCommand(file: string, flags: ImportFlags, cmd: Command): Pr
   if (!(waitSeconds > 0)) throw new AppError('USAGE', `--wait-timeout ${flags.waitTimeout}: expected a positive number of seconds`);
   const progress = progressLine({ label: 'subjects import', stream: process.stderr, logger });
   // The input file's size against the bytes read so far gives the ETA (not for stdin or a FIFO).
-  const inputBytes = file === '-' ? 0 : fs.statSync(file).size;
   const fractionRead = () => (inputBytes > 0 && 'bytesRead' in input ? Math.min(1, (input as fs.ReadStream).bytesRead / inputBytes) : undefined);
   const direct = () =>
     withWriter(config, 'subjects import', (db) =>
@@ -197,7 +196,7 @@ async function removeCommand(keys: string[], flags: RemoveFlags, cmd: Command): 
   if (flags.tenant !== undefined && flags.allTenants) throw new AppError('USAGE', 'give --tenant or --all-tenants, not both');
   const flagTenant = flags.tenant === undefined ? undefined : tenantOption(flags.tenant);
   const file = flags.file;
-  const input = file === undefined ? undefined : openInput(file);
+  const input = file === undefined ? undefined : openInput(file).input;
   const config = await loadCliConfig(cmd);
   const logger = cliLogger(cmd, config);
   const format = file === undefined ? undefined : detectFormat(file, flags.format);
@@ -319,8 +318,9 @@ function rowTenant(raw: string | undefined, flag: string | 'every' | undefined):
   return parsed.tenant;
 }
 
-function openInput(file: string): Readable {
-  if (file === '-') return process.stdin;
+/** The input, opened now; `bytes`: a regular file's size, for the ETA (0 for stdin or a FIFO). */
+function openInput(file: string): { input: Readable; bytes: number } {
+  if (file === '-') return { input: process.stdin, bytes: 0 };
   let stat: fs.Stats;
   try {
     stat = fs.statSync(file);
@@ -329,6 +329,7 @@ function openInput(file: string): Readable {
     throw new AppError('INPUT_INVALID', `${file}: cannot read: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, { cause: err });
   }
   if (!stat.isFile() && !stat.isFIFO()) throw new AppError('INPUT_INVALID', `${file}: not a file`);
-  // Opened now (not on the stream's first read), with the rights of whoever started the command.
-  return fs.createReadStream(file, { fd: fs.openSync(file, 'r') });
+  // Opened now (not on the stream's first read), with the rights of whoever started the command:
+  // root then acts as the service user, who may not even be able to stat an administrator's file.
+  return { input: fs.createReadStream(file, { fd: fs.openSync(file, 'r') }), bytes: stat.isFile() ? stat.size : 0 };
 }
