@@ -188,7 +188,7 @@ printf 'key,ref\nRSSMRA80A01H501U,mario\n' > "$ROOTFS/root/subjects.csv"
 ct chmod 0600 /root/subjects.csv
 ct signalhub-sync subjects import /root/subjects.csv >/dev/null || fail "root: subjects import"
 [ "$(ct stat -c %U /var/lib/signalhub-sync/signalhub-sync.db)" = signalhub-sync ] || fail "a root import left a database the service cannot own"
-[ "$(as_service signalhub-sync subjects count --json)" = "$(printf '{"total":1,"eservices":[{"id":"%s","name":"residenze","subjects":1}]}' "$ES")" ] || fail "subjects count as signalhub-sync"
+[ "$(as_service signalhub-sync subjects count --json)" = "$(printf '{"total":1,"eservices":[{"id":"%s","name":"residenze","subjects":1}],"tenants":[{"tenant":null,"subjects":1}]}' "$ES")" ] || fail "subjects count as signalhub-sync"
 pass "root import, files owned by signalhub-sync; count as signalhub-sync"
 
 step "start: Type=notify reaches active"
