@@ -9,6 +9,8 @@ import { EpochStore } from '../src/store/epochs.js';
 import { EServiceStore } from '../src/store/eservices.js';
 import { ensureFilled, reclaimPseudonymSpace } from '../src/sync/reseed.js';
 import { tempDir } from './helpers/fs.js';
+import { seededRandom } from './helpers/random.js';
+import { bucketOf, bucketRange, sortRecords } from '../src/store/fill-spool.js';
 import { fiscalCode } from './helpers/world.js';
 
 let db: Db | undefined;
@@ -36,6 +38,25 @@ describe('the pseudonym index', () => {
       expect(Array.from(fromWorkers)).toEqual(keys.map((k) => digestPrefix(hasher.digest(k))));
     });
   }
+
+  it('a fill over keys holding the page packing separators (validation off) still gives every subject its right prefix', async () => {
+    db = openDatabase(path.join(tempDir(), 'state.db'));
+    const d = db;
+    const subjects = new SubjectStore(d);
+    const odd = ['A\x1eB', '\x1f\x1f', 'X\x1fY\x1eZ', 'ÀÉ😀', 'a,b;c', '\x1e'];
+    const keys = [...Array.from({ length: 700 }, (_, i) => fiscalCode(i)), ...odd];
+    d.transaction(() => {
+      for (const key of keys) subjects.insert({ key, ref: null, eservices: 'all' });
+    })();
+    const es = new EServiceStore(d).ensure('es-1', 'one');
+    const epoch = new EpochStore(d).create({ eservice: es.id, startSignalId: 1, status: 'known', seed: 'seed', seedFingerprint: null, algorithm: 'SHA-256', template: '${subject}${seed}', encoding: 'base64', producerSignalId: 1 });
+    // Small pages: the odd keys fall in several of them, next to plain ones.
+    await ensureFilled(d, epoch.id, { eserviceId: 'es-1', pageSize: 50 });
+    const hasher = new PseudonymHasher(GOVWAY_RECIPE, 'seed', 'SHA-256');
+    const idOf = new Map((d.prepare('SELECT key, id FROM subjects').all() as { key: string; id: number }[]).map((r) => [r.key, r.id]));
+    const want = keys.map((k) => ({ prefix: digestPrefix(hasher.digest(k)), id: idOf.get(k)! })).sort((a, b) => a.prefix - b.prefix || a.id - b.id);
+    expect(d.prepare(`SELECT prefix, subject_id AS id FROM pseudonyms_${epoch.id} ORDER BY prefix, subject_id`).all()).toEqual(want);
+  });
 
   it('looks a page of prefixes up in one statement; a prefix shared by two subjects gives both, and only the recomputed digest tells them apart', () => {
     db = openDatabase(path.join(tempDir(), 'state.db'));
@@ -84,5 +105,41 @@ describe('the pseudonym index', () => {
     expect(pages()).toBeLessThanOrEqual(afterOne);
     expect(new PseudonymStore(d).tables()).toEqual([current]);
     expect(new PseudonymStore(d).count(current)).toBe(20_000);
+  });
+});
+
+describe('the fill spool', () => {
+  it('sorts a bucket by (prefix, subject id) whatever its size and bucket bits, duplicates and near-equal prefixes included', () => {
+    const rnd = seededRandom(7);
+    for (const bits of [0, 1, 6, 11]) {
+      for (const n of [0, 1, 2, 17, 5_000, 70_000]) {
+        const bucket = Math.floor(rnd() * 2 ** bits);
+        const { low, high } = bucketRange(bucket, bits);
+        const records = new Float64Array(n * 2);
+        for (let i = 0; i < n; i++) {
+          // Some prefixes repeat, some differ only in their lowest bits (what the sort key cuts).
+          const r = rnd();
+          const prefix = r < 0.1 && i > 0 ? records[(i - 1) * 2]! : r < 0.2 && i > 0 ? Math.min(high, records[(i - 1) * 2]! + 1) : low + Math.floor(rnd() * (high - low + 1));
+          records[i * 2] = prefix;
+          records[i * 2 + 1] = Math.floor(rnd() * 1e9);
+          expect(bucketOf(prefix, bits)).toBe(bucket);
+        }
+        const want = Array.from({ length: n }, (_, i) => [records[i * 2]!, records[i * 2 + 1]!] as const).sort((a, b) => a[0] - b[0] || a[1] - b[1]);
+        const { prefixes, subjectIds } = sortRecords(records, n, bits, bucket);
+        expect(Array.from(prefixes, (p, k) => [p, subjectIds[k]!]), `bits ${bits}, n ${n}`).toEqual(want);
+      }
+    }
+  });
+
+  it('puts the extreme prefixes in the first and last bucket, and buckets in prefix order', () => {
+    const min = -(2 ** 47);
+    const max = 2 ** 47 - 1;
+    for (const bits of [0, 3, 11]) {
+      expect(bucketOf(min, bits)).toBe(0);
+      expect(bucketOf(max, bits)).toBe(2 ** bits - 1);
+      expect(bucketRange(0, bits).low).toBe(min);
+      expect(bucketRange(2 ** bits - 1, bits).high).toBe(max);
+      for (let b = 1; b < Math.min(2 ** bits, 64); b++) expect(bucketRange(b, bits).low).toBe(bucketRange(b - 1, bits).high + 1);
+    }
   });
 });

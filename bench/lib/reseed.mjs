@@ -38,7 +38,7 @@ export async function benchReseed(fixture) {
       stallMs: engine.stallMs,
       limitStallMs: bare.stallMs,
       bytesPerPseudonym: round(engine.bytesPerPseudonym, 1),
-      limit: 'chunked key-ordered hash-and-insert loop, hashing on all cores (bench/lib/reseed-child.mjs bare)',
+      limit: 'key-ordered hash-and-insert on all cores: every pair in memory, sorted by bucket, inserted in key order with the same multi-row statement, no spool, no resumability (bench/lib/reseed-child.mjs bare)',
       targets: { maxRatio: 1.5, maxPeakRssMb: 250, maxStallMs: 250, maxSecondsAt10M: 20 },
       verified,
     };

@@ -11,7 +11,9 @@ export type EpochStatus = 'known' | 'assumed' | 'unknown';
 
 /**
  * pending: created, no pseudonyms computed yet (lazy: a run of SEEDUPDATEs costs one fill).
- * filling: pseudonyms of the subjects with id <= fillAfter are stored; invisible to matching.
+ * filling: being computed, invisible to matching. First every subject is hashed into a spool
+ *   (`fillMerged` null; the subjects with id <= fillAfter are in it), then the spool's buckets
+ *   are written to the table in prefix order (`fillMerged` of its 2^fillBits are).
  * ready: every subject's pseudonym is stored; matching may use the epoch.
  */
 export type FillState = 'pending' | 'filling' | 'ready';
@@ -39,6 +41,10 @@ export interface Epoch {
   confirmedAt: number | null;
   fillState: FillState;
   fillAfter: number;
+  /** While filling: the spool's bucket bits, once spooled (null: still spooling). */
+  fillBits: number | null;
+  /** While filling: buckets written to the table so far (null: still spooling). */
+  fillMerged: number | null;
   /**
    * A SEEDUPDATE that became visible late: the logged signals after the epoch's start up to
    * this id were matched under the previous seed and are to be matched again under this one
@@ -68,6 +74,8 @@ interface RawEpoch {
   confirmed_at: number | null;
   fill_state: FillState;
   fill_after: number;
+  fill_bits: number | null;
+  fill_merged: number | null;
   rematch_to: number | null;
 }
 
@@ -92,6 +100,8 @@ const toEpoch = (r: RawEpoch): Epoch => ({
   confirmedAt: r.confirmed_at,
   fillState: r.fill_state,
   fillAfter: r.fill_after,
+  fillBits: r.fill_bits,
+  fillMerged: r.fill_merged,
   rematchTo: r.rematch_to,
 });
 
@@ -159,17 +169,32 @@ export class EpochStore {
 
   /** pending -> filling: the epoch's table exists and is empty. */
   startFill(id: number): void {
-    this.db.prepare("UPDATE epochs SET fill_state = 'filling', fill_after = 0, pseudonym_count = 0 WHERE id = ? AND fill_state = 'pending'").run(id);
+    this.db.prepare("UPDATE epochs SET fill_state = 'filling', fill_after = 0, fill_bits = NULL, fill_merged = NULL, pseudonym_count = 0 WHERE id = ? AND fill_state = 'pending'").run(id);
   }
 
-  /** A chunk of the fill committed: subjects up to `after` are in, `added` more rows. */
-  advanceFill(id: number, after: number, added: number): void {
-    this.db.prepare("UPDATE epochs SET fill_after = ?, pseudonym_count = pseudonym_count + ? WHERE id = ? AND fill_state = 'filling'").run(after, added, id);
+  /** A fill spools (again) from the first subject; rows already in the table stay. */
+  restartSpool(id: number): void {
+    this.db.prepare("UPDATE epochs SET fill_after = 0, fill_bits = NULL, fill_merged = NULL WHERE id = ? AND fill_state = 'filling'").run(id);
+  }
+
+  /** The subjects up to `after` are being spooled. */
+  spooledUpTo(id: number, after: number): void {
+    this.db.prepare("UPDATE epochs SET fill_after = ? WHERE id = ? AND fill_state = 'filling' AND fill_merged IS NULL").run(after, id);
+  }
+
+  /** Every subject is spooled, in 2^bits buckets: the merge starts. */
+  startMerge(id: number, bits: number): void {
+    this.db.prepare("UPDATE epochs SET fill_bits = ?, fill_merged = 0 WHERE id = ? AND fill_state = 'filling' AND fill_merged IS NULL").run(bits, id);
+  }
+
+  /** Buckets up to `merged` (exclusive) are written, with `added` more rows. */
+  advanceMerge(id: number, merged: number, added: number): void {
+    this.db.prepare("UPDATE epochs SET fill_merged = ?, pseudonym_count = pseudonym_count + ? WHERE id = ? AND fill_state = 'filling'").run(merged, added, id);
   }
 
   /** filling -> ready: the epoch becomes visible to matching. */
   finishFill(id: number, count: number): void {
-    this.db.prepare("UPDATE epochs SET fill_state = 'ready', pseudonym_count = ? WHERE id = ? AND fill_state = 'filling'").run(count, id);
+    this.db.prepare("UPDATE epochs SET fill_state = 'ready', fill_bits = NULL, fill_merged = NULL, pseudonym_count = ? WHERE id = ? AND fill_state = 'filling'").run(count, id);
   }
 
   /** Records the re-match a late SEEDUPDATE owes (see Epoch.rematchTo). */

@@ -251,4 +251,23 @@ UPDATE epochs SET pseudonym_count = 0;
 ALTER TABLE epochs ADD COLUMN rematch_to INTEGER;
 `,
   },
+  {
+    version: 7,
+    name: 'spooled fills: merge progress and skips',
+    // A fill now hashes every subject into a spool of prefix buckets, then writes the table in
+    // prefix order, bucket by bucket (src/sync/reseed.ts). A fill left half-done by version 6
+    // spools again: its rows stay, and the merge's INSERT OR IGNORE keeps them exact.
+    sql: `
+ALTER TABLE epochs ADD COLUMN fill_bits INTEGER;   -- the spool's bucket bits (NULL: still spooling)
+ALTER TABLE epochs ADD COLUMN fill_merged INTEGER; -- buckets written to the table so far (NULL: still spooling)
+UPDATE epochs SET fill_after = 0 WHERE fill_state = 'filling';
+-- Spooled rows not to write: subjects removed from the e-service after they were spooled.
+CREATE TABLE fill_skips (
+  epoch_id   INTEGER NOT NULL,
+  prefix     INTEGER NOT NULL,
+  subject_id INTEGER NOT NULL,
+  PRIMARY KEY (epoch_id, prefix, subject_id)
+) WITHOUT ROWID;
+`,
+  },
 ];

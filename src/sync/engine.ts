@@ -630,7 +630,7 @@ export class SyncEngine {
   private async fill(ctx: RunContext, epoch: Epoch): Promise<void> {
     const { es, log, signal } = ctx;
     const onProgress = fillProgressReporter({ log, setGauge: (f) => this.metrics?.reseedProgress.set({ eservice: es.id }, f) });
-    log.info({ epoch: epoch.id, seedupdate: epoch.startSignalId, seedFingerprint: epoch.seedFingerprint ?? undefined, resumedAfterSubject: epoch.fillAfter || undefined }, 'computing the pseudonyms of a seed epoch');
+    log.info({ epoch: epoch.id, seedupdate: epoch.startSignalId, seedFingerprint: epoch.seedFingerprint ?? undefined, resumedFill: epoch.fillState === 'filling' || undefined }, 'computing the pseudonyms of a seed epoch');
     const result = await ensureFilled(this.db, epoch.id, { eserviceId: es.id, onProgress, ...(signal ? { signal } : {}) });
     if (result.filled) {
       this.metrics?.reseedSeconds.observe({ eservice: es.id }, result.seconds);

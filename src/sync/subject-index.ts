@@ -31,21 +31,28 @@ interface LiveEpoch {
   eserviceId: string;
   encoding: PseudonymEncoding;
   fillState: FillState;
-  /** While filling: the subjects with id <= fillAfter are indexed. */
+  /** While spooling: the subjects with id <= fillAfter are in the spool. */
   fillAfter: number;
+  /** Null while spooling; once merging, every subject is spooled. */
+  fillMerged: number | null;
 }
 
 function liveEpochs(db: Db): { epoch: LiveEpoch; hasher: PseudonymHasher }[] {
   const eservices = new EServiceStore(db);
   const byId = new Map(eservices.all().map((e) => [e.id, e.eserviceId]));
   return new EpochStore(db).live().map((e) => ({
-    epoch: { id: e.id, eservice: e.eservice, eserviceId: byId.get(e.eservice)!, encoding: e.encoding!, fillState: e.fillState, fillAfter: e.fillAfter },
+    epoch: { id: e.id, eservice: e.eservice, eserviceId: byId.get(e.eservice)!, encoding: e.encoding!, fillState: e.fillState, fillAfter: e.fillAfter, fillMerged: e.fillMerged },
     hasher: new PseudonymHasher({ template: e.template!, encoding: e.encoding! }, e.seed!, e.algorithm!),
   }));
 }
 
-/** Whether the epoch's index holds the subject (a fill in progress takes later ids itself; a pending epoch has no index yet). */
-const covers = (epoch: LiveEpoch, subjectId: number) => epoch.fillState === 'ready' || (epoch.fillState === 'filling' && subjectId <= epoch.fillAfter);
+/**
+ * Whether the upkeep must write the subject's row itself: the epoch is ready, or its fill has
+ * already read the subject (spooled, or merging) and will not see the change. A fill still to
+ * reach the subject takes it as it is then; a pending epoch has no index yet.
+ */
+const covers = (epoch: LiveEpoch, subjectId: number) =>
+  epoch.fillState === 'ready' || (epoch.fillState === 'filling' && (epoch.fillMerged !== null || subjectId <= epoch.fillAfter));
 
 const follows = (s: IndexedSubject, eserviceId: string) => s.eservices === 'all' || s.eservices.includes(eserviceId);
 
@@ -73,6 +80,7 @@ export function indexNewSubjects(db: Db, subjects: IndexedSubject[], options: Su
       const covered = covers(epoch, subject.id);
       if (!covered && !options.backfill) continue;
       const digest = hasher.digest(subject.key);
+      // A subject spooled, removed (a skip) and back is written here: the skip may stay.
       if (covered) added += index.insert(epoch.id, digestPrefix(digest), subject.id);
       // The log, not the index, says what is owed: an epoch still pending or filling (one
       // turned pending by migration 4) may hold unmatched signals from before.
@@ -113,7 +121,12 @@ export function unindexSubjects(db: Db, subjects: IndexedSubject[]): number {
   for (const { epoch, hasher } of liveEpochs(db)) {
     let n = 0;
     for (const subject of subjects) {
-      if (follows(subject, epoch.eserviceId) && covers(epoch, subject.id)) n += index.remove(epoch.id, digestPrefix(hasher.digest(subject.key)), subject.id);
+      if (!follows(subject, epoch.eserviceId) || epoch.fillState === 'pending') continue;
+      const prefix = digestPrefix(hasher.digest(subject.key));
+      // While filling the row may be in the table already (a merged bucket, an earlier attempt):
+      // it goes whatever the fill's progress, and a spooled copy is marked not to be written.
+      n += index.remove(epoch.id, prefix, subject.id);
+      if (epoch.fillState === 'filling' && covers(epoch, subject.id)) index.addSkip(epoch.id, subject.id, prefix);
     }
     if (n > 0) epochStore.addPseudonymCount(epoch.id, -n);
     removed += n;
