@@ -1,4 +1,6 @@
+import fs from 'node:fs';
 import path from 'node:path';
+import { AppError } from '../src/errors.js';
 import { afterEach, describe, expect, it } from 'vitest';
 import { GOVWAY_RECIPE, PseudonymHasher, type PseudonymRecipe } from '../src/crypto/pseudonym.js';
 import { openDatabase, type Db } from '../src/store/db.js';
@@ -109,6 +111,50 @@ describe('the pseudonym index', () => {
 });
 
 describe('the fill spool', () => {
+  it('lives beside the database, private (0700/0600), and a spool that cannot be written fails the fill with DB_ERROR naming where; the next fill succeeds', async () => {
+    const dir = tempDir();
+    db = openDatabase(path.join(dir, 'state.db'));
+    const d = db;
+    const subjects = new SubjectStore(d);
+    d.transaction(() => {
+      for (let i = 0; i < 3_000; i++) subjects.insert({ key: fiscalCode(i), ref: null, eservices: 'all' });
+    })();
+    const es = new EServiceStore(d).ensure('es-1', 'one');
+    const epoch = new EpochStore(d).create({ eservice: es.id, startSignalId: 1, status: 'known', seed: 'seed', seedFingerprint: null, algorithm: 'SHA-256', template: '${subject}${seed}', encoding: 'base64', producerSignalId: 1 });
+    const root = path.join(dir, 'state.db.fill');
+    // In the way: a plain file where the spool folder goes.
+    fs.writeFileSync(root, 'not a folder');
+    const failed = await ensureFilled(d, epoch.id, { eserviceId: 'es-1' }).catch((e: unknown) => e);
+    expect(failed).toBeInstanceOf(AppError);
+    expect((failed as AppError).code).toBe('DB_ERROR');
+    expect((failed as AppError).message).toContain(root);
+    expect(new EpochStore(d).get(epoch.id)!.fillState).toBe('filling');
+    fs.rmSync(root);
+
+    // Stopped as soon as the merge starts: the spool is there, and private.
+    const controller = new AbortController();
+    const stopped = await ensureFilled(d, epoch.id, {
+      eserviceId: 'es-1',
+      bucketBits: 3,
+      signal: controller.signal,
+      onProgress: (p) => {
+        if (p.phase === 'writing') controller.abort();
+      },
+    }).catch((e: unknown) => e);
+    expect((stopped as Error).name).toBe('AbortError');
+    const spool = path.join(root, `epoch-${epoch.id}`);
+    expect(fs.statSync(root).mode & 0o777).toBe(0o700);
+    expect(fs.statSync(spool).mode & 0o777).toBe(0o700);
+    const files = fs.readdirSync(spool);
+    expect(files).toContain('manifest.json');
+    for (const f of files) expect(fs.statSync(path.join(spool, f)).mode & 0o777, f).toBe(0o600);
+
+    const done = await ensureFilled(d, epoch.id, { eserviceId: 'es-1' });
+    expect(done.pseudonyms).toBe(3_000);
+    expect(fs.existsSync(root)).toBe(false);
+  });
+
+
   it('sorts a bucket by (prefix, subject id) whatever its size and bucket bits, duplicates and near-equal prefixes included', () => {
     const rnd = seededRandom(7);
     for (const bits of [0, 1, 6, 11]) {

@@ -2,6 +2,7 @@ import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
+import { AppError } from '../errors.js';
 import { PREFIX_BYTES } from './pseudonyms.js';
 
 /**
@@ -27,6 +28,13 @@ const MAX_BUCKET_BITS = 11;
 /** Memory the writer buffers before appending to the files. */
 const BUFFER_BYTES = 16 * 1024 * 1024;
 const MANIFEST = 'manifest.json';
+
+/** A spool that cannot be written is the database's disk failing: the same codes and exit. */
+function spoolError(dir: string, err: unknown): AppError {
+  const code = (err as NodeJS.ErrnoException).code;
+  if (code === 'ENOSPC' || code === 'EDQUOT') return new AppError('DB_FULL', `no space left for the reseed spool in ${dir} (about 16 bytes a subject): free some and the fill starts again`, { cause: err });
+  return new AppError('DB_ERROR', `cannot write the reseed spool in ${dir}: ${code ?? (err as Error).message}`, { cause: err });
+}
 
 /** Bucket bits for a fill of about `rows` rows (0: one bucket). */
 export function bucketBitsFor(rows: number): number {
@@ -93,9 +101,13 @@ export class FillSpoolWriter {
   /** Starts an empty spool for the epoch (any earlier one is discarded). */
   static async create(root: string, epochId: number, bits: number, expectedRows: number): Promise<FillSpoolWriter> {
     const dir = spoolDir(root, epochId);
-    await fsp.rm(dir, { recursive: true, force: true });
-    await fsp.mkdir(dir, { recursive: true, mode: 0o700 });
-    await fsp.chmod(root, 0o700).catch(() => {});
+    try {
+      await fsp.rm(dir, { recursive: true, force: true });
+      await fsp.mkdir(dir, { recursive: true, mode: 0o700 });
+      await fsp.chmod(root, 0o700);
+    } catch (err) {
+      throw spoolError(dir, err);
+    }
     return new FillSpoolWriter(dir, epochId, bits, expectedRows);
   }
 
@@ -123,7 +135,9 @@ export class FillSpoolWriter {
       this.counts[b]! += n;
       writes.push(fsp.appendFile(bucketFile(this.dir, b), bytes, { mode: 0o600 }));
     }
-    await Promise.all(writes);
+    await Promise.all(writes).catch((err: unknown) => {
+      throw spoolError(this.dir, err);
+    });
   }
 
   private async flushAll(): Promise<void> {
@@ -135,6 +149,14 @@ export class FillSpoolWriter {
 
   /** Writes out the rest, syncs every file and the manifest. Returns the records per bucket. */
   async finish(): Promise<number[]> {
+    try {
+      return await this.sealed();
+    } catch (err) {
+      throw err instanceof AppError ? err : spoolError(this.dir, err);
+    }
+  }
+
+  private async sealed(): Promise<number[]> {
     await this.flushAll();
     for (let b = 0; b < this.buckets; b += 16) {
       await Promise.all(
