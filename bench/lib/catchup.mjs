@@ -109,12 +109,29 @@ export async function benchCatchup(fixture, { signals }) {
   }
   progress(`  ${variant.signalsPerSec.toFixed(0)} signals/s without the signal log; minimal durable consumer run 2`);
   durableRuns.push(await durableRun());
-  removeDatabase(startDb);
   const durableSignalsPerSec = Math.max(...durableRuns.map((r) => r.signalsPerSec));
   progress(`  durable ${durableRuns.map((r) => r.signalsPerSec.toFixed(0)).join(', ')} signals/s; fetch-only limit run 2`);
   limitRuns.push(await limitRun(fixture, eservice, signals));
   const limitSignalsPerSec = Math.max(...limitRuns.map((r) => r.signalsPerSec));
-  progress(`  limit ${limitRuns.map((r) => r.signalsPerSec.toFixed(0)).join(', ')} signals/s`);
+  progress(`  limit ${limitRuns.map((r) => r.signalsPerSec.toFixed(0)).join(', ')} signals/s; sync --once (engine) run 2, on a copy of the starting database`);
+  // The engine gets two runs as the limits do (a loaded machine otherwise penalizes it alone).
+  const secondDb = path.join(fixture.dir, 'engine-2.db');
+  const secondConfig = path.join(fixture.dir, 'config-engine-2.toml');
+  copyDatabase(startDb, secondDb);
+  fixture.writeConfig(secondConfig, { database: 'engine-2.db' });
+  let second;
+  try {
+    const secondRun = await syncOnce(fixture, eservice, [], secondConfig);
+    const secondOutcome = outcomeOf(secondRun, eservice);
+    if (secondOutcome.signals !== signals || secondOutcome.matches !== expected) throw new Error(`catch-up run 2: ${secondOutcome.signals} signals, ${secondOutcome.matches} matches`);
+    second = { seconds: secondRun.seconds, signalsPerSec: secondOutcome.signals / secondRun.seconds };
+  } finally {
+    removeDatabase(secondDb);
+    removeDatabase(startDb);
+  }
+  const engineRuns = [{ seconds: run.seconds, signalsPerSec }, second];
+  const best = engineRuns.reduce((a, b) => (b.signalsPerSec > a.signalsPerSec ? b : a));
+  progress(`  engine ${engineRuns.map((r) => r.signalsPerSec.toFixed(0)).join(', ')} signals/s`);
 
   const events = outboxSignalEvents(fixture, eservice);
   if (outcome.signals !== signals || outcome.matches !== expected || events !== expected || !outcome.caughtUp) {
@@ -124,15 +141,17 @@ export async function benchCatchup(fixture, { signals }) {
     limit: 'minimal durable consumer (bench/lib/durable-limit.mjs): per page parse, decode, the same pseudonym lookup, outbox insert, signal log and cursor update in one transaction, same PRAGMAs; best of two runs',
     durableLimitSignalsPerSec: Math.round(durableSignalsPerSec),
     durableRunsSignalsPerSec: durableRuns.map((r) => Math.round(r.signalsPerSec)),
-    durableRatio: round(signalsPerSec / durableSignalsPerSec, 2),
+    durableRatio: round(best.signalsPerSec / durableSignalsPerSec, 2),
     durableTarget: { minRatio: 0.9 },
     fetchOnlyNote: 'limitSignalsPerSec / ratio: the fetch-only client (no durable work), kept for comparison with earlier runs',
     signals,
-    seconds: round(run.seconds),
-    signalsPerSec: Math.round(signalsPerSec),
+    seconds: round(best.seconds),
+    signalsPerSec: Math.round(best.signalsPerSec),
+    engineRunsSignalsPerSec: engineRuns.map((r) => Math.round(r.signalsPerSec)),
+    engineNote: 'best of two sync --once runs from the same starting database, as each limit is the best of two',
     limitSignalsPerSec: Math.round(limitSignalsPerSec),
     limitRunsSignalsPerSec: limitRuns.map((r) => Math.round(r.signalsPerSec)),
-    ratio: round(signalsPerSec / limitSignalsPerSec, 2),
+    ratio: round(best.signalsPerSec / limitSignalsPerSec, 2),
     target: { minRatio: 0.5 },
     withoutSignalLog: { signalsPerSec: Math.round(variant.signalsPerSec), ratio: round(variant.signalsPerSec / limitSignalsPerSec, 2), note: 'subjects.backfill = false: no signal_log rows (no back-matching of subjects added later)' },
     pages: outcome.pages,

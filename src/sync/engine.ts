@@ -115,6 +115,8 @@ export class SyncEngine {
   private readonly fanout: TenantFanout;
   /** Events appended per tenant since the last flush; counted in metrics only after a commit. */
   private emittedByTenant = new Map<string, number>();
+  /** Per epoch id: its hasher, for as long as its recipe and seed stay what they were. */
+  private readonly hashers = new Map<number, { recipeKey: string; length: number; hasher: PseudonymHasher }>();
   private readonly keepSignalLog: boolean;
 
   constructor(options: SyncEngineOptions) {
@@ -600,7 +602,14 @@ export class SyncEngine {
   }
 
   private matchContext(epoch: Epoch): MatchContext {
-    return { epoch, encoding: epoch.encoding!, length: digestLength(epoch.algorithm!), hasher: new PseudonymHasher({ template: epoch.template!, encoding: epoch.encoding! }, epoch.seed!, epoch.algorithm!) };
+    // Built once per epoch and recipe, not per segment (a catch-up spent 4% of its time here).
+    const recipeKey = `${epoch.id}\n${epoch.algorithm}\n${epoch.encoding}\n${epoch.template}\n${epoch.seed}`;
+    let cached = this.hashers.get(epoch.id);
+    if (cached?.recipeKey !== recipeKey) {
+      cached = { recipeKey, length: digestLength(epoch.algorithm!), hasher: new PseudonymHasher({ template: epoch.template!, encoding: epoch.encoding! }, epoch.seed!, epoch.algorithm!) };
+      this.hashers.set(epoch.id, cached);
+    }
+    return { epoch, encoding: epoch.encoding!, length: cached.length, hasher: cached.hasher };
   }
 
   /** The subject whose pseudonym is `digest`: candidates by prefix, confirmed by recomputing. */
