@@ -13,7 +13,8 @@ import type { Readable } from 'node:stream';
 import { setImmediate as yieldToLoop } from 'node:timers/promises';
 import type { Db } from '../store/db.js';
 import type { Config } from '../config/types.js';
-import { ImportScratch, type StoredSubject } from '../store/subjects.js';
+import { ImportScratch, type StagedRow, type StoredSubject } from '../store/subjects.js';
+import { StagedRuns } from './staged-runs.js';
 import type { SubjectIndexOptions } from '../sync/subject-index.js';
 import { normalizeSubjectKey } from '../crypto/pseudonym.js';
 import { checkSubjectKey } from './fiscal-code.js';
@@ -120,16 +121,14 @@ export async function importSubjects(db: Db, input: Readable, options: ImportOpt
   const writer = new SubjectWriter(db, { index: dryRun ? null : options.index, ...(options.now ? { now: options.now } : {}) });
   const report: ImportReport = { read: 0, imported: 0, updated: 0, unchanged: 0, removed: 0, rejected: [], rejectedCount: 0, complete: true, committed: false, dryRun };
 
-  const reject = (row: RejectedRow): void => {
-    // A ref is the local reference and may be shown, unless someone used the key as ref: a
-    // mistyped key (wrong check character, bad date) is personal data as much as a valid one.
-    if (row.ref !== undefined && (checkSubjectKey(row.ref).valid || looksLikeSubjectKey(row.ref))) delete row.ref;
-    report.rejectedCount++;
-    if (report.rejected.length < maxKept) report.rejected.push(row);
-    options.onReject?.(row);
-  };
-
   const scratch = new ImportScratch(db);
+  const runs = new StagedRuns(scratch);
+  // Every rejection goes through the scratch table and is reported from there in line order:
+  // repeated keys are only found by the key-order merge, after the rows around them were read.
+  const reject = (row: RejectedRow): void => {
+    report.rejectedCount++;
+    scratch.reject({ line: row.line, reason: row.reason, ref: row.ref ?? null });
+  };
   const cacheBefore = db.pragma('cache_size', { simple: true }) as number;
   db.pragma(`cache_size = -${IMPORT_CACHE_KIB}`);
   const begin = (): void => {
@@ -146,8 +145,11 @@ export async function importSubjects(db: Db, input: Readable, options: ImportOpt
 
   try {
     begin();
-    // Phase 1: read, check and stage every row (TEMP table, on disk: bounded memory).
-    let staged = 0;
+    // Phase 1: read and check every row, and stage it (sorted runs in a TEMP table, on disk:
+    // bounded memory). Bad rows are staged too: a later row with the same key is a duplicate,
+    // and --replace keeps the stored subject.
+    let goodStaged = 0;
+    let sinceYield = 0;
     for await (const item of readSubjectFile(input, options.format, options.source)) {
       if (item.kind === 'problem') {
         if (!item.fatal) report.read++;
@@ -159,42 +161,67 @@ export async function importSubjects(db: Db, input: Readable, options: ImportOpt
         continue;
       }
       report.read++;
-      const upsert = checkRecord(item, { validate: options.validate, fileTenant, replace: options.replace ?? false }, resolveEservices, scratch);
-      if ('reason' in upsert) {
-        reject(upsert);
-        continue;
+      const row = checkRecord(item, { validate: options.validate, fileTenant, replace: options.replace ?? false }, resolveEservices);
+      if ('reason' in row) reject(row);
+      else {
+        if (row.problem === null) goodStaged++;
+        if (runs.add(row)) await runs.flush(commitAndYield);
       }
-      // Under --strict the transaction is doomed after the first bad row: keep reading only to
-      // report every problem.
-      if (options.strict && report.rejectedCount > 0) continue;
-      scratch.stage({ ...upsert, tenant: upsert.tenant ?? OWN_TENANT });
-      if (++staged % batchSize === 0) {
+      if (++sinceYield >= batchSize) {
+        sinceYield = 0;
         options.onProgress?.({ phase: 'read', read: report.read, removed: 0 });
         await commitAndYield();
       }
     }
+    await runs.flush(commitAndYield);
+    options.onProgress?.({ phase: 'read', read: report.read, removed: 0 });
 
-    const rollBack = (options.strict && report.rejectedCount > 0) || (options.replace && !report.complete);
-    if (rollBack) {
+    // Under --strict the transaction is doomed after the first bad row, and under --replace
+    // after a truncated read (removing "absent" subjects would remove good ones): the merge
+    // then only finds the repeated keys, to report every problem.
+    const doomed = (): boolean => Boolean((options.strict && report.rejectedCount > 0) || (options.replace && !report.complete));
+    // Phase 2: merge the runs in key order and write the good rows, a batch per transaction.
+    let group: StagedRow | undefined;
+    let batch: SubjectUpsert[] = [];
+    let merged = 0;
+    const writeBatch = async (): Promise<void> => {
+      if (batch.length > 0 && !doomed()) {
+        for (const outcome of writer.upsertBatch(batch)) {
+          if (outcome === 'new') report.imported++;
+          else if (outcome === 'updated') report.updated++;
+          else report.unchanged++;
+        }
+      }
+      batch = [];
+      options.onProgress?.({ phase: 'write', read: report.read, removed: 0, written: report.imported + report.updated + report.unchanged, staged: goodStaged });
+      await commitAndYield();
+    };
+    for (const row of runs.merged()) {
+      const repeated = group !== undefined && group.key === row.key && group.tenant === row.tenant;
+      if (!repeated) {
+        group = row;
+        if (options.replace) scratch.markSeen(row.key, row.tenant);
+      }
+      if (repeated && !row.problemFirst) reject(rejectionOf(row, `duplicate key${row.tenant === OWN_TENANT ? '' : ` for tenant ${JSON.stringify(row.tenant)}`} (first at line ${group!.line})`));
+      else if (row.problem !== null) reject(rejectionOf(row, row.problem));
+      else batch.push({ key: row.key, tenant: row.tenant, ref: row.ref, eservices: row.eservices });
+      if (++merged % batchSize === 0) await writeBatch();
+    }
+    await writeBatch();
+
+    // The rejections, in line order.
+    for (let after: { line: number; seq: number } | null = null; ; ) {
+      const page = scratch.rejectionsAfter(after, batchSize);
+      if (page.length === 0) break;
+      for (const { line, reason, ref } of page) report_(line, reason, ref);
+      after = page[page.length - 1]!;
+      await yieldToLoop();
+    }
+
+    if (doomed()) {
       db.exec('ROLLBACK');
       Object.assign(report, { imported: 0, updated: 0, unchanged: 0, removed: 0 });
       return report;
-    }
-    options.onProgress?.({ phase: 'read', read: report.read, removed: 0 });
-    // Phase 2: write the staged rows to the store in key order, a batch per transaction.
-    let after = { key: '', tenant: '' };
-    for (;;) {
-      const batch: SubjectUpsert[] = scratch.stagedPage(after, batchSize);
-      if (batch.length === 0) break;
-      for (const outcome of writer.upsertBatch(batch)) {
-        if (outcome === 'new') report.imported++;
-        else if (outcome === 'updated') report.updated++;
-        else report.unchanged++;
-      }
-      const last = batch[batch.length - 1]!;
-      after = { key: last.key, tenant: last.tenant ?? OWN_TENANT };
-      options.onProgress?.({ phase: 'write', read: report.read, removed: 0, written: report.imported + report.updated + report.unchanged, staged });
-      await commitAndYield();
     }
     if (options.replace) report.removed = await removeAbsent(writer, scratch, fileTenant ?? OWN_TENANT, batchSize, (removed) => options.onProgress?.({ phase: 'remove', read: report.read, removed }));
     if (dryRun) {
@@ -211,6 +238,20 @@ export async function importSubjects(db: Db, input: Readable, options: ImportOpt
     scratch.dispose();
     if (db.open) db.pragma(`cache_size = ${cacheBefore}`);
   }
+
+  function report_(line: number, reason: string, ref: string | null): void {
+    const row: RejectedRow = { line, reason };
+    // A ref is the local reference and may be shown, unless someone used the key as ref: a
+    // mistyped key (wrong check character, bad date) is personal data as much as a valid one.
+    if (ref !== null && !(checkSubjectKey(ref).valid || looksLikeSubjectKey(ref))) row.ref = ref;
+    if (report.rejected.length < maxKept) report.rejected.push(row);
+    options.onReject?.(row);
+  }
+}
+
+/** A staged row's rejection: its ref is shown unless it is the key itself. */
+function rejectionOf(row: StagedRow, reason: string): RejectedRow {
+  return { line: row.line, reason, ...(row.ref && normalizeSubjectKey(row.ref) !== row.key ? { ref: row.ref } : {}) };
 }
 
 type EserviceResolver = (names: string[] | 'all' | undefined) => { ids: string[] | 'all' | undefined } | { unknown: string };
@@ -240,12 +281,19 @@ interface RecordRules {
   replace: boolean;
 }
 
-function checkRecord(record: SubjectRecord, rules: RecordRules, resolve: EserviceResolver, scratch: ImportScratch): SubjectUpsert | RejectedRow {
+/**
+ * Checks a record: a rejection when its key is unusable (not staged), else the row to stage,
+ * with its problem if any. A problem found here is reported unless the key repeats an earlier
+ * row's (then "duplicate" is), except a bad tenant, reported first as before.
+ */
+function checkRecord(record: SubjectRecord, rules: RecordRules, resolve: EserviceResolver): StagedRow | RejectedRow {
   const key = normalizeSubjectKey(record.key);
-  const refPart = record.ref && normalizeSubjectKey(record.ref) !== key ? { ref: record.ref } : {};
-  const fail = (reason: string): RejectedRow => ({ line: record.line, reason, ...refPart });
-  if (key === '') return fail('missing key');
-  if (key.length > MAX_KEY_LENGTH) return fail(`key longer than ${MAX_KEY_LENGTH} characters`);
+  if (key === '' || key.length > MAX_KEY_LENGTH) {
+    const refPart = record.ref && normalizeSubjectKey(record.ref) !== key ? { ref: record.ref } : {};
+    return { line: record.line, reason: key === '' ? 'missing key' : `key longer than ${MAX_KEY_LENGTH} characters`, ...refPart };
+  }
+  // A bad tenant counts as the tenant being replaced: --replace must not remove a stored
+  // subject because its row in the new file has a problem.
   let tenant = rules.fileTenant ?? OWN_TENANT;
   let tenantProblem: string | undefined;
   if (record.tenant !== undefined) {
@@ -255,19 +303,16 @@ function checkRecord(record: SubjectRecord, rules: RecordRules, resolve: Eservic
     else if (rules.fileTenant === undefined && rules.replace) tenantProblem = 'a row with a tenant under --replace: replace one tenant at a time with --tenant';
     else tenant = parsed.tenant;
   }
-  // Marked seen even when the row is bad: --replace must not remove a stored subject because
-  // its row in the new file has a problem. (A bad tenant counts as the tenant being replaced.)
-  const firstLine = scratch.markSeen(key, tenant, record.line);
-  if (tenantProblem !== undefined) return fail(tenantProblem);
-  if (firstLine !== undefined) return fail(`duplicate key${tenant === OWN_TENANT ? '' : ` for tenant ${JSON.stringify(tenant)}`} (first at line ${firstLine})`);
-  const validate = rules.validate;
-  if (validate) {
+  const row: StagedRow = { key, tenant, line: record.line, problem: tenantProblem ?? null, problemFirst: tenantProblem !== undefined, ref: record.ref, eservices: undefined };
+  if (row.problem !== null) return row;
+  if (rules.validate) {
     const check = checkSubjectKey(key);
-    if (!check.valid) return fail(check.reason);
+    if (!check.valid) return { ...row, problem: check.reason };
   }
   const resolved = resolve(record.eservices);
-  if ('unknown' in resolved) return fail(`unknown e-service ${quoteSafely(resolved.unknown, 80)} (not an id or name in the configuration)`);
-  return { key, tenant, ref: record.ref, eservices: resolved.ids };
+  if ('unknown' in resolved) return { ...row, problem: `unknown e-service ${quoteSafely(resolved.unknown, 80)} (not an id or name in the configuration)` };
+  row.eservices = resolved.ids;
+  return row;
 }
 
 /** --replace: removes `tenant`'s memberships of keys the file did not list for it. */
