@@ -1,3 +1,4 @@
+import fs from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { openDatabase, type Db } from '../src/store/db.js';
@@ -58,9 +59,13 @@ describe('SubjectStore', () => {
     db.close();
   });
 
-  it('ImportScratch stages rows by position, reports rejections by line and lists stored subjects absent from the import', () => {
+  it('ImportScratch stages rows by position, reports rejections by line and lists stored subjects absent from the import', async () => {
     const { db, store } = seeded();
-    const scratch = new ImportScratch(db);
+    const file = `${db.name}-import`;
+    fs.writeFileSync(file, 'left by a crash');
+    const scratch = new ImportScratch(db, file);
+    // A private file next to the database, replacing a leftover.
+    expect(fs.statSync(file).mode & 0o777).toBe(0o600);
     const row = (key: string, line: number, extra: Partial<StagedRow> = {}): StagedRow => ({ key, tenant: '', line, problem: null, problemFirst: false, ref: undefined, eservices: undefined, ...extra });
     // More rows than one multi-row statement holds, with every kind of value.
     const rows = Array.from({ length: 150 }, (_, i) => row(`N${String(i).padStart(3, '0')}`, i + 2, i % 3 === 0 ? { ref: null, eservices: 'all' } : i % 3 === 1 ? { ref: `r${i}`, eservices: [E1, E2] } : { problem: 'bad', problemFirst: true }));
@@ -89,7 +94,17 @@ describe('SubjectStore', () => {
       after = page[page.length - 1]!.id;
     }
     expect(absent).toEqual(Array.from({ length: 30 }, (_, i) => i + 1).filter((i) => i !== 5 && i !== 7));
-    scratch.dispose();
+    await scratch.dispose();
+    expect((db.pragma('database_list') as { name: string }[]).map((d) => d.name)).toEqual(['main']);
+    expect(fs.existsSync(file)).toBe(false);
+    // Inside a transaction (no ATTACH there) TEMP tables stand in, dropped at the end.
+    db.exec('BEGIN');
+    const inner = new ImportScratch(db);
+    expect(inner.schema).toBe('temp');
+    inner.append([row('K01', 2)]);
+    expect(inner.stagedFrom(0, 10)).toEqual([row('K01', 2)]);
+    await inner.dispose();
+    db.exec('COMMIT');
     expect(db.prepare("SELECT name FROM temp.sqlite_master WHERE name LIKE 'subject_import%'").all()).toEqual([]);
     db.close();
   });

@@ -77,12 +77,18 @@ export interface ImportProgress {
 }
 
 /**
- * Page cache while importing (KiB, negative = size): the random-order probes of the key index
- * stay in memory longer. Bounded, and restored afterwards. 64 MiB put a 1 M-row CLI import at
- * 210–290 MB of peak RSS (over the 250 MB bound of test/subjects-cli.test.ts under load); 32 MiB
- * keeps it near 170 MB.
+ * Page caches while importing (KiB), restored afterwards. The store is written in key order and
+ * the scratch tables are appended to and read in runs, so little of either is read twice: a
+ * small cache does, and keeps a 10 M-row import within 250 MB of RSS (32 MiB for the store,
+ * from the days of random-order probes, and the 16 MiB default for TEMP put it near 290 MB).
  */
-const IMPORT_CACHE_KIB = 32 * 1024;
+const IMPORT_CACHE_KIB = 8 * 1024;
+const SCRATCH_CACHE_KIB = 8 * 1024;
+/**
+ * Main-thread time between yields to the event loop (ARCHITECTURE.md invariant 8): a batch is
+ * cut short when it takes longer, so a slow disk or a busy core does not stretch the stall.
+ */
+const SLICE_MS = 25;
 
 export interface ImportReport {
   /** Records read (good and bad). */
@@ -121,7 +127,7 @@ export async function importSubjects(db: Db, input: Readable, options: ImportOpt
   const writer = new SubjectWriter(db, { index: dryRun ? null : options.index, ...(options.now ? { now: options.now } : {}) });
   const report: ImportReport = { read: 0, imported: 0, updated: 0, unchanged: 0, removed: 0, rejected: [], rejectedCount: 0, complete: true, committed: false, dryRun };
 
-  const scratch = new ImportScratch(db);
+  const scratch = new ImportScratch(db, scratchFileFor(db));
   const runs = new StagedRuns(scratch);
   // Every rejection goes through the scratch table and is reported from there in line order:
   // repeated keys are only found by the key-order merge, after the rows around them were read.
@@ -129,8 +135,13 @@ export async function importSubjects(db: Db, input: Readable, options: ImportOpt
     report.rejectedCount++;
     scratch.reject({ line: row.line, reason: row.reason, ref: row.ref ?? null });
   };
-  const cacheBefore = db.pragma('cache_size', { simple: true }) as number;
-  db.pragma(`cache_size = -${IMPORT_CACHE_KIB}`);
+  const cacheBefore = db.pragma('main.cache_size', { simple: true }) as number;
+  
+  db.pragma(`main.cache_size = -${IMPORT_CACHE_KIB}`);
+  const scratchCacheBefore = db.pragma(`${scratch.schema}.cache_size`, { simple: true }) as number;
+  db.pragma(`${scratch.schema}.cache_size = -${SCRATCH_CACHE_KIB}`);
+  let sliceStarted = performance.now();
+  const sliceSpent = (): boolean => performance.now() - sliceStarted > SLICE_MS;
   const begin = (): void => {
     if (!db.inTransaction) db.exec('BEGIN IMMEDIATE');
   };
@@ -141,6 +152,7 @@ export async function importSubjects(db: Db, input: Readable, options: ImportOpt
     }
     // Never stop the world (the daemon imports its inbox in-process): a batch at a time.
     await yieldToLoop();
+    sliceStarted = performance.now();
   };
 
   try {
@@ -167,7 +179,7 @@ export async function importSubjects(db: Db, input: Readable, options: ImportOpt
         if (row.problem === null) goodStaged++;
         if (runs.add(row)) await runs.flush(commitAndYield);
       }
-      if (++sinceYield >= batchSize) {
+      if (++sinceYield >= batchSize || (sinceYield % 64 === 0 && sliceSpent())) {
         sinceYield = 0;
         options.onProgress?.({ phase: 'read', read: report.read, removed: 0 });
         await commitAndYield();
@@ -205,7 +217,11 @@ export async function importSubjects(db: Db, input: Readable, options: ImportOpt
       if (repeated && !row.problemFirst) reject(rejectionOf(row, `duplicate key${row.tenant === OWN_TENANT ? '' : ` for tenant ${JSON.stringify(row.tenant)}`} (first at line ${group!.line})`));
       else if (row.problem !== null) reject(rejectionOf(row, row.problem));
       else batch.push({ key: row.key, tenant: row.tenant, ref: row.ref, eservices: row.eservices });
-      if (++merged % batchSize === 0) await writeBatch();
+      // The batch is written after it is gathered: half the slice for each.
+      if (++merged >= batchSize || (merged % 64 === 0 && performance.now() - sliceStarted > SLICE_MS / 2)) {
+        merged = 0;
+        await writeBatch();
+      }
     }
     await writeBatch();
 
@@ -235,8 +251,11 @@ export async function importSubjects(db: Db, input: Readable, options: ImportOpt
     if (db.inTransaction) db.exec('ROLLBACK');
     throw err;
   } finally {
-    scratch.dispose();
-    if (db.open) db.pragma(`cache_size = ${cacheBefore}`);
+    if (db.open && scratch.schema === 'temp') db.pragma(`temp.cache_size = ${scratchCacheBefore}`);
+    await scratch.dispose();
+    if (db.open) {
+      db.pragma(`main.cache_size = ${cacheBefore}`);
+    }
   }
 
   function report_(line: number, reason: string, ref: string | null): void {
@@ -247,6 +266,11 @@ export async function importSubjects(db: Db, input: Readable, options: ImportOpt
     if (report.rejected.length < maxKept) report.rejected.push(row);
     options.onReject?.(row);
   }
+}
+
+/** The import's scratch file, next to an on-disk database; '' (a temporary one) otherwise. */
+function scratchFileFor(db: Db): string {
+  return db.memory || db.name === '' ? '' : `${db.name}-import`;
 }
 
 /** A staged row's rejection: its ref is shown unless it is the key itself. */
