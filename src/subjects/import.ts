@@ -58,6 +58,8 @@ export interface ImportOptions {
   dryRun?: boolean;
   /** Rows per transaction (default mode) and per index call. */
   batchSize?: number;
+  /** Rows sorted in memory at a time (default 20 000); tests merge many tiny runs. */
+  runRows?: number;
   /** Rejections kept in the report (all are counted and passed to onReject). */
   maxRejectedKept?: number;
   onReject?: (row: RejectedRow) => void;
@@ -128,7 +130,7 @@ export async function importSubjects(db: Db, input: Readable, options: ImportOpt
   const report: ImportReport = { read: 0, imported: 0, updated: 0, unchanged: 0, removed: 0, rejected: [], rejectedCount: 0, complete: true, committed: false, dryRun };
 
   const scratch = new ImportScratch(db, scratchFileFor(db));
-  const runs = new StagedRuns(scratch);
+  const runs = new StagedRuns(scratch, options.runRows);
   // Every rejection goes through the scratch table and is reported from there in line order:
   // repeated keys are only found by the key-order merge, after the rows around them were read.
   const reject = (row: RejectedRow): void => {
