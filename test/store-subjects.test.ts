@@ -97,6 +97,14 @@ describe('SubjectStore', () => {
     await scratch.dispose();
     expect((db.pragma('database_list') as { name: string }[]).map((d) => d.name)).toEqual(['main']);
     expect(fs.existsSync(file)).toBe(false);
+    // A scratch file that cannot be created (here: its path is a folder) gives way to a private temporary one.
+    fs.mkdirSync(file);
+    const elsewhere = new ImportScratch(db, file);
+    elsewhere.append([row('K01', 2)]);
+    expect(elsewhere.stagedFrom(0, 10)).toEqual([row('K01', 2)]);
+    await elsewhere.dispose();
+    expect(fs.statSync(file).isDirectory()).toBe(true);
+    fs.rmdirSync(file);
     // Inside a transaction (no ATTACH there) TEMP tables stand in, dropped at the end.
     db.exec('BEGIN');
     const inner = new ImportScratch(db);

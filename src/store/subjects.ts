@@ -415,7 +415,7 @@ export class ImportScratch {
    */
   constructor(
     private readonly db: Db,
-    private readonly file = '',
+    private file = '',
   ) {
     if (db.inTransaction) {
       this.schema = 'temp';
@@ -424,10 +424,15 @@ export class ImportScratch {
       this.schema = SCRATCH_SCHEMA;
       if (this.attached()) db.exec(`DETACH DATABASE ${SCRATCH_SCHEMA}`);
       if (file !== '') {
-        for (const leftover of [file, `${file}-journal`]) fs.rmSync(leftover, { force: true });
-        fs.closeSync(fs.openSync(file, fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_WRONLY, 0o600));
+        try {
+          for (const leftover of [file, `${file}-journal`]) fs.rmSync(leftover, { force: true });
+          fs.closeSync(fs.openSync(file, fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_WRONLY, 0o600));
+        } catch {
+          // A folder this user cannot write to: a private temporary database does too.
+          this.file = '';
+        }
       }
-      db.prepare(`ATTACH DATABASE ? AS ${SCRATCH_SCHEMA}`).run(file);
+      db.prepare(`ATTACH DATABASE ? AS ${SCRATCH_SCHEMA}`).run(this.file);
       // Never read back after a crash: no journal file.
       db.pragma(`${SCRATCH_SCHEMA}.journal_mode = MEMORY`);
     }
