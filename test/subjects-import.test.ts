@@ -359,6 +359,19 @@ describe('importSubjects with tenants (delegations)', () => {
       ]);
     });
 
+    it('checkpoints the WAL on a worker while importing, and gives the connection its own checkpoints back', async () => {
+      const db = freshDb();
+      const before = db.pragma('wal_autocheckpoint', { simple: true });
+      const rows = Array.from({ length: 3000 }, (_, i) => `${fiscalCode(100 + i)},r${i}`);
+      const report = await run(db, csv('key,ref', ...rows), { batchSize: 100 });
+      expect(report).toMatchObject({ imported: 3000, committed: true });
+      expect(db.pragma('wal_autocheckpoint', { simple: true })).toBe(before);
+      // The worker's last checkpoint copied every frame into the database.
+      const [state] = db.pragma('wal_checkpoint(PASSIVE)') as { busy: number; log: number; checkpointed: number }[];
+      expect(state!.log).toBeGreaterThan(0);
+      expect(state!.checkpointed).toBe(state!.log);
+    });
+
     it('a crash leaves a scratch file that the next import replaces', async () => {
       const db = freshDb();
       fs.writeFileSync(`${db.name}-import`, 'what a killed import left');

@@ -15,6 +15,7 @@ import type { Db } from '../store/db.js';
 import type { Config } from '../config/types.js';
 import { ImportScratch, type StagedRow, type StoredSubject } from '../store/subjects.js';
 import { StagedRuns } from './staged-runs.js';
+import { BackgroundCheckpointer } from '../store/checkpointer.js';
 import type { SubjectIndexOptions } from '../sync/subject-index.js';
 import { normalizeSubjectKey } from '../crypto/pseudonym.js';
 import { checkSubjectKey } from './fiscal-code.js';
@@ -142,15 +143,20 @@ export async function importSubjects(db: Db, input: Readable, options: ImportOpt
   db.pragma(`main.cache_size = -${IMPORT_CACHE_KIB}`);
   const scratchCacheBefore = db.pragma(`${scratch.schema}.cache_size`, { simple: true }) as number;
   db.pragma(`${scratch.schema}.cache_size = -${SCRATCH_CACHE_KIB}`);
+  // The WAL is copied into the database on a worker, not in the COMMITs of the import.
+  const checkpointer = BackgroundCheckpointer.start(db);
   let sliceStarted = performance.now();
   const sliceSpent = (): boolean => performance.now() - sliceStarted > SLICE_MS;
   const begin = (): void => {
     if (!db.inTransaction) db.exec('BEGIN IMMEDIATE');
   };
-  const commitAndYield = async (): Promise<void> => {
+  // reopen = false: the next transaction starts when there is something to write, so that the
+  // checkpointer can catch up meanwhile (the WAL restarts only at a write transaction that
+  // starts with the WAL wholly copied into the database).
+  const commitAndYield = async (reopen = true): Promise<void> => {
     if (!wholeFileTransaction) {
       db.exec('COMMIT');
-      begin();
+      if (reopen) begin();
     }
     // Never stop the world (the daemon imports its inbox in-process): a batch at a time.
     await yieldToLoop();
@@ -200,6 +206,7 @@ export async function importSubjects(db: Db, input: Readable, options: ImportOpt
     let merged = 0;
     const writeBatch = async (): Promise<void> => {
       if (batch.length > 0 && !doomed()) {
+        begin();
         for (const outcome of writer.upsertBatch(batch)) {
           if (outcome === 'new') report.imported++;
           else if (outcome === 'updated') report.updated++;
@@ -208,7 +215,9 @@ export async function importSubjects(db: Db, input: Readable, options: ImportOpt
       }
       batch = [];
       options.onProgress?.({ phase: 'write', read: report.read, removed: 0, written: report.imported + report.updated + report.unchanged, staged: goodStaged });
-      await commitAndYield();
+      if (db.inTransaction) await commitAndYield(false);
+      else await yieldToLoop();
+      sliceStarted = performance.now();
     };
     for (const row of runs.merged()) {
       const repeated = group !== undefined && group.key === row.key && group.tenant === row.tenant;
@@ -245,7 +254,7 @@ export async function importSubjects(db: Db, input: Readable, options: ImportOpt
     if (dryRun) {
       db.exec('ROLLBACK');
     } else {
-      db.exec('COMMIT');
+      if (db.inTransaction) db.exec('COMMIT');
       report.committed = true;
     }
     return report;
@@ -253,6 +262,7 @@ export async function importSubjects(db: Db, input: Readable, options: ImportOpt
     if (db.inTransaction) db.exec('ROLLBACK');
     throw err;
   } finally {
+    await checkpointer?.stop();
     if (db.open && scratch.schema === 'temp') db.pragma(`temp.cache_size = ${scratchCacheBefore}`);
     await scratch.dispose();
     if (db.open) {
