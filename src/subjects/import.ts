@@ -1,6 +1,10 @@
 /**
  * The subject import: streams a CSV/NDJSON file into the store in batches, in bounded memory
- * whatever the file's size (keys seen are kept in a TEMP table, not in a JS Set).
+ * whatever the file's size. Two phases: every row is read, checked and staged in sorted runs
+ * (src/subjects/staged-runs.ts, in a scratch database next to the store); the runs are then
+ * merged in key order, which finds repeated keys and writes the store in key order (the key
+ * index is appended to, not updated at random). Rejections are reported in line order at the
+ * end of the merge.
  *
  * Transactions:
  * - default: one transaction per batch; good rows are imported, bad rows reported;
@@ -139,7 +143,6 @@ export async function importSubjects(db: Db, input: Readable, options: ImportOpt
     scratch.reject({ line: row.line, reason: row.reason, ref: row.ref ?? null });
   };
   const cacheBefore = db.pragma('main.cache_size', { simple: true }) as number;
-  
   db.pragma(`main.cache_size = -${IMPORT_CACHE_KIB}`);
   const scratchCacheBefore = db.pragma(`${scratch.schema}.cache_size`, { simple: true }) as number;
   db.pragma(`${scratch.schema}.cache_size = -${SCRATCH_CACHE_KIB}`);
@@ -165,8 +168,8 @@ export async function importSubjects(db: Db, input: Readable, options: ImportOpt
 
   try {
     begin();
-    // Phase 1: read and check every row, and stage it (sorted runs in a TEMP table, on disk:
-    // bounded memory). Bad rows are staged too: a later row with the same key is a duplicate,
+    // Phase 1: read and check every row, and stage it (sorted runs in the scratch database, on
+    // disk: bounded memory). Bad rows are staged too: a later row with the same key is a duplicate,
     // and --replace keeps the stored subject.
     let goodStaged = 0;
     let sinceYield = 0;
@@ -216,8 +219,10 @@ export async function importSubjects(db: Db, input: Readable, options: ImportOpt
       batch = [];
       options.onProgress?.({ phase: 'write', read: report.read, removed: 0, written: report.imported + report.updated + report.unchanged, staged: goodStaged });
       if (db.inTransaction) await commitAndYield(false);
-      else await yieldToLoop();
-      sliceStarted = performance.now();
+      else {
+        await yieldToLoop();
+        sliceStarted = performance.now();
+      }
     };
     for (const row of runs.merged()) {
       const repeated = group !== undefined && group.key === row.key && group.tenant === row.tenant;
@@ -240,7 +245,7 @@ export async function importSubjects(db: Db, input: Readable, options: ImportOpt
     for (let after: { line: number; seq: number } | null = null; ; ) {
       const page = scratch.rejectionsAfter(after, batchSize);
       if (page.length === 0) break;
-      for (const { line, reason, ref } of page) report_(line, reason, ref);
+      for (const { line, reason, ref } of page) emitRejection(line, reason, ref);
       after = page[page.length - 1]!;
       await yieldToLoop();
     }
@@ -265,12 +270,10 @@ export async function importSubjects(db: Db, input: Readable, options: ImportOpt
     await checkpointer?.stop();
     if (db.open && scratch.schema === 'temp') db.pragma(`temp.cache_size = ${scratchCacheBefore}`);
     await scratch.dispose();
-    if (db.open) {
-      db.pragma(`main.cache_size = ${cacheBefore}`);
-    }
+    if (db.open) db.pragma(`main.cache_size = ${cacheBefore}`);
   }
 
-  function report_(line: number, reason: string, ref: string | null): void {
+  function emitRejection(line: number, reason: string, ref: string | null): void {
     const row: RejectedRow = { line, reason };
     // A ref is the local reference and may be shown, unless someone used the key as ref: a
     // mistyped key (wrong check character, bad date) is personal data as much as a valid one.
