@@ -404,6 +404,7 @@ export class ImportScratch {
   private readonly rejectionsStmt;
   private readonly seenStmt;
   private readonly absentStmt;
+  private readonly lastMemberStmt;
   private staged = 0;
   private rejections = 0;
   /** The schema of the scratch tables: the attached database, or `temp`. */
@@ -455,10 +456,11 @@ export class ImportScratch {
     this.seenStmt = db.prepare(`INSERT OR IGNORE INTO ${x}.subject_import_seen (key, tenant) VALUES (?, ?)`);
     this.absentStmt = db.prepare(
       `SELECT s.id, s.key, s.ref, s.all_eservices FROM main.subject_tenants m JOIN main.subjects s ON s.id = m.subject_id
-       WHERE m.tenant = @tenant AND m.subject_id > @after
+       WHERE m.tenant = @tenant AND m.subject_id > @after AND m.subject_id <= @upTo
          AND NOT EXISTS (SELECT 1 FROM ${x}.subject_import_seen x WHERE x.key = s.key AND x.tenant = @tenant)
-       ORDER BY m.subject_id LIMIT @limit`,
+       ORDER BY m.subject_id`,
     );
+    this.lastMemberStmt = db.prepare('SELECT MAX(subject_id) FROM main.subject_tenants WHERE tenant = ?').pluck();
   }
 
   /** Rows staged so far: the staged rows are positions 1..stagedCount. */
@@ -500,9 +502,18 @@ export class ImportScratch {
     this.seenStmt.run(key, tenant);
   }
 
-  /** The next `limit` stored subjects (id > afterId) with a membership of `tenant` whose key was not seen for it. */
-  absentPage(store: SubjectStore, tenant: string, afterId: number, limit: number): StoredSubject[] {
-    return (this.absentStmt.all({ tenant, after: afterId, limit }) as RawSubject[]).map((r) => store.withEservices(r));
+  /**
+   * The stored subjects with afterId < id <= upToId and a membership of `tenant` whose key was
+   * not seen for it. A range of ids, not a number of results: the scan is bounded even where
+   * the absent subjects are few and far between.
+   */
+  absentBetween(store: SubjectStore, tenant: string, afterId: number, upToId: number): StoredSubject[] {
+    return (this.absentStmt.all({ tenant, after: afterId, upTo: upToId }) as RawSubject[]).map((r) => store.withEservices(r));
+  }
+
+  /** The largest subject id with a membership of `tenant` (0: none). */
+  lastMember(tenant: string): number {
+    return (this.lastMemberStmt.get(tenant) as number | null) ?? 0;
   }
 
   /**

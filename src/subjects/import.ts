@@ -17,7 +17,7 @@ import type { Readable } from 'node:stream';
 import { setImmediate as yieldToLoop } from 'node:timers/promises';
 import type { Db } from '../store/db.js';
 import type { Config } from '../config/types.js';
-import { ImportScratch, type StagedRow, type StoredSubject } from '../store/subjects.js';
+import { ImportScratch, type StagedRow } from '../store/subjects.js';
 import { StagedRuns } from './staged-runs.js';
 import { BackgroundCheckpointer } from '../store/checkpointer.js';
 import type { SubjectIndexOptions } from '../sync/subject-index.js';
@@ -357,15 +357,20 @@ function checkRecord(record: SubjectRecord, rules: RecordRules, resolve: Eservic
 /** --replace: removes `tenant`'s memberships of keys the file did not list for it. */
 async function removeAbsent(writer: SubjectWriter, scratch: ImportScratch, tenant: string, pageSize: number, onProgress: (removed: number) => void): Promise<number> {
   let removed = 0;
-  let after = 0;
-  for (;;) {
-    const page: StoredSubject[] = scratch.absentPage(writer.store, tenant, after, pageSize);
-    if (page.length === 0) return removed;
-    removed += writer.removeMemberships(page.map((subject) => ({ subject, tenant })));
-    after = page[page.length - 1]!.id;
+  const last = scratch.lastMember(tenant);
+  // Subject ids per step: as many as the last step suggests fit in a slice of main-thread time.
+  let span = pageSize;
+  for (let after = 0; after < last; ) {
+    const started = performance.now();
+    const upTo = Math.min(last, after + span);
+    const page = scratch.absentBetween(writer.store, tenant, after, upTo);
+    if (page.length > 0) removed += writer.removeMemberships(page.map((subject) => ({ subject, tenant })));
+    after = upTo;
     onProgress(removed);
+    span = Math.max(64, Math.min(pageSize, Math.round((span * SLICE_MS) / Math.max(1, performance.now() - started))));
     await yieldToLoop();
   }
+  return removed;
 }
 
 /** The index settings of a configuration, for importSubjects and SubjectWriter. */
