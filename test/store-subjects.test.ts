@@ -1,7 +1,8 @@
+import fs from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { openDatabase, type Db } from '../src/store/db.js';
-import { ImportScratch, SubjectStore } from '../src/store/subjects.js';
+import { ImportScratch, SubjectStore, type StagedRow } from '../src/store/subjects.js';
 import { tempDir } from './helpers/fs.js';
 
 const E1 = 'e-one';
@@ -58,25 +59,58 @@ describe('SubjectStore', () => {
     db.close();
   });
 
-  it('ImportScratch detects duplicates and lists stored subjects absent from the import', () => {
+  it('ImportScratch stages rows by position, reports rejections by line and lists stored subjects absent from the import', async () => {
     const { db, store } = seeded();
-    const scratch = new ImportScratch(db);
-    expect(scratch.markSeen('K05', '', 2)).toBeUndefined();
-    expect(scratch.markSeen('K07', '', 3)).toBeUndefined();
-    expect(scratch.markSeen('NEW', '', 4)).toBeUndefined();
-    expect(scratch.markSeen('K05', '', 9)).toBe(2);
-    // The same key for another tenant is not a duplicate, and does not count as seen for ''.
-    expect(scratch.markSeen('K09', 'c_a001', 10)).toBeUndefined();
+    const file = `${db.name}-import`;
+    fs.writeFileSync(file, 'left by a crash');
+    const scratch = new ImportScratch(db, file);
+    // A private file next to the database, replacing a leftover.
+    expect(fs.statSync(file).mode & 0o777).toBe(0o600);
+    const row = (key: string, line: number, extra: Partial<StagedRow> = {}): StagedRow => ({ key, tenant: '', line, problem: null, problemFirst: false, ref: undefined, eservices: undefined, ...extra });
+    // More rows than one multi-row statement holds, with every kind of value.
+    const rows = Array.from({ length: 150 }, (_, i) => row(`N${String(i).padStart(3, '0')}`, i + 2, i % 3 === 0 ? { ref: null, eservices: 'all' } : i % 3 === 1 ? { ref: `r${i}`, eservices: [E1, E2] } : { problem: 'bad', problemFirst: true }));
+    scratch.append(rows.slice(0, 70));
+    scratch.append(rows.slice(70));
+    expect(scratch.stagedCount).toBe(150);
+    expect([...scratch.stagedFrom(0, 100), ...scratch.stagedFrom(100, 100)]).toEqual(rows);
+    expect(scratch.stagedFrom(149, 10)).toEqual([rows[149]]);
+
+    scratch.reject({ line: 9, reason: 'nine', ref: null });
+    scratch.reject({ line: 3, reason: 'three', ref: 'r' });
+    scratch.reject({ line: 9, reason: 'nine again', ref: null });
+    const first = scratch.rejectionsAfter(null, 2);
+    expect(first.map((r) => [r.line, r.reason, r.ref])).toEqual([[3, 'three', 'r'], [9, 'nine', null]]);
+    expect(scratch.rejectionsAfter(first[1]!, 2).map((r) => r.reason)).toEqual(['nine again']);
+
+    for (const key of ['K05', 'K07', 'NEW']) scratch.markSeen(key, '');
+    scratch.markSeen('K05', '');
+    // The same key for another tenant does not count as seen for ''.
+    scratch.markSeen('K09', 'c_a001');
     const absent = [];
-    for (let after = 0; ; ) {
-      const page = scratch.absentPage(store, '', after, 7);
-      if (page.length === 0) break;
-      absent.push(...page.map((s) => s.id));
-      after = page[page.length - 1]!.id;
-    }
+    expect(scratch.lastMember('')).toBe(30);
+    expect(scratch.lastMember('nobody')).toBe(0);
+    for (let after = 0; after < 30; after += 7) absent.push(...scratch.absentBetween(store, '', after, Math.min(30, after + 7)).map((s) => s.id));
     expect(absent).toEqual(Array.from({ length: 30 }, (_, i) => i + 1).filter((i) => i !== 5 && i !== 7));
-    scratch.dispose();
-    expect(db.prepare("SELECT name FROM temp.sqlite_master WHERE name = 'subject_import_seen'").get()).toBeUndefined();
+    await scratch.dispose();
+    expect((db.pragma('database_list') as { name: string }[]).map((d) => d.name)).toEqual(['main']);
+    expect(fs.existsSync(file)).toBe(false);
+    // A scratch file that cannot be created (here: its path is a folder) gives way to a private temporary one.
+    fs.mkdirSync(file);
+    const elsewhere = new ImportScratch(db, file);
+    elsewhere.append([row('K01', 2)]);
+    expect(elsewhere.stagedFrom(0, 10)).toEqual([row('K01', 2)]);
+    await elsewhere.dispose();
+    expect(fs.statSync(file).isDirectory()).toBe(true);
+    fs.rmdirSync(file);
+    // Inside a transaction (no ATTACH there) TEMP tables stand in, dropped at the end.
+    db.exec('BEGIN');
+    const inner = new ImportScratch(db);
+    expect(inner.schema).toBe('temp');
+    inner.append([row('K01', 2)]);
+    expect(inner.stagedFrom(0, 10)).toEqual([row('K01', 2)]);
+    await inner.dispose();
+    db.exec('COMMIT');
+    expect(db.prepare("SELECT name FROM temp.sqlite_master WHERE name LIKE 'subject_import%'").all()).toEqual([]);
     db.close();
   });
 });

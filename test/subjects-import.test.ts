@@ -1,3 +1,4 @@
+import fs from 'node:fs';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
@@ -279,5 +280,105 @@ describe('importSubjects with tenants (delegations)', () => {
       [4, "tenant is a personal fiscal code (a swapped column?): a tenant is the delegator's id"],
     ]);
     await expect(run(db, csv('key', A), { tenant: '../etc' })).rejects.toMatchObject({ code: 'USAGE' });
+  });
+
+  describe('rows sorted in runs and merged (a few rows per run here, 20 000 by default)', () => {
+    const E = fiscalCode(5);
+    const F = fiscalCode(6);
+
+    it('finds keys repeated in other runs, with the first line, and reports every rejection in line order', async () => {
+      const db = freshDb();
+      const rows = csv(
+        'key,ref,eservices,tenant',
+        `${F},f,,`, // 2
+        `${withWrongCheck(B)},bad-b,,`, // 3
+        `${A},a,,`, // 4
+        `${E},e,,t1`, // 5
+        `${C},c,nope,`, // 6: unknown e-service, first of its key
+        `${D},d,,`, // 7
+        `${A},a-again,,`, // 8: duplicate of line 4, another run
+        `${withWrongCheck(B)},bad-b-again,,`, // 9: the first row of the key was bad: still a duplicate
+        `${C},c-again,,`, // 10: duplicate of a bad row
+        `${E},e-own,,`, // 11: the same key for another tenant is not a duplicate
+        `${A},a-bad-tenant,,no way`, // 12: a bad tenant is reported before "duplicate"
+        `${F},f-again,nope,`, // 13: duplicate before unknown e-service
+        `,no-key,,`, // 14
+      );
+      const seen: RejectedRow[] = [];
+      const report = await run(db, rows, { runRows: 3, batchSize: 2, onReject: (r) => seen.push(r) });
+      expect(report.rejected).toEqual([
+        { line: 3, reason: 'wrong check character', ref: 'bad-b' },
+        { line: 6, reason: 'unknown e-service "nope" (not an id or name in the configuration)', ref: 'c' },
+        { line: 8, reason: 'duplicate key (first at line 4)', ref: 'a-again' },
+        { line: 9, reason: 'duplicate key (first at line 3)', ref: 'bad-b-again' },
+        { line: 10, reason: 'duplicate key (first at line 6)', ref: 'c-again' },
+        { line: 12, reason: 'tenant must be letters, digits, "_", "." or "-", starting with a letter or digit (a PDND tenant id or an IPA code)', ref: 'a-bad-tenant' },
+        { line: 13, reason: 'duplicate key (first at line 2)', ref: 'f-again' },
+        { line: 14, reason: 'missing key', ref: 'no-key' },
+      ]);
+      expect(seen).toEqual(report.rejected);
+      expect(report).toMatchObject({ read: 13, imported: 5, rejectedCount: 8, committed: true, complete: true });
+      expectByKey(stored(db), [
+        { key: A, ref: 'a', eservices: 'all' },
+        { key: D, ref: 'd', eservices: 'all' },
+        { key: E, ref: 'e-own', eservices: 'all' },
+        { key: F, ref: 'f', eservices: 'all' },
+      ]);
+      expect(memberships(db, E).map((m) => m.tenant)).toEqual(['', 't1']);
+      // Ids follow key order: the store is written in key order.
+      const ids = stored(db).map((s) => new SubjectStore(db).findByKey(s.key)!.id);
+      expect(ids).toEqual([...ids].sort((x, y) => x - y));
+      // The scratch file next to the database is gone.
+      expect(fs.existsSync(`${db.name}-import`)).toBe(false);
+
+      const kept = await run(freshDb(), rows, { runRows: 3, maxRejectedKept: 3 });
+      expect(kept.rejected.map((r) => r.line)).toEqual([3, 6, 8]);
+      expect(kept.rejectedCount).toBe(8);
+    });
+
+    it('--strict rolls back when the only problem is a key repeated in another run', async () => {
+      const db = freshDb();
+      await run(db, csv('key,ref', `${A},kept`));
+      const report = await run(db, csv('key,ref', `${B},b`, `${C},c`, `${D},d`, `${E},e`, `${B},b-again`), { strict: true, runRows: 2, batchSize: 1 });
+      expect(report).toMatchObject({ read: 5, imported: 0, rejectedCount: 1, committed: false });
+      expect(report.rejected).toEqual([{ line: 6, reason: 'duplicate key (first at line 2)', ref: 'b-again' }]);
+      expectByKey(stored(db), [{ key: A, ref: 'kept', eservices: 'all' }]);
+      expect(fs.existsSync(`${db.name}-import`)).toBe(false);
+    });
+
+    it('--replace keeps stored keys listed only by repeated or bad rows, and removes the others', async () => {
+      const db = freshDb();
+      await run(db, csv('key,ref', `${A},a`, `${B},b`, `${C},c`, `${D},d`, `${E},e`));
+      const report = await run(db, csv('key,ref,eservices', `${F},f,`, `${B},b,`, `${F},f-again,`, `${C},c,nope`, `${F},f-third,`), { replace: true, runRows: 2, batchSize: 2 });
+      expect(report).toMatchObject({ imported: 1, unchanged: 1, removed: 3, rejectedCount: 3, committed: true });
+      expect(report.rejected.map((r) => r.line)).toEqual([4, 5, 6]);
+      expectByKey(stored(db), [
+        { key: B, ref: 'b', eservices: 'all' },
+        { key: C, ref: 'c', eservices: 'all' },
+        { key: F, ref: 'f', eservices: 'all' },
+      ]);
+    });
+
+    it('checkpoints the WAL on a worker while importing, and gives the connection its own checkpoints back', async () => {
+      const db = freshDb();
+      const before = db.pragma('wal_autocheckpoint', { simple: true });
+      const rows = Array.from({ length: 3000 }, (_, i) => `${fiscalCode(100 + i)},r${i}`);
+      const report = await run(db, csv('key,ref', ...rows), { batchSize: 100 });
+      expect(report).toMatchObject({ imported: 3000, committed: true });
+      expect(db.pragma('wal_autocheckpoint', { simple: true })).toBe(before);
+      // The worker's last checkpoint copied every frame into the database.
+      const [state] = db.pragma('wal_checkpoint(PASSIVE)') as { busy: number; log: number; checkpointed: number }[];
+      expect(state!.log).toBeGreaterThan(0);
+      expect(state!.checkpointed).toBe(state!.log);
+    });
+
+    it('a crash leaves a scratch file that the next import replaces', async () => {
+      const db = freshDb();
+      fs.writeFileSync(`${db.name}-import`, 'what a killed import left');
+      fs.writeFileSync(`${db.name}-import-journal`, 'and its journal');
+      const report = await run(db, csv('key,ref', `${A},a`, `${B},b`, `${A},a-again`), { runRows: 1 });
+      expect(report).toMatchObject({ imported: 2, rejectedCount: 1 });
+      for (const leftover of ['-import', '-import-journal']) expect(fs.existsSync(`${db.name}${leftover}`)).toBe(false);
+    });
   });
 });

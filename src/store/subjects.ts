@@ -1,3 +1,4 @@
+import fs from 'node:fs';
 import type { Db } from './db.js';
 
 /**
@@ -62,6 +63,39 @@ export interface RawSubject {
   all_eservices: number;
 }
 
+/** Rows per multi-row INSERT: one statement per 64 rows costs a fraction of 64 statements. */
+const ROWS_PER_INSERT = 64;
+
+/** An INSERT of many rows, ROWS_PER_INSERT per statement. */
+class BulkInsert {
+  private readonly many;
+  private readonly one;
+  private readonly params: unknown[] = [];
+
+  constructor(db: Db, table: string, private readonly columns: number) {
+    const values = (rows: number) => Array.from({ length: rows }, () => `(${Array.from({ length: columns }, () => '?').join(', ')})`).join(', ');
+    this.many = db.prepare(`INSERT INTO ${table} VALUES ${values(ROWS_PER_INSERT)}`);
+    this.one = db.prepare(`INSERT INTO ${table} VALUES ${values(1)}`);
+  }
+
+  /** Inserts `count` rows; `fill(i, params)` pushes the values of row i. */
+  run(count: number, fill: (i: number, params: unknown[]) => void): void {
+    const params = this.params;
+    let i = 0;
+    for (; i + ROWS_PER_INSERT <= count; i += ROWS_PER_INSERT) {
+      params.length = 0;
+      for (let j = i; j < i + ROWS_PER_INSERT; j++) fill(j, params);
+      this.many.run(params);
+    }
+    for (; i < count; i++) {
+      params.length = 0;
+      fill(i, params);
+      this.one.run(params);
+    }
+    params.length = 0;
+  }
+}
+
 export class SubjectStore {
   private readonly byKey;
   private readonly byId;
@@ -87,8 +121,14 @@ export class SubjectStore {
   private readonly anyMembershipStmt;
   private readonly keysFor;
   private readonly packedFor;
+  private readonly nextIdStmt;
+  private readonly bulkSubjects;
+  private readonly bulkMemberships;
 
   constructor(private readonly db: Db) {
+    this.nextIdStmt = db.prepare('SELECT COALESCE(MAX(id), 0) + 1 FROM subjects').pluck();
+    this.bulkSubjects = new BulkInsert(db, 'subjects (id, key, ref, all_eservices, added_at)', 5);
+    this.bulkMemberships = new BulkInsert(db, 'subject_tenants (subject_id, tenant, ref, all_eservices, added_at)', 5);
     this.byKey = db.prepare('SELECT id, key, ref, all_eservices FROM subjects WHERE key = ?');
     this.byId = db.prepare('SELECT id, key, ref, all_eservices FROM subjects WHERE id = ?');
     this.eservicesOf = db.prepare('SELECT eservice_id FROM subject_eservices WHERE subject_id = ? ORDER BY eservice_id').pluck();
@@ -243,6 +283,32 @@ export class SubjectStore {
     return { id, key: subject.key, ref: subject.ref, eservices: all ? 'all' : [...new Set(subject.eservices as string[])].sort() };
   }
 
+  /** The id SQLite would give the next inserted subject (the largest + 1). */
+  nextId(): number {
+    return this.nextIdStmt.get() as number;
+  }
+
+  /**
+   * Inserts new subjects with the ids they were given (from nextId, ascending), in multi-row
+   * statements: an import of new keys in key order spends most of its time here.
+   */
+  insertMany(subjects: readonly StoredSubject[], now = Date.now()): void {
+    this.bulkSubjects.run(subjects.length, (i, params) => {
+      const s = subjects[i]!;
+      params.push(s.id, s.key, s.ref, s.eservices === 'all' ? 1 : 0, now);
+    });
+    for (const s of subjects) if (s.eservices !== 'all') for (const eservice of s.eservices) this.insertEservice.run(s.id, eservice);
+  }
+
+  /** Inserts memberships of subjects that have none for their tenant, in multi-row statements. */
+  insertMemberships(memberships: readonly { subjectId: number; tenant: string; ref: string | null; eservices: string[] | 'all' }[], now = Date.now()): void {
+    this.bulkMemberships.run(memberships.length, (i, params) => {
+      const m = memberships[i]!;
+      params.push(m.subjectId, m.tenant, m.ref, m.eservices === 'all' ? 1 : 0, now);
+    });
+    for (const m of memberships) if (m.eservices !== 'all') for (const eservice of m.eservices) this.insertMembershipEservice.run(m.subjectId, m.tenant, eservice);
+  }
+
   /** Replaces the ref and e-service set of a stored subject. */
   update(id: number, change: { ref: string | null; eservices: string[] | 'all' }): void {
     const all = change.eservices === 'all';
@@ -317,73 +383,192 @@ export class SubjectStore {
 }
 
 /**
- * Per-import scratch state in a TEMP table of this connection (on disk, outside the database
- * file): the keys seen so far, to reject duplicates within a file and, for `--replace`, to find
- * the stored subjects absent from it, in bounded memory whatever the file's size.
+ * A row of the file being imported, as staged for the key-order write: every row whose key is
+ * usable (good or bad), so that repeated keys are found and, for `--replace`, the keys the file
+ * lists are known, whatever is wrong with the row.
  */
+export interface StagedRow {
+  key: string;
+  tenant: string;
+  line: number;
+  /** Why the row is rejected, found when it was read; null: a good row. */
+  problem: string | null;
+  /** The problem is reported even when the key repeats an earlier row's (a bad tenant). */
+  problemFirst: boolean;
+  /** undefined: keep the stored ref. */
+  ref: string | null | undefined;
+  /** undefined: keep the stored set. */
+  eservices: string[] | 'all' | undefined;
+}
+
+export interface StagedRejection {
+  line: number;
+  reason: string;
+  ref: string | null;
+}
+
+/**
+ * Per-import scratch state in a database attached to this connection, in bounded memory
+ * whatever the file's size: a file next to the database (mode 0600, as private as the database
+ * itself; one left by a crash is replaced by the next import), or a private temporary one.
+ * Removing a 10 M-row scratch (500 MB) at the end blocked for 220 ms when SQLite dropped or
+ * closed it; the named file is detached (instant) and unlinked off the event loop.
+ * Inside a transaction (where ATTACH is not allowed) TEMP tables stand in.
+ * - staged rows, appended in sorted runs (src/subjects/staged-runs.ts sorts and merges them):
+ *   appending and reading back by position never updates a B-tree at random, which for a
+ *   file in no particular order made a key-indexed table cost O(log n) page misses per row;
+ * - rejections, by line, so that they are reported in line order although repeated keys are
+ *   only found by the merge;
+ * - for `--replace`, the keys the file lists (written in key order, by the merge) and the
+ *   stored subjects absent from it.
+ */
+const SCRATCH_SCHEMA = 'subject_import';
+
+/** A staged row's less usual fields (JSON drops an undefined `e`). */
+interface StagedInfo {
+  p: string | null;
+  f: boolean;
+  /** Whether the row gives a ref. */
+  r: boolean;
+  e?: string[] | 'all' | undefined;
+}
+
 export class ImportScratch {
-  private readonly markStmt;
-  private readonly firstLineStmt;
-  private readonly absentStmt;
   private readonly stageStmt;
   private readonly stagedStmt;
+  private readonly rejectStmt;
+  private readonly rejectionsStmt;
+  private readonly seenStmt;
+  private readonly absentStmt;
+  private readonly lastMemberStmt;
+  private staged = 0;
+  private rejections = 0;
+  /** The schema of the scratch tables: the attached database, or `temp`. */
+  readonly schema: string;
 
-  constructor(private readonly db: Db) {
-    db.exec('DROP TABLE IF EXISTS temp.subject_import_seen');
-    // One row per (key, tenant): a file may list the same key for several tenants. Good rows are
-    // staged here too (good = 1): the store is then written in key order, so the key index is
-    // appended to or walked once instead of updated at random (the file's order).
+  /**
+   * @param file the scratch database file, replaced if it exists; '' for a private temporary
+   *   one (deleted by SQLite when detached, on the calling thread).
+   */
+  constructor(
+    private readonly db: Db,
+    private file = '',
+  ) {
+    if (db.inTransaction) {
+      this.schema = 'temp';
+      this.dropTables();
+    } else {
+      this.schema = SCRATCH_SCHEMA;
+      if (this.attached()) db.exec(`DETACH DATABASE ${SCRATCH_SCHEMA}`);
+      if (file !== '') {
+        try {
+          for (const leftover of [file, `${file}-journal`]) fs.rmSync(leftover, { force: true });
+          fs.closeSync(fs.openSync(file, fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_WRONLY, 0o600));
+        } catch {
+          // A folder this user cannot write to: a private temporary database does too.
+          this.file = '';
+        }
+      }
+      db.prepare(`ATTACH DATABASE ? AS ${SCRATCH_SCHEMA}`).run(this.file);
+      // Never read back after a crash: no journal file.
+      db.pragma(`${SCRATCH_SCHEMA}.journal_mode = MEMORY`);
+    }
+    const x = this.schema;
     db.exec(
-      `CREATE TEMP TABLE subject_import_seen (
-         key TEXT NOT NULL, tenant TEXT NOT NULL, line INTEGER NOT NULL,
-         good INTEGER NOT NULL DEFAULT 0, ref TEXT, ref_given INTEGER NOT NULL DEFAULT 0, eservices TEXT,
-         PRIMARY KEY (key, tenant)
-       ) WITHOUT ROWID`,
+      // info: NULL for the usual row (good, ref given, no e-service column), else the rest as
+      // JSON. Every column costs on the way in and out: nine took twice as long as five.
+      `CREATE TABLE ${x}.subject_import_staged (
+         seq INTEGER PRIMARY KEY, key TEXT NOT NULL, tenant TEXT NOT NULL, line INTEGER NOT NULL, ref TEXT, info TEXT
+       );
+       CREATE TABLE ${x}.subject_import_rejected (
+         line INTEGER NOT NULL, seq INTEGER NOT NULL, reason TEXT NOT NULL, ref TEXT, PRIMARY KEY (line, seq)
+       ) WITHOUT ROWID;
+       CREATE TABLE ${x}.subject_import_seen (key TEXT NOT NULL, tenant TEXT NOT NULL, PRIMARY KEY (key, tenant)) WITHOUT ROWID;`,
     );
-    this.stageStmt = db.prepare('UPDATE temp.subject_import_seen SET good = 1, ref = ?, ref_given = ?, eservices = ? WHERE key = ? AND tenant = ?');
-    this.stagedStmt = db.prepare(
-      'SELECT key, tenant, ref, ref_given AS refGiven, eservices FROM temp.subject_import_seen WHERE good = 1 AND (key, tenant) > (?, ?) ORDER BY key, tenant LIMIT ?',
-    );
-    this.markStmt = db.prepare('INSERT OR IGNORE INTO temp.subject_import_seen (key, tenant, line) VALUES (?, ?, ?)');
-    this.firstLineStmt = db.prepare('SELECT line FROM temp.subject_import_seen WHERE key = ? AND tenant = ?').pluck();
+    this.stageStmt = new BulkInsert(db, `${x}.subject_import_staged`, 6);
+    this.stagedStmt = db.prepare(`SELECT key, tenant, line, ref, info FROM ${x}.subject_import_staged WHERE seq > ? ORDER BY seq LIMIT ?`).raw();
+    this.rejectStmt = db.prepare(`INSERT INTO ${x}.subject_import_rejected (line, seq, reason, ref) VALUES (?, ?, ?, ?)`);
+    this.rejectionsStmt = db.prepare(`SELECT line, seq, reason, ref FROM ${x}.subject_import_rejected WHERE (line, seq) > (?, ?) ORDER BY line, seq LIMIT ?`);
+    this.seenStmt = db.prepare(`INSERT OR IGNORE INTO ${x}.subject_import_seen (key, tenant) VALUES (?, ?)`);
     this.absentStmt = db.prepare(
       `SELECT s.id, s.key, s.ref, s.all_eservices FROM main.subject_tenants m JOIN main.subjects s ON s.id = m.subject_id
-       WHERE m.tenant = @tenant AND m.subject_id > @after
-         AND NOT EXISTS (SELECT 1 FROM temp.subject_import_seen x WHERE x.key = s.key AND x.tenant = @tenant)
-       ORDER BY m.subject_id LIMIT @limit`,
+       WHERE m.tenant = @tenant AND m.subject_id > @after AND m.subject_id <= @upTo
+         AND NOT EXISTS (SELECT 1 FROM ${x}.subject_import_seen x WHERE x.key = s.key AND x.tenant = @tenant)
+       ORDER BY m.subject_id`,
     );
+    this.lastMemberStmt = db.prepare('SELECT MAX(subject_id) FROM main.subject_tenants WHERE tenant = ?').pluck();
   }
 
-  /** Records `key` as seen for `tenant` at `line`; returns the line of its first occurrence if already seen. */
-  markSeen(key: string, tenant: string, line: number): number | undefined {
-    if (this.markStmt.run(key, tenant, line).changes === 1) return undefined;
-    return this.firstLineStmt.get(key, tenant) as number;
+  /** Rows staged so far: the staged rows are positions 1..stagedCount. */
+  get stagedCount(): number {
+    return this.staged;
+  }
+
+  /** Appends rows after the staged ones (a sorted run is appended whole, in order). */
+  append(rows: readonly StagedRow[]): void {
+    this.stageStmt.run(rows.length, (i, params) => {
+      const row = rows[i]!;
+      const usual = row.problem === null && row.ref !== undefined && row.eservices === undefined;
+      const info: StagedInfo | null = usual ? null : { p: row.problem, f: row.problemFirst, r: row.ref !== undefined, e: row.eservices };
+      params.push(++this.staged, row.key, row.tenant, row.line, row.ref ?? null, info === null ? null : JSON.stringify(info));
+    });
+  }
+
+  /** Up to `limit` staged rows from position after+1 on, in position order. */
+  stagedFrom(after: number, limit: number): StagedRow[] {
+    return (this.stagedStmt.all(after, limit) as [string, string, number, string | null, string | null][]).map(([key, tenant, line, ref, json]) => {
+      if (json === null) return { key, tenant, line, problem: null, problemFirst: false, ref, eservices: undefined };
+      const info = JSON.parse(json) as StagedInfo;
+      return { key, tenant, line, problem: info.p, problemFirst: info.f, ref: info.r ? ref : undefined, eservices: info.e };
+    });
+  }
+
+  /** Records a rejection, to be reported in line order by rejectionsAfter. */
+  reject(row: StagedRejection): void {
+    this.rejectStmt.run(row.line, ++this.rejections, row.reason, row.ref);
+  }
+
+  /** The next `limit` rejections after `after` (null: from the first), by line. */
+  rejectionsAfter(after: { line: number; seq: number } | null, limit: number): (StagedRejection & { seq: number })[] {
+    return this.rejectionsStmt.all(after?.line ?? -1, after?.seq ?? -1, limit) as (StagedRejection & { seq: number })[];
+  }
+
+  /** Records that the file lists `key` for `tenant` (--replace). In key order, it appends. */
+  markSeen(key: string, tenant: string): void {
+    this.seenStmt.run(key, tenant);
   }
 
   /**
-   * Stages a good row (already marked seen) for the write phase. `ref` undefined: keep the
-   * stored one; `eservices` undefined: keep the stored set.
+   * The stored subjects with afterId < id <= upToId and a membership of `tenant` whose key was
+   * not seen for it. A range of ids, not a number of results: the scan is bounded even where
+   * the absent subjects are few and far between.
    */
-  stage(row: { key: string; tenant: string; ref: string | null | undefined; eservices: string[] | 'all' | undefined }): void {
-    this.stageStmt.run(row.ref ?? null, row.ref === undefined ? 0 : 1, row.eservices === undefined ? null : JSON.stringify(row.eservices), row.key, row.tenant);
+  absentBetween(store: SubjectStore, tenant: string, afterId: number, upToId: number): StoredSubject[] {
+    return (this.absentStmt.all({ tenant, after: afterId, upTo: upToId }) as RawSubject[]).map((r) => store.withEservices(r));
   }
 
-  /** The next `limit` staged rows after (afterKey, afterTenant), in key order. */
-  stagedPage(after: { key: string; tenant: string }, limit: number): { key: string; tenant: string; ref: string | null | undefined; eservices: string[] | 'all' | undefined }[] {
-    return (this.stagedStmt.all(after.key, after.tenant, limit) as { key: string; tenant: string; ref: string | null; refGiven: number; eservices: string | null }[]).map((r) => ({
-      key: r.key,
-      tenant: r.tenant,
-      ref: r.refGiven === 1 ? r.ref : undefined,
-      eservices: r.eservices === null ? undefined : (JSON.parse(r.eservices) as string[] | 'all'),
-    }));
+  /** The largest subject id with a membership of `tenant` (0: none). */
+  lastMember(tenant: string): number {
+    return (this.lastMemberStmt.get(tenant) as number | null) ?? 0;
   }
 
-  /** The next `limit` stored subjects (id > afterId) with a membership of `tenant` whose key was not seen for it. */
-  absentPage(store: SubjectStore, tenant: string, afterId: number, limit: number): StoredSubject[] {
-    return (this.absentStmt.all({ tenant, after: afterId, limit }) as RawSubject[]).map((r) => store.withEservices(r));
+  /**
+   * Removes the scratch state. Call outside any transaction (DETACH is refused inside one).
+   * Resolves when the scratch file is gone (unlinked on the thread pool).
+   */
+  async dispose(): Promise<void> {
+    if (this.db.open) {
+      if (this.schema === 'temp' || this.db.inTransaction) this.dropTables();
+      else if (this.attached()) this.db.exec(`DETACH DATABASE ${SCRATCH_SCHEMA}`);
+    }
+    if (this.schema !== 'temp' && this.file !== '') await fs.promises.rm(this.file, { force: true });
   }
 
-  dispose(): void {
-    if (this.db.open) this.db.exec('DROP TABLE IF EXISTS temp.subject_import_seen');
+  private attached(): boolean {
+    return (this.db.pragma('database_list') as { name: string }[]).some((d) => d.name === SCRATCH_SCHEMA);
+  }
+
+  private dropTables(): void {
+    for (const table of ['subject_import_staged', 'subject_import_rejected', 'subject_import_seen']) this.db.exec(`DROP TABLE IF EXISTS ${this.schema}.${table}`);
   }
 }

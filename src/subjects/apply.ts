@@ -76,15 +76,30 @@ export class SubjectWriter {
       // Subjects this batch created and did not touch again: indexed as inserted, no re-read.
       const created = new Map<number, StoredSubject>();
       const now = this.now();
+      // New keys are inserted together at the end (multi-row statements), with the ids SQLite
+      // would have given them; a key met again in the batch (another tenant) flushes them first.
+      const fresh: { subject: StoredSubject; tenant: string; ref: string | null }[] = [];
+      const freshKeys = new Set<string>();
+      let nextId = 0;
+      const insertFresh = (): void => {
+        if (fresh.length === 0) return;
+        this.store.insertMany(fresh.map((f) => f.subject), now);
+        this.store.insertMemberships(fresh.map((f) => ({ subjectId: f.subject.id, tenant: f.tenant, ref: f.ref, eservices: f.subject.eservices })), now);
+        fresh.length = 0;
+        freshKeys.clear();
+      };
 
       for (const row of batch) {
         const tenant = row.tenant ?? OWN_TENANT;
+        if (freshKeys.has(row.key)) insertFresh();
         const existing = this.store.findByKey(row.key);
         if (existing === undefined) {
           const eservices = normalizeSet(row.eservices ?? 'all');
           const ref = row.ref ?? null;
-          const subject = this.store.insert({ key: row.key, ref: tenant === OWN_TENANT ? ref : null, eservices }, now);
-          this.store.insertMembership(subject.id, { tenant, ref, eservices }, now);
+          if (nextId === 0) nextId = this.store.nextId();
+          const subject: StoredSubject = { id: nextId++, key: row.key, ref: tenant === OWN_TENANT ? ref : null, eservices };
+          fresh.push({ subject, tenant, ref });
+          freshKeys.add(row.key);
           before.set(subject.id, null);
           created.set(subject.id, subject);
           outcomes.push('new');
@@ -110,6 +125,7 @@ export class SubjectWriter {
         created.delete(existing.id);
       }
 
+      insertFresh();
       this.settle(before, created);
       return outcomes;
     })();

@@ -1,6 +1,10 @@
 /**
  * The subject import: streams a CSV/NDJSON file into the store in batches, in bounded memory
- * whatever the file's size (keys seen are kept in a TEMP table, not in a JS Set).
+ * whatever the file's size. Two phases: every row is read, checked and staged in sorted runs
+ * (src/subjects/staged-runs.ts, in a scratch database next to the store); the runs are then
+ * merged in key order, which finds repeated keys and writes the store in key order (the key
+ * index is appended to, not updated at random). Rejections are reported in line order at the
+ * end of the merge.
  *
  * Transactions:
  * - default: one transaction per batch; good rows are imported, bad rows reported;
@@ -13,7 +17,9 @@ import type { Readable } from 'node:stream';
 import { setImmediate as yieldToLoop } from 'node:timers/promises';
 import type { Db } from '../store/db.js';
 import type { Config } from '../config/types.js';
-import { ImportScratch, type StoredSubject } from '../store/subjects.js';
+import { ImportScratch, type StagedRow } from '../store/subjects.js';
+import { StagedRuns } from './staged-runs.js';
+import { BackgroundCheckpointer } from '../store/checkpointer.js';
 import type { SubjectIndexOptions } from '../sync/subject-index.js';
 import { normalizeSubjectKey } from '../crypto/pseudonym.js';
 import { checkSubjectKey } from './fiscal-code.js';
@@ -57,6 +63,8 @@ export interface ImportOptions {
   dryRun?: boolean;
   /** Rows per transaction (default mode) and per index call. */
   batchSize?: number;
+  /** Rows sorted in memory at a time (default 20 000); tests merge many tiny runs. */
+  runRows?: number;
   /** Rejections kept in the report (all are counted and passed to onReject). */
   maxRejectedKept?: number;
   onReject?: (row: RejectedRow) => void;
@@ -76,12 +84,18 @@ export interface ImportProgress {
 }
 
 /**
- * Page cache while importing (KiB, negative = size): the random-order probes of the key index
- * stay in memory longer. Bounded, and restored afterwards. 64 MiB put a 1 M-row CLI import at
- * 210–290 MB of peak RSS (over the 250 MB bound of test/subjects-cli.test.ts under load); 32 MiB
- * keeps it near 170 MB.
+ * Page caches while importing (KiB), restored afterwards. The store is written in key order and
+ * the scratch tables are appended to and read in runs, so little of either is read twice: a
+ * small cache does, and keeps a 10 M-row import within 250 MB of RSS (32 MiB for the store,
+ * from the days of random-order probes, and the 16 MiB default for TEMP put it near 290 MB).
  */
-const IMPORT_CACHE_KIB = 32 * 1024;
+const IMPORT_CACHE_KIB = 8 * 1024;
+const SCRATCH_CACHE_KIB = 8 * 1024;
+/**
+ * Main-thread time between yields to the event loop (ARCHITECTURE.md invariant 8): a batch is
+ * cut short when it takes longer, so a slow disk or a busy core does not stretch the stall.
+ */
+const SLICE_MS = 25;
 
 export interface ImportReport {
   /** Records read (good and bad). */
@@ -120,34 +134,45 @@ export async function importSubjects(db: Db, input: Readable, options: ImportOpt
   const writer = new SubjectWriter(db, { index: dryRun ? null : options.index, ...(options.now ? { now: options.now } : {}) });
   const report: ImportReport = { read: 0, imported: 0, updated: 0, unchanged: 0, removed: 0, rejected: [], rejectedCount: 0, complete: true, committed: false, dryRun };
 
+  const scratch = new ImportScratch(db, scratchFileFor(db));
+  const runs = new StagedRuns(scratch, options.runRows);
+  // Every rejection goes through the scratch table and is reported from there in line order:
+  // repeated keys are only found by the key-order merge, after the rows around them were read.
   const reject = (row: RejectedRow): void => {
-    // A ref is the local reference and may be shown, unless someone used the key as ref: a
-    // mistyped key (wrong check character, bad date) is personal data as much as a valid one.
-    if (row.ref !== undefined && (checkSubjectKey(row.ref).valid || looksLikeSubjectKey(row.ref))) delete row.ref;
     report.rejectedCount++;
-    if (report.rejected.length < maxKept) report.rejected.push(row);
-    options.onReject?.(row);
+    scratch.reject({ line: row.line, reason: row.reason, ref: row.ref ?? null });
   };
-
-  const scratch = new ImportScratch(db);
-  const cacheBefore = db.pragma('cache_size', { simple: true }) as number;
-  db.pragma(`cache_size = -${IMPORT_CACHE_KIB}`);
+  const cacheBefore = db.pragma('main.cache_size', { simple: true }) as number;
+  db.pragma(`main.cache_size = -${IMPORT_CACHE_KIB}`);
+  const scratchCacheBefore = db.pragma(`${scratch.schema}.cache_size`, { simple: true }) as number;
+  db.pragma(`${scratch.schema}.cache_size = -${SCRATCH_CACHE_KIB}`);
+  // The WAL is copied into the database on a worker, not in the COMMITs of the import.
+  const checkpointer = BackgroundCheckpointer.start(db);
+  let sliceStarted = performance.now();
+  const sliceSpent = (): boolean => performance.now() - sliceStarted > SLICE_MS;
   const begin = (): void => {
     if (!db.inTransaction) db.exec('BEGIN IMMEDIATE');
   };
-  const commitAndYield = async (): Promise<void> => {
+  // reopen = false: the next transaction starts when there is something to write, so that the
+  // checkpointer can catch up meanwhile (the WAL restarts only at a write transaction that
+  // starts with the WAL wholly copied into the database).
+  const commitAndYield = async (reopen = true): Promise<void> => {
     if (!wholeFileTransaction) {
       db.exec('COMMIT');
-      begin();
+      if (reopen) begin();
     }
     // Never stop the world (the daemon imports its inbox in-process): a batch at a time.
     await yieldToLoop();
+    sliceStarted = performance.now();
   };
 
   try {
     begin();
-    // Phase 1: read, check and stage every row (TEMP table, on disk: bounded memory).
-    let staged = 0;
+    // Phase 1: read and check every row, and stage it (sorted runs in the scratch database, on
+    // disk: bounded memory). Bad rows are staged too: a later row with the same key is a duplicate,
+    // and --replace keeps the stored subject.
+    let goodStaged = 0;
+    let sinceYield = 0;
     for await (const item of readSubjectFile(input, options.format, options.source)) {
       if (item.kind === 'problem') {
         if (!item.fatal) report.read++;
@@ -159,48 +184,82 @@ export async function importSubjects(db: Db, input: Readable, options: ImportOpt
         continue;
       }
       report.read++;
-      const upsert = checkRecord(item, { validate: options.validate, fileTenant, replace: options.replace ?? false }, resolveEservices, scratch);
-      if ('reason' in upsert) {
-        reject(upsert);
-        continue;
+      const row = checkRecord(item, { validate: options.validate, fileTenant, replace: options.replace ?? false }, resolveEservices);
+      if ('reason' in row) reject(row);
+      else {
+        if (row.problem === null) goodStaged++;
+        if (runs.add(row)) await runs.flush(commitAndYield);
       }
-      // Under --strict the transaction is doomed after the first bad row: keep reading only to
-      // report every problem.
-      if (options.strict && report.rejectedCount > 0) continue;
-      scratch.stage({ ...upsert, tenant: upsert.tenant ?? OWN_TENANT });
-      if (++staged % batchSize === 0) {
+      if (++sinceYield >= batchSize || (sinceYield % 64 === 0 && sliceSpent())) {
+        sinceYield = 0;
         options.onProgress?.({ phase: 'read', read: report.read, removed: 0 });
         await commitAndYield();
       }
     }
+    await runs.flush(commitAndYield);
+    options.onProgress?.({ phase: 'read', read: report.read, removed: 0 });
 
-    const rollBack = (options.strict && report.rejectedCount > 0) || (options.replace && !report.complete);
-    if (rollBack) {
+    // Under --strict the transaction is doomed after the first bad row, and under --replace
+    // after a truncated read (removing "absent" subjects would remove good ones): the merge
+    // then only finds the repeated keys, to report every problem.
+    const doomed = (): boolean => Boolean((options.strict && report.rejectedCount > 0) || (options.replace && !report.complete));
+    // Phase 2: merge the runs in key order and write the good rows, a batch per transaction.
+    let group: StagedRow | undefined;
+    let batch: SubjectUpsert[] = [];
+    let merged = 0;
+    const writeBatch = async (): Promise<void> => {
+      if (batch.length > 0 && !doomed()) {
+        begin();
+        for (const outcome of writer.upsertBatch(batch)) {
+          if (outcome === 'new') report.imported++;
+          else if (outcome === 'updated') report.updated++;
+          else report.unchanged++;
+        }
+      }
+      batch = [];
+      options.onProgress?.({ phase: 'write', read: report.read, removed: 0, written: report.imported + report.updated + report.unchanged, staged: goodStaged });
+      if (db.inTransaction) await commitAndYield(false);
+      else {
+        await yieldToLoop();
+        sliceStarted = performance.now();
+      }
+    };
+    for (const row of runs.merged()) {
+      const repeated = group !== undefined && group.key === row.key && group.tenant === row.tenant;
+      if (!repeated) {
+        group = row;
+        if (options.replace) scratch.markSeen(row.key, row.tenant);
+      }
+      if (repeated && !row.problemFirst) reject(rejectionOf(row, `duplicate key${row.tenant === OWN_TENANT ? '' : ` for tenant ${JSON.stringify(row.tenant)}`} (first at line ${group!.line})`));
+      else if (row.problem !== null) reject(rejectionOf(row, row.problem));
+      else batch.push({ key: row.key, tenant: row.tenant, ref: row.ref, eservices: row.eservices });
+      // The batch is written after it is gathered: half the slice for each.
+      if (++merged >= batchSize || (merged % 64 === 0 && performance.now() - sliceStarted > SLICE_MS / 2)) {
+        merged = 0;
+        await writeBatch();
+      }
+    }
+    await writeBatch();
+
+    // The rejections, in line order.
+    for (let after: { line: number; seq: number } | null = null; ; ) {
+      const page = scratch.rejectionsAfter(after, batchSize);
+      if (page.length === 0) break;
+      for (const { line, reason, ref } of page) emitRejection(line, reason, ref);
+      after = page[page.length - 1]!;
+      await yieldToLoop();
+    }
+
+    if (doomed()) {
       db.exec('ROLLBACK');
       Object.assign(report, { imported: 0, updated: 0, unchanged: 0, removed: 0 });
       return report;
-    }
-    options.onProgress?.({ phase: 'read', read: report.read, removed: 0 });
-    // Phase 2: write the staged rows to the store in key order, a batch per transaction.
-    let after = { key: '', tenant: '' };
-    for (;;) {
-      const batch: SubjectUpsert[] = scratch.stagedPage(after, batchSize);
-      if (batch.length === 0) break;
-      for (const outcome of writer.upsertBatch(batch)) {
-        if (outcome === 'new') report.imported++;
-        else if (outcome === 'updated') report.updated++;
-        else report.unchanged++;
-      }
-      const last = batch[batch.length - 1]!;
-      after = { key: last.key, tenant: last.tenant ?? OWN_TENANT };
-      options.onProgress?.({ phase: 'write', read: report.read, removed: 0, written: report.imported + report.updated + report.unchanged, staged });
-      await commitAndYield();
     }
     if (options.replace) report.removed = await removeAbsent(writer, scratch, fileTenant ?? OWN_TENANT, batchSize, (removed) => options.onProgress?.({ phase: 'remove', read: report.read, removed }));
     if (dryRun) {
       db.exec('ROLLBACK');
     } else {
-      db.exec('COMMIT');
+      if (db.inTransaction) db.exec('COMMIT');
       report.committed = true;
     }
     return report;
@@ -208,9 +267,30 @@ export async function importSubjects(db: Db, input: Readable, options: ImportOpt
     if (db.inTransaction) db.exec('ROLLBACK');
     throw err;
   } finally {
-    scratch.dispose();
-    if (db.open) db.pragma(`cache_size = ${cacheBefore}`);
+    await checkpointer?.stop();
+    if (db.open && scratch.schema === 'temp') db.pragma(`temp.cache_size = ${scratchCacheBefore}`);
+    await scratch.dispose();
+    if (db.open) db.pragma(`main.cache_size = ${cacheBefore}`);
   }
+
+  function emitRejection(line: number, reason: string, ref: string | null): void {
+    const row: RejectedRow = { line, reason };
+    // A ref is the local reference and may be shown, unless someone used the key as ref: a
+    // mistyped key (wrong check character, bad date) is personal data as much as a valid one.
+    if (ref !== null && !(checkSubjectKey(ref).valid || looksLikeSubjectKey(ref))) row.ref = ref;
+    if (report.rejected.length < maxKept) report.rejected.push(row);
+    options.onReject?.(row);
+  }
+}
+
+/** The import's scratch file, next to an on-disk database; '' (a temporary one) otherwise. */
+function scratchFileFor(db: Db): string {
+  return db.memory || db.name === '' ? '' : `${db.name}-import`;
+}
+
+/** A staged row's rejection: its ref is shown unless it is the key itself. */
+function rejectionOf(row: StagedRow, reason: string): RejectedRow {
+  return { line: row.line, reason, ...(row.ref && normalizeSubjectKey(row.ref) !== row.key ? { ref: row.ref } : {}) };
 }
 
 type EserviceResolver = (names: string[] | 'all' | undefined) => { ids: string[] | 'all' | undefined } | { unknown: string };
@@ -240,12 +320,19 @@ interface RecordRules {
   replace: boolean;
 }
 
-function checkRecord(record: SubjectRecord, rules: RecordRules, resolve: EserviceResolver, scratch: ImportScratch): SubjectUpsert | RejectedRow {
+/**
+ * Checks a record: a rejection when its key is unusable (not staged), else the row to stage,
+ * with its problem if any. A problem found here is reported unless the key repeats an earlier
+ * row's (then "duplicate" is), except a bad tenant, reported first as before.
+ */
+function checkRecord(record: SubjectRecord, rules: RecordRules, resolve: EserviceResolver): StagedRow | RejectedRow {
   const key = normalizeSubjectKey(record.key);
-  const refPart = record.ref && normalizeSubjectKey(record.ref) !== key ? { ref: record.ref } : {};
-  const fail = (reason: string): RejectedRow => ({ line: record.line, reason, ...refPart });
-  if (key === '') return fail('missing key');
-  if (key.length > MAX_KEY_LENGTH) return fail(`key longer than ${MAX_KEY_LENGTH} characters`);
+  if (key === '' || key.length > MAX_KEY_LENGTH) {
+    const refPart = record.ref && normalizeSubjectKey(record.ref) !== key ? { ref: record.ref } : {};
+    return { line: record.line, reason: key === '' ? 'missing key' : `key longer than ${MAX_KEY_LENGTH} characters`, ...refPart };
+  }
+  // A bad tenant counts as the tenant being replaced: --replace must not remove a stored
+  // subject because its row in the new file has a problem.
   let tenant = rules.fileTenant ?? OWN_TENANT;
   let tenantProblem: string | undefined;
   if (record.tenant !== undefined) {
@@ -255,33 +342,35 @@ function checkRecord(record: SubjectRecord, rules: RecordRules, resolve: Eservic
     else if (rules.fileTenant === undefined && rules.replace) tenantProblem = 'a row with a tenant under --replace: replace one tenant at a time with --tenant';
     else tenant = parsed.tenant;
   }
-  // Marked seen even when the row is bad: --replace must not remove a stored subject because
-  // its row in the new file has a problem. (A bad tenant counts as the tenant being replaced.)
-  const firstLine = scratch.markSeen(key, tenant, record.line);
-  if (tenantProblem !== undefined) return fail(tenantProblem);
-  if (firstLine !== undefined) return fail(`duplicate key${tenant === OWN_TENANT ? '' : ` for tenant ${JSON.stringify(tenant)}`} (first at line ${firstLine})`);
-  const validate = rules.validate;
-  if (validate) {
+  const row: StagedRow = { key, tenant, line: record.line, problem: tenantProblem ?? null, problemFirst: tenantProblem !== undefined, ref: record.ref, eservices: undefined };
+  if (row.problem !== null) return row;
+  if (rules.validate) {
     const check = checkSubjectKey(key);
-    if (!check.valid) return fail(check.reason);
+    if (!check.valid) return { ...row, problem: check.reason };
   }
   const resolved = resolve(record.eservices);
-  if ('unknown' in resolved) return fail(`unknown e-service ${quoteSafely(resolved.unknown, 80)} (not an id or name in the configuration)`);
-  return { key, tenant, ref: record.ref, eservices: resolved.ids };
+  if ('unknown' in resolved) return { ...row, problem: `unknown e-service ${quoteSafely(resolved.unknown, 80)} (not an id or name in the configuration)` };
+  row.eservices = resolved.ids;
+  return row;
 }
 
 /** --replace: removes `tenant`'s memberships of keys the file did not list for it. */
 async function removeAbsent(writer: SubjectWriter, scratch: ImportScratch, tenant: string, pageSize: number, onProgress: (removed: number) => void): Promise<number> {
   let removed = 0;
-  let after = 0;
-  for (;;) {
-    const page: StoredSubject[] = scratch.absentPage(writer.store, tenant, after, pageSize);
-    if (page.length === 0) return removed;
-    removed += writer.removeMemberships(page.map((subject) => ({ subject, tenant })));
-    after = page[page.length - 1]!.id;
+  const last = scratch.lastMember(tenant);
+  // Subject ids per step: as many as the last step suggests fit in a slice of main-thread time.
+  let span = pageSize;
+  for (let after = 0; after < last; ) {
+    const started = performance.now();
+    const upTo = Math.min(last, after + span);
+    const page = scratch.absentBetween(writer.store, tenant, after, upTo);
+    if (page.length > 0) removed += writer.removeMemberships(page.map((subject) => ({ subject, tenant })));
+    after = upTo;
     onProgress(removed);
+    span = Math.max(64, Math.min(pageSize, Math.round((span * SLICE_MS) / Math.max(1, performance.now() - started))));
     await yieldToLoop();
   }
+  return removed;
 }
 
 /** The index settings of a configuration, for importSubjects and SubjectWriter. */
