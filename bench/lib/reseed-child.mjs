@@ -6,13 +6,13 @@
  *     chunks hashed on worker threads, each chunk its own short transaction, while a timer
  *     measures the longest event-loop stall.
  *   node reseed-child.mjs bare <db> <eserviceId> <seed>
- *     the limit: a chunked, key-ordered hash-and-insert loop on all cores with nothing else:
- *     subjects read by id in chunks and hashed on the same number of worker threads (the next
- *     chunk hashed while this one is collected), every (prefix, subject_id) pair kept in memory
- *     (no spool on disk: memory grows with N), sorted by bucket the same way, and inserted in
- *     key order into a fresh table of the same shape with the same multi-row statement, one
- *     transaction per 50 k rows. No spool files, no resumability bookkeeping, no skips, no
- *     bound on memory.
+ *     the limit: the same hashing and key-ordered writes with nothing else: subjects read by id
+ *     in packed pages of 20 k, hashed on the same worker threads (a page in flight on each),
+ *     every (prefix, subject_id) pair kept in memory (no spool on disk: memory grows with N),
+ *     put in buckets by a counting sort, each sorted the same way, and inserted in key order
+ *     into a fresh table of the same shape with the same multi-row statement, one transaction
+ *     per 50 k rows, autocheckpoint as configured. No spool files, no resumability bookkeeping,
+ *     no skips, no bound on memory.
  *   node reseed-child.mjs prime <db>
  *     fills every pending epoch (the fixture's first epochs), so later phases time matching only.
  *
@@ -87,23 +87,47 @@ async function bare() {
   const pool = new HashPool();
   const stall = stallMonitor();
   const started = process.hrtime.bigint();
-  const CHUNK = 20_000;
-  const select = db.prepare('SELECT id, key FROM subjects WHERE id > ? ORDER BY id LIMIT ?').raw();
+  const PAGE = 20_000;
+  // The same packed page read as the engine's (one string a page), without the e-service filter.
+  const select = db.prepare("SELECT count(*), max(id), group_concat(id || char(31) || key, char(30)) FROM (SELECT id, key FROM subjects WHERE id > ? ORDER BY id LIMIT ?)").raw();
   const total = db.prepare('SELECT count(*) FROM subjects').pluck().get();
   const bits = bucketBitsFor(total);
-  // Every pair, by bucket: the same buckets the spool uses, in memory.
-  const byBucket = Array.from({ length: 2 ** bits }, () => []);
-  let page = select.all(0, CHUNK);
-  let hashing = pool.prefixes(recipe, page.map((r) => r[1]));
-  while (page.length > 0) {
-    const next = select.all(page[page.length - 1][0], CHUNK);
-    const nextHashing = next.length > 0 ? pool.prefixes(recipe, next.map((r) => r[1])) : Promise.resolve(new Float64Array(0));
-    const prefixes = await hashing;
-    for (let i = 0; i < page.length; i++) byBucket[bits === 0 ? 0 : bucketOf(prefixes[i], bits)].push(prefixes[i], page[i][0]);
-    page = next;
-    hashing = nextHashing;
+  const prefixes = new Float64Array(total);
+  const ids = new Float64Array(total);
+  let n = 0;
+  const read = (after) => {
+    const [count, maxId, packed] = select.get(after, PAGE);
+    return count === 0 ? undefined : { maxId, hashing: pool.packedPrefixes(recipe, { count, packed }) };
+  };
+  // Pages in flight on every thread, as the engine keeps them.
+  const inFlight = [];
+  let after = 0;
+  for (;;) {
+    while (inFlight.length < pool.threads + 1) {
+      const page = read(after);
+      if (!page) break;
+      after = page.maxId;
+      inFlight.push(page);
+    }
+    const page = inFlight.shift();
+    if (!page) break;
+    const hashed = await page.hashing;
+    prefixes.set(hashed.prefixes, n);
+    ids.set(hashed.ids, n);
+    n += hashed.ids.length;
   }
-  await hashing;
+  // Every pair in memory, by bucket (a counting sort), each bucket sorted as the engine sorts it.
+  const buckets = 2 ** bits;
+  const starts = new Uint32Array(buckets + 1);
+  for (let i = 0; i < n; i++) starts[(bits === 0 ? 0 : bucketOf(prefixes[i], bits)) + 1]++;
+  for (let b = 0; b < buckets; b++) starts[b + 1] += starts[b];
+  const at = starts.slice(0, buckets);
+  const records = new Float64Array(n * 2);
+  for (let i = 0; i < n; i++) {
+    const k = at[bits === 0 ? 0 : bucketOf(prefixes[i], bits)]++;
+    records[k * 2] = prefixes[i];
+    records[k * 2 + 1] = ids[i];
+  }
   const R = 100;
   const insertBatch = db.prepare(`INSERT INTO bench_bare_pseudonyms (prefix, subject_id) VALUES ${Array(R).fill('(?, ?)').join(', ')}`);
   const insertOne = db.prepare('INSERT INTO bench_bare_pseudonyms (prefix, subject_id) VALUES (?, ?)');
@@ -111,23 +135,21 @@ async function bare() {
   let rows = 0;
   let inTxn = 0;
   db.exec('BEGIN');
-  for (let b = 0; b < byBucket.length; b++) {
-    const records = Float64Array.from(byBucket[b]);
-    byBucket[b] = null;
-    const n = records.length / 2;
-    const { prefixes, subjectIds } = sortRecords(records, n, bits, b);
+  for (let b = 0; b < buckets; b++) {
+    const count = starts[b + 1] - starts[b];
+    const sorted = sortRecords(records.subarray(starts[b] * 2, starts[b + 1] * 2), count, bits, b);
     let filled = 0;
-    for (let i = 0; i < n; i++) {
-      args[filled * 2] = prefixes[i];
-      args[filled * 2 + 1] = subjectIds[i];
+    for (let i = 0; i < count; i++) {
+      args[filled * 2] = sorted.prefixes[i];
+      args[filled * 2 + 1] = sorted.subjectIds[i];
       if (++filled === R) {
         insertBatch.run(args);
         filled = 0;
       }
     }
     for (let k = 0; k < filled; k++) insertOne.run(args[k * 2], args[k * 2 + 1]);
-    rows += n;
-    inTxn += n;
+    rows += count;
+    inTxn += count;
     if (inTxn >= 50_000) {
       db.exec('COMMIT');
       db.exec('BEGIN');

@@ -42,9 +42,15 @@ parentPort.on('message', (msg) => {
 
 const driver = createRequire(import.meta.url).resolve('better-sqlite3');
 
+/**
+ * Per connection: how many checkpointers run and the automatic checkpoint setting from before
+ * the first. Two long jobs on one connection (an import and a reseed) may overlap: the setting
+ * comes back when the last of them stops, never the "off" one of a job still running.
+ */
+const active = new WeakMap<Db, { count: number; autoBefore: number }>();
+
 export class BackgroundCheckpointer {
   private readonly worker: Worker;
-  private readonly autoBefore: number;
   private done: Promise<void>;
   private restored = false;
 
@@ -58,7 +64,9 @@ export class BackgroundCheckpointer {
     private readonly db: Db,
     everyMs: number,
   ) {
-    this.autoBefore = db.pragma('wal_autocheckpoint', { simple: true }) as number;
+    const shared = active.get(db);
+    if (shared) shared.count++;
+    else active.set(db, { count: 1, autoBefore: db.pragma('wal_autocheckpoint', { simple: true }) as number });
     this.worker = new Worker(WORKER_SOURCE, { eval: true, workerData: { driver, file: path.resolve(db.name), everyMs } });
     this.worker.unref();
     db.pragma('wal_autocheckpoint = 0');
@@ -87,6 +95,9 @@ export class BackgroundCheckpointer {
   private restore(): void {
     if (this.restored) return;
     this.restored = true;
-    if (this.db.open) this.db.pragma(`wal_autocheckpoint = ${this.autoBefore}`);
+    const shared = active.get(this.db);
+    if (!shared || --shared.count > 0) return;
+    active.delete(this.db);
+    if (this.db.open) this.db.pragma(`wal_autocheckpoint = ${shared.autoBefore}`);
   }
 }

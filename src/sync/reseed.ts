@@ -1,5 +1,6 @@
 import { setImmediate as yieldToLoop } from 'node:timers/promises';
 import type { Db } from '../store/db.js';
+import { BackgroundCheckpointer } from '../store/checkpointer.js';
 import { EpochStore, type Epoch } from '../store/epochs.js';
 import { FillSpoolReader, FillSpoolWriter, bucketBitsFor, bucketRange, removeSpool, spoolRoot, spooledEpochs } from '../store/fill-spool.js';
 import { PseudonymStore } from '../store/pseudonyms.js';
@@ -120,7 +121,14 @@ async function fillOnce(db: Db, epochId: number, options: FillOptions): Promise<
       if (!options.pool) await pool.close();
     }
   }
-  await mergeSpool(db, epochId, spool, total, options);
+  // The merge writes the whole table: its WAL is copied back on another thread, not in the
+  // commits on the event loop (src/store/checkpointer.ts).
+  const checkpointer = BackgroundCheckpointer.start(db);
+  try {
+    await mergeSpool(db, epochId, spool, total, options);
+  } finally {
+    await checkpointer?.stop();
+  }
 
   let count = 0;
   db.transaction(() => {
