@@ -4,6 +4,8 @@ import { describe, expect, it } from 'vitest';
 import { openDatabase, type Db } from '../src/store/db.js';
 import { ImportScratch, SubjectStore, type StagedRow } from '../src/store/subjects.js';
 import { tempDir } from './helpers/fs.js';
+import { SubjectWriter, type SubjectUpsert } from '../src/subjects/apply.js';
+import { countSubjectsByTenant } from '../src/sync/status.js';
 
 const E1 = 'e-one';
 const E2 = 'e-two';
@@ -23,6 +25,30 @@ function seeded(): { db: Db; store: SubjectStore } {
 }
 
 describe('SubjectStore', () => {
+  it('counts subjects per tenant in slices of ids exactly as one COUNT does, across slice edges and gaps', async () => {
+    const db = openDatabase(path.join(tempDir(), 'state.db'));
+    try {
+      const writer = new SubjectWriter(db, { index: null });
+      const batch: SubjectUpsert[] = [];
+      for (let i = 0; i < 1_000; i++) {
+        const key = `KEY${String(i).padStart(6, '0')}`;
+        batch.push({ key, ref: null, eservices: 'all' });
+        if (i % 3 === 0) batch.push({ key, tenant: 'comune-a', ref: null, eservices: 'all' });
+        if (i % 7 === 0) batch.push({ key, tenant: 'comune-b', ref: null, eservices: 'all' });
+      }
+      writer.upsertBatch(batch);
+      // Gaps in the ids, and a subject that belongs to a delegator only.
+      writer.removeKeys(['KEY000100', 'KEY000101', 'KEY000500'], 'every');
+      writer.upsertBatch([{ key: 'ONLYB', tenant: 'comune-b', ref: null, eservices: 'all' }]);
+      const whole = new SubjectStore(db).countByTenant();
+      expect(whole.map((c) => c.tenant)).toEqual(['', 'comune-a', 'comune-b']);
+      for (const slice of [1, 7, 64, 999, 5_000]) expect(await countSubjectsByTenant(db, slice), `slice ${slice}`).toEqual(whole);
+    } finally {
+      db.close();
+    }
+  });
+
+
   it('inserts, finds by key and id, updates and deletes', () => {
     const { db, store } = seeded();
     expect(store.findByKey('K02')).toEqual({ id: 2, key: 'K02', ref: 'r2', eservices: [E1] });

@@ -1,4 +1,3 @@
-import { SubjectStore } from '../store/subjects.js';
 import { isDeepStrictEqual } from 'node:util';
 import { loadConfig } from '../config/load.js';
 import { configWarnings } from '../config/summary.js';
@@ -16,6 +15,7 @@ import { OutboxStore } from '../store/outbox.js';
 import { ResyncStore } from '../store/resync.js';
 import type { SyncEngine } from '../sync/engine.js';
 import { closeRemotes, createEngine, createRemotes, type Remotes } from '../sync/runtime.js';
+import { countSubjectsByTenant } from '../sync/status.js';
 import { RetentionWatch } from './alerts.js';
 import { HealthServer, type Readiness } from './http.js';
 import { processNotifier, Watchdog, type SystemdNotifier } from './notify.js';
@@ -130,6 +130,8 @@ class DaemonRuntime implements Daemon {
   private readonly timers: NodeJS.Timeout[] = [];
   private statusTimer: NodeJS.Timeout | undefined;
   private lastStatusLine = '';
+  /** Subjects per tenant, counted at start and after each import (recountSubjects). */
+  private subjectCounts: { tenant: string; subjects: number }[] | undefined;
   private reloading: Promise<ReloadOutcome> | undefined;
   private stopping: Promise<void> | undefined;
   private readonly inbox: SubjectInbox;
@@ -171,6 +173,7 @@ class DaemonRuntime implements Daemon {
   async start(): Promise<void> {
     this.refreshBackpressure();
     this.registerEServices();
+    await this.recountSubjects();
     this.refreshGauges();
     if (this.config.http.enabled) {
       this.http = new HealthServer({ host: this.config.http.host, port: this.config.http.port, readiness: () => this.readiness(), metrics: this.metrics, logger: this.logger });
@@ -354,6 +357,7 @@ class DaemonRuntime implements Daemon {
         }
       }
       this.inbox.pruneResults(7 * 86_400_000);
+      await this.recountSubjects();
       this.refreshGauges();
     })()
       .catch((err: unknown) => this.logger.error({ ...errorLogFields(err) }, 'applying queued subject changes failed'))
@@ -382,6 +386,18 @@ class DaemonRuntime implements Daemon {
   }
 
   /** Gauges the engine and delivery set only when they act: fresh after start, reload and periodically. */
+  /**
+   * Subjects change only through this daemon's import queue while it runs (it holds the writer
+   * lock): they are counted at start and after each import, not on every refresh, and in slices.
+   */
+  private async recountSubjects(): Promise<void> {
+    try {
+      this.subjectCounts = await countSubjectsByTenant(this.db);
+    } catch (err) {
+      this.logger.warn({ ...errorLogFields(err) }, 'counting subjects per tenant failed; the gauge keeps its last value');
+    }
+  }
+
   private refreshGauges(): void {
     this.safely('retention alerts', () => void this.retention.evaluate(this.config));
     this.safely('metrics refresh', () => {
@@ -396,7 +412,7 @@ class DaemonRuntime implements Daemon {
       for (const es of this.config.eservices) this.metrics.eserviceInfo.set({ eservice: es.id, name: es.name }, 1);
       // Tenants come and go with imports: series of a tenant with no subjects left are dropped.
       this.metrics.subjects.reset();
-      for (const t of new SubjectStore(this.db).countByTenant()) this.metrics.subjects.set({ tenant: t.tenant }, t.subjects);
+      for (const t of this.subjectCounts ?? []) this.metrics.subjects.set({ tenant: t.tenant }, t.subjects);
       const outbox = new OutboxStore(this.db);
       const now = Date.now();
       for (const sink of sinkStatus(this.db, this.config.sinks)) {

@@ -242,6 +242,11 @@ export class SubjectStore {
     return subject ? [{ tenant: '', ref: subject.ref, addedAt: 0 }] : [];
   }
 
+  /** countByTenant() over the subjects with afterId < id <= upTo: a slice of a count that must not block. */
+  countByTenantBetween(afterId: number, upTo: number): { tenant: string; subjects: number }[] {
+    return this.db.prepare('SELECT tenant, COUNT(*) AS subjects FROM subject_tenants WHERE subject_id > ? AND subject_id <= ? GROUP BY tenant').all(afterId, upTo) as { tenant: string; subjects: number }[];
+  }
+
   /** Subjects per tenant ('' = own), by tenant. */
   countByTenant(): { tenant: string; subjects: number }[] {
     return this.db.prepare('SELECT tenant, COUNT(*) AS subjects FROM subject_tenants GROUP BY tenant ORDER BY tenant').all() as { tenant: string; subjects: number }[];
