@@ -236,9 +236,9 @@ async function mergeSpool(db: Db, epochId: number, spool: FillSpoolReader, total
   const pseudonyms = new PseudonymStore(db);
   const buckets = 2 ** spool.bits;
   let written = 0;
-  const from = epochs.get(epochId)!.fillMerged ?? 0;
-  options.onProgress?.({ epochId, phase: 'writing', done: 0, total, fraction: 0.5 + from / buckets / 2 });
-  for (let bucket = from; bucket < buckets; bucket++) {
+  const firstBucket = epochs.get(epochId)!.fillMerged ?? 0;
+  options.onProgress?.({ epochId, phase: 'writing', done: 0, total, fraction: 0.5 + firstBucket / buckets / 2 });
+  for (let bucket = firstBucket; bucket < buckets; bucket++) {
     options.signal?.throwIfAborted();
     const { prefixes, subjectIds } = await spool.read(bucket);
     const { low, high } = bucketRange(bucket, spool.bits);
