@@ -86,24 +86,6 @@ export class PseudonymStore {
   }
 
   /**
-   * Inserts rows given as parallel arrays, in prefix order (each chunk appends to the B-tree in
-   * order instead of touching pages at random). Returns the rows added.
-   */
-  insertMany(epochId: number, prefixes: ArrayLike<number>, subjectIds: ArrayLike<number>): number {
-    const n = prefixes.length;
-    const order = new Uint32Array(n);
-    for (let i = 0; i < n; i++) order[i] = i;
-    order.sort((a, b) => prefixes[a]! - prefixes[b]! || subjectIds[a]! - subjectIds[b]!);
-    const px = new Float64Array(n);
-    const ids = new Float64Array(n);
-    for (let k = 0; k < n; k++) {
-      px[k] = prefixes[order[k]!]!;
-      ids[k] = subjectIds[order[k]!]!;
-    }
-    return this.insertSorted(epochId, px, ids);
-  }
-
-  /**
    * Inserts rows already in (prefix, subject id) order, `skip(i)` leaving some out, a hundred to
    * a statement (the per-statement cost dominated: 10 M rows took 10 s one by one, 4 s so).
    * Returns the rows added (a row already present is not).
