@@ -203,14 +203,14 @@ for _ in $(seq 1 100); do
 done
 [ "$code" = 200 ] || fail "/readyz answered $code"
 pass "active, /readyz 200"
-for _ in $(seq 1 100); do as_service signalhub-sync status --json 2>/dev/null | grep -q '"lastPull": {' && break; sleep 0.2; done
-as_service signalhub-sync status --json | grep -q '"lastPull": {' || fail "no successful pull: keys not loaded?"
+for _ in $(seq 1 100); do grep -q '"lastPull": {' <<<"$(as_service signalhub-sync status --json 2>/dev/null)" && break; sleep 0.2; done
+grep -q '"lastPull": {' <<<"$(as_service signalhub-sync status --json)" || fail "no successful pull: keys not loaded?"
 for _ in $(seq 1 50); do
   pulls=$(ct curl -s http://127.0.0.1:9464/metrics | grep '^signalhub_pulls_total' || true)
-  echo "$pulls" | grep -q "eservice=\"$ES\".*status=\"20[06]\"" && break
+  grep -q "eservice=\"$ES\".*status=\"20[06]\"" <<<"$pulls" && break
   sleep 0.2
 done
-echo "$pulls" | grep -q "eservice=\"$ES\".*status=\"20[06]\"" || fail "no successful pull in the metrics: $pulls"
+grep -q "eservice=\"$ES\".*status=\"20[06]\"" <<<"$pulls" || fail "no successful pull in the metrics: $pulls"
 pass "keys loaded from /etc/signalhub-sync/keys: vouchers obtained, pulls succeed"
 status_out=$(ct signalhub-sync status) || fail "status as root while the daemon runs: $status_out"
 as_service signalhub-sync events list >/dev/null || fail "events list as signalhub-sync"
@@ -226,10 +226,10 @@ pid=$(ct systemctl show -P MainPID signalhub-sync.service)
 since=$(ct date '+%Y-%m-%d %H:%M:%S')
 write_config debug
 ct systemctl reload signalhub-sync.service
-for _ in $(seq 1 50); do ct journalctl -u signalhub-sync --since "$since" -o cat | grep -q '"msg":"configuration reloaded"' && break; sleep 0.1; done
-ct journalctl -u signalhub-sync --since "$since" -o cat | grep -q '"msg":"configuration reloaded"' || fail "no 'configuration reloaded' after systemctl reload"
-for _ in $(seq 1 50); do ct journalctl -u signalhub-sync --since "$since" -o cat | grep -q '"level":"debug"' && break; sleep 0.1; done
-ct journalctl -u signalhub-sync --since "$since" -o cat | grep -q '"level":"debug"' || fail "the reloaded log level (debug) did not apply"
+for _ in $(seq 1 50); do grep -q '"msg":"configuration reloaded"' <<<"$(ct journalctl -u signalhub-sync --since "$since" -o cat)" && break; sleep 0.1; done
+grep -q '"msg":"configuration reloaded"' <<<"$(ct journalctl -u signalhub-sync --since "$since" -o cat)" || fail "no 'configuration reloaded' after systemctl reload"
+for _ in $(seq 1 50); do grep -q '"level":"debug"' <<<"$(ct journalctl -u signalhub-sync --since "$since" -o cat)" && break; sleep 0.1; done
+grep -q '"level":"debug"' <<<"$(ct journalctl -u signalhub-sync --since "$since" -o cat)" || fail "the reloaded log level (debug) did not apply"
 [ "$(ct systemctl show -P MainPID signalhub-sync.service)" = "$pid" ] || fail "reload changed the main PID"
 pass "reloaded in place (PID $pid), new log level applied"
 
@@ -237,10 +237,10 @@ step "an error the daemon logs is found by journalctl -p err"
 since=$(ct date '+%Y-%m-%d %H:%M:%S')
 echo 'this is = not [valid toml' >> "$ROOTFS/etc/signalhub-sync/config.toml"
 ct systemctl reload signalhub-sync.service
-for _ in $(seq 1 50); do ct journalctl -u signalhub-sync --since "$since" -p err -o cat | grep -q 'reload' && break; sleep 0.1; done
-ct journalctl -u signalhub-sync --since "$since" -p err -o cat | grep -q 'configuration reload rejected\|reload failed' || fail "journalctl -p err does not show the rejected reload"
-ct journalctl -u signalhub-sync --since "$since" -p warning..warning -o cat | grep -q '"level":"error"' && fail "an error record stored at priority warning"
-ct journalctl -u signalhub-sync -p info..info -o cat | grep -q '"level":"debug"' && fail "a debug record stored at priority info"
+for _ in $(seq 1 50); do grep -q 'reload' <<<"$(ct journalctl -u signalhub-sync --since "$since" -p err -o cat)" && break; sleep 0.1; done
+grep -q 'configuration reload rejected\|reload failed' <<<"$(ct journalctl -u signalhub-sync --since "$since" -p err -o cat)" || fail "journalctl -p err does not show the rejected reload"
+grep -q '"level":"error"' <<<"$(ct journalctl -u signalhub-sync --since "$since" -p warning..warning -o cat)" && fail "an error record stored at priority warning"
+grep -q '"level":"debug"' <<<"$(ct journalctl -u signalhub-sync -p info..info -o cat)" && fail "a debug record stored at priority info"
 [ "$(ct systemctl is-active signalhub-sync.service)" = active ] || fail "a bad reload stopped the service"
 write_config info
 ct systemctl reload signalhub-sync.service
@@ -261,7 +261,7 @@ for _ in $(seq 1 300); do
   sleep 0.1
 done
 [ "$now" != "$pid" ] && [ "$now" != 0 ] || fail "SIGSTOPped daemon was not replaced"
-ct journalctl -u signalhub-sync -o cat | grep -qi 'watchdog timeout' || fail "no watchdog timeout in the journal"
+grep -qi 'watchdog timeout' <<<"$(ct journalctl -u signalhub-sync -o cat)" || fail "no watchdog timeout in the journal"
 [ "$(ct systemctl show -P NRestarts signalhub-sync.service)" -gt "$restarts" ] || fail "NRestarts did not grow"
 pass "watchdog killed PID $pid, restarted as PID $now"
 ct rm -f /run/systemd/system/signalhub-sync.service.d/watchdog.conf
@@ -271,7 +271,7 @@ step "catch-up timer's service while the daemon holds the database"
 ct systemctl start signalhub-sync-catchup.service || fail "catch-up service failed while the daemon runs"
 catchup_log=$(ct journalctl -u signalhub-sync-catchup -o cat | tail -4)
 # systemd reports a SuccessExitStatus= code as 0 in ExecMainStatus: the refusal is in the journal.
-echo "$catchup_log" | grep -q 'DB_LOCKED: database /var/lib/signalhub-sync/signalhub-sync.db is in use by another signalhub-sync process' || fail "catch-up did not refuse as the README says (exit 75, database in use): $catchup_log"
+grep -q 'DB_LOCKED: database /var/lib/signalhub-sync/signalhub-sync.db is in use by another signalhub-sync process' <<<"$catchup_log" || fail "catch-up did not refuse as the README says (exit 75, database in use): $catchup_log"
 [ "$(ct systemctl show -P Result signalhub-sync-catchup.service)" = success ] || fail "catch-up result not success"
 pass "catch-up: exit 75 (database in use), Result=success, as the README says"
 
@@ -287,7 +287,7 @@ step "catch-up with the daemon stopped: a real sync pass"
 ct systemctl start signalhub-sync-catchup.service || fail "catch-up failed"
 [ "$(ct systemctl show -P ExecMainStatus signalhub-sync-catchup.service)" = 0 ] || fail "catch-up exit not 0"
 ct systemctl start signalhub-sync-catchup.timer
-ct systemctl list-timers --all --no-pager | grep -q signalhub-sync-catchup.timer || fail "timer not scheduled"
+grep -q signalhub-sync-catchup.timer <<<"$(ct systemctl list-timers --all --no-pager)" || fail "timer not scheduled"
 ct systemctl stop signalhub-sync-catchup.timer
 pass "catch-up exit 0; the timer schedules it"
 
@@ -318,7 +318,7 @@ set +e
 msg=$(as_service signalhub-sync sync --once 2>&1); rc=$?
 set -e
 [ "$rc" != 0 ] || fail "a database with a newer schema was opened"
-echo "$msg" | grep -q 'schema version 9999 is newer than this signalhub-sync knows' || fail "unclear refusal: $msg"
+grep -q 'schema version 9999 is newer than this signalhub-sync knows' <<<"$msg" || fail "unclear refusal: $msg"
 pass "newer schema refused (exit $rc): $(echo "$msg" | head -1 | cut -c1-120)"
 
 step "remove: the service stops, the database stays"
