@@ -123,6 +123,12 @@ describe('model findings (issue 12), each a minimal scenario', () => {
   it("F13: a late lower id processed under an assumed epoch that a later SEEDUPDATE invalidates is inside the report (the epoch's range was its first signal seen, not its lowest)", async () => {
     await expectModelHolds({"mode":{"cryptoHistory":false,"depth":0,"includeSignalId":false},"pageSize":100,"operatorCursor":0.05,"initialSubjects":[0],"steps":[{"kind":"deposit","signals":[{"who":0,"type":"FROBNICATE","junk":"none","gap":0},{"who":0,"type":"FROBNICATE","junk":"none","gap":1}]},{"kind":"rotate","stale":0,"lateMs":0},{"kind":"late","signal":{"who":0,"type":"CREATE","junk":"none","gap":0},"pick":0},{"kind":"advance","ms":8650},{"kind":"run"},{"kind":"run"},{"kind":"deposit","signals":[{"who":0,"type":"FROBNICATE","junk":"none","gap":0}]}]} as Scenario);
   });
+  it("F14 (soak seed 805307608): a SEEDUPDATE hidden below the cursor by the window, then deleted by retention before the lookback read it: when the producer's seed has changed, the signals the lookback owed are reported (they were matched with the old seed: a silent miss)", async () => {
+    await expectModelHolds({"mode":{"cryptoHistory":false,"depth":0,"includeSignalId":false},"pageSize":1,"initialSubjects":[0],"steps":[{"kind":"run"},{"kind":"rotate","stale":0,"lateMs":1000},{"kind":"deposit","signals":[{"who":0,"type":"CREATE","junk":"none","gap":0}]},{"kind":"advance","ms":9600},{"kind":"deposit","signals":[{"who":0,"type":"CREATE","junk":"none","gap":0}]},{"kind":"run"},{"kind":"advance","ms":2678400000},{"kind":"run"}]} as Scenario);
+  });
+  it("F14b: the same with a producer that names its SEEDUPDATE (signalId) below the cursor: the signals after it are matched again under its seed, from the signal log", async () => {
+    await expectModelHolds({"mode":{"cryptoHistory":true,"depth":1,"includeSignalId":true},"pageSize":1,"initialSubjects":[0],"steps":[{"kind":"run"},{"kind":"rotate","stale":0,"lateMs":1000},{"kind":"deposit","signals":[{"who":0,"type":"CREATE","junk":"none","gap":0}]},{"kind":"advance","ms":9600},{"kind":"deposit","signals":[{"who":0,"type":"CREATE","junk":"none","gap":0}]},{"kind":"run"},{"kind":"advance","ms":2678400000},{"kind":"run"}]} as Scenario);
+  });
 });
 
 async function expectModelHolds(scenario: Scenario): Promise<void> {

@@ -206,14 +206,15 @@ export class SyncEngine {
         // must hear about first, not a producer's 404 behind it.
         if (outcome.pages === 0) {
           await this.ensureInitialEpoch(ctx);
-          // A late SEEDUPDATE's re-match a crash or shutdown interrupted.
-          await this.settleRematches(ctx);
         }
         if (retentionGapSince !== undefined && outcome.pages === 0) {
           // The seed first: should the producer fail, the next run still finds the gap.
           await this.revalidateSeedAfterGap(ctx, page);
           this.recordRetentionGap(ctx, page, retentionGapSince);
         }
+        // A late SEEDUPDATE's re-match a crash or shutdown interrupted, or the one a retention
+        // gap's seed check just found owed.
+        if (outcome.pages === 0) await this.settleRematches(ctx);
         // An empty page is the end of what is visible now, even on a 206 (time window).
         const caughtUp = page.status === 200 || page.signals.length === 0;
         const { signals, matches, pullRecorded } = await this.processPage(ctx, page, caughtUp);
@@ -393,15 +394,24 @@ export class SyncEngine {
     }
     const current = await this.crypto.fetch(es, signal ? { signal } : {});
     if (current.fingerprint === inForce.seedFingerprint) return;
+    // The last run's signals were to be re-read by this one's lookback (a lower id may become
+    // visible a window after a higher one, SPEC §10), and the retention deleted them first: the
+    // rotation may be a SEEDUPDATE hidden below the cursor then, and the signals after it were
+    // matched with the previous seed.
+    const lookback = this.lookbackStart(row);
+    const unsettledFrom = lookback !== undefined && lookback < cursor ? lookback + 1 : undefined;
     const plans: EpochPlan[] = [];
+    let namedBelowCursor: number | undefined;
     if (current.signalId !== undefined && current.signalId > inForce.startSignalId && current.signalId < (firstKept ?? cursor + 1)) {
       // The producer names the deleted SEEDUPDATE, and no signal still to come lies before it:
-      // its seed is all that is needed.
+      // its seed is all that is needed (and, at or below the cursor, a re-match of what followed it).
       plans.push({ start: current.signalId, status: 'known', info: current });
+      if (current.signalId <= cursor) namedBelowCursor = current.signalId;
     } else {
       plans.push({ start: Math.max(cursor, inForce.startSignalId), status: 'unknown', reason: 'retention-gap' });
       if (current.signalId !== undefined && current.signalId > cursor) plans.push({ start: current.signalId, status: 'known', info: current });
     }
+    let wrote = false;
     this.db.transaction(() => {
       for (const plan of plans) {
         const same = epochs.find((e) => e.startSignalId === plan.start);
@@ -409,8 +419,15 @@ export class SyncEngine {
         // The epoch in force starts exactly at the cursor: from here on its seed cannot be trusted.
         else if (plan.status === 'unknown' && same.id === inForce.id) this.epochs.markUnknown(same.id, plan.reason, this.now());
       }
+      if (namedBelowCursor !== undefined) {
+        if (this.recordLateSeedUpdate(ctx, namedBelowCursor, cursor, inForce)) wrote = true;
+      } else if (unsettledFrom !== undefined) {
+        const reported = this.reports.recordClosed(es, unsettledFrom, cursor, 'retention-gap', `signals ${unsettledFrom}..${cursor} were matched while a lower-id SEEDUPDATE could still be hidden by the hub's time window; the retention deleted them before they were read again, and the producer's seed has changed since`);
+        if (reported) wrote = true;
+      }
     }).immediate();
-    log.warn({ cursor, seedFingerprint: current.fingerprint, producerSignalId: current.signalId }, 'the producer rotated its seed during the retention gap: what follows up to the next SEEDUPDATE is reported unless its seed is known');
+    log.warn({ cursor, seedFingerprint: current.fingerprint, producerSignalId: current.signalId, ...(unsettledFrom !== undefined && namedBelowCursor === undefined ? { unsettledFrom } : {}) }, 'the producer rotated its seed during the retention gap: what follows up to the next SEEDUPDATE is reported unless its seed is known');
+    if (wrote) this.onEvents();
   }
 
   /** `?signalId=S` with history (404 is an answer), else the current seed. */
