@@ -43,9 +43,13 @@ export function bucketBitsFor(rows: number): number {
   return bits;
 }
 
+const PREFIX_OFFSET = 2 ** (PREFIX_BITS - 1);
+/** 2^(bits - PREFIX_BITS) per bit count: a multiplication by a power of two is exact, and a tenth of the cost of the division. */
+const BUCKET_SCALES = Array.from({ length: PREFIX_BITS + 1 }, (_, bits) => 2 ** (bits - PREFIX_BITS));
+
 /** The bucket of a (signed) prefix: buckets are in prefix order. */
 export function bucketOf(prefix: number, bits: number): number {
-  return Math.floor((prefix + 2 ** (PREFIX_BITS - 1)) / 2 ** (PREFIX_BITS - bits));
+  return Math.floor((prefix + PREFIX_OFFSET) * BUCKET_SCALES[bits]!);
 }
 
 /** The lowest and highest prefix of a bucket. */
@@ -83,6 +87,8 @@ export class FillSpoolWriter {
   private readonly fill: Uint32Array;
   private readonly counts: number[];
   private readonly perBucket: number;
+  /** Appends in flight, awaited together (an error is the spool's: settle). */
+  private pending: Promise<void>[] = [];
 
   private constructor(
     private readonly dir: string,
@@ -113,31 +119,46 @@ export class FillSpoolWriter {
 
   /** Adds records; resolves once whatever had to be written out is. */
   async add(prefixes: ArrayLike<number>, subjectIds: ArrayLike<number>): Promise<void> {
+    // The previous call's appends are awaited now, not there: the caller reads and hashes the
+    // next page while they are on the thread pool (10 M subjects fill ~10 000 bucket buffers).
+    await this.settle();
     for (let i = 0; i < prefixes.length; i++) {
       const b = this.bits === 0 ? 0 : bucketOf(prefixes[i]!, this.bits);
       const at = this.fill[b]! * RECORD_FLOATS;
       const buf = this.buffers[b]!;
       buf[at] = prefixes[i]!;
       buf[at + 1] = subjectIds[i]!;
-      // A full bucket is written out before more records come its way.
-      if (++this.fill[b]! === this.perBucket) await this.flushBuckets([b]);
+      // A full bucket's records leave for its file now (a copy), and it is refilled at once.
+      if (++this.fill[b]! === this.perBucket) this.pending.push(this.writeBucket(b));
     }
   }
 
-  private async flushBuckets(buckets: number[]): Promise<void> {
-    const writes: Promise<void>[] = [];
-    for (const b of buckets) {
-      const n = this.fill[b]!;
-      if (n === 0) continue;
-      // A copy: the buffer is refilled while the write is in flight.
-      const bytes = Buffer.from(this.buffers[b]!.buffer.slice(0, n * RECORD_BYTES));
-      this.fill[b] = 0;
-      this.counts[b]! += n;
-      writes.push(fsp.appendFile(bucketFile(this.dir, b), bytes, { mode: 0o600 }));
-    }
+  /**
+   * Starts appending the bucket's buffered records to its file. Records within a bucket are
+   * unordered (the merge sorts each), so two appends in flight to one file are fine.
+   */
+  private writeBucket(b: number): Promise<void> {
+    const n = this.fill[b]!;
+    // A copy: the buffer is refilled while the write is in flight.
+    const bytes = Buffer.from(this.buffers[b]!.buffer.slice(0, n * RECORD_BYTES));
+    this.fill[b] = 0;
+    this.counts[b]! += n;
+    const write = fsp.appendFile(bucketFile(this.dir, b), bytes, { mode: 0o600 });
+    write.catch(() => {}); // awaited by settle(); never an unhandled rejection meanwhile
+    return write;
+  }
+
+  private async settle(): Promise<void> {
+    const writes = this.pending;
+    this.pending = [];
     await Promise.all(writes).catch((err: unknown) => {
       throw spoolError(this.dir, err);
     });
+  }
+
+  private async flushBuckets(buckets: number[]): Promise<void> {
+    for (const b of buckets) if (this.fill[b]! > 0) this.pending.push(this.writeBucket(b));
+    await this.settle();
   }
 
   private async flushAll(): Promise<void> {

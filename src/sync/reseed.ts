@@ -238,9 +238,18 @@ async function mergeSpool(db: Db, epochId: number, spool: FillSpoolReader, total
   let written = 0;
   const firstBucket = epochs.get(epochId)!.fillMerged ?? 0;
   options.onProgress?.({ epochId, phase: 'writing', done: 0, total, fraction: 0.5 + firstBucket / buckets / 2 });
+  // The next bucket is read from its file while this one is written.
+  const readAhead = (bucket: number) => {
+    if (bucket >= buckets) return undefined;
+    const read = spool.read(bucket);
+    read.catch(() => {}); // awaited in turn; never an unhandled rejection
+    return read;
+  };
+  let next = readAhead(firstBucket);
   for (let bucket = firstBucket; bucket < buckets; bucket++) {
     options.signal?.throwIfAborted();
-    const { prefixes, subjectIds } = await spool.read(bucket);
+    const { prefixes, subjectIds } = await next!;
+    next = readAhead(bucket + 1);
     const { low, high } = bucketRange(bucket, spool.bits);
     const n = prefixes.length;
     for (let from = 0; ; from += MERGE_ROWS) {
