@@ -295,6 +295,31 @@ describe('single writer', () => {
     expect(third.code).toBe(0);
     expectByKey(storedKeys(s.database), [{ key: B, ref: 'b' }]);
   });
+
+  it('the scratch file of an import killed by SIGKILL (it holds keys) is removed by the next writer, not by a reader', async () => {
+    const s = setup();
+    const scratch = `${s.database}-import`;
+    const killed = spawnCli(['--config', s.config, 'subjects', 'import', '-'], { cwd: s.dir });
+    killed.stdout!.resume();
+    killed.stderr!.resume();
+    // More than a run (20 000 rows): staged on disk, not only buffered.
+    const rows = Array.from({ length: 25_000 }, (_, i) => `${fiscalCode(i)},r${i}`).join('\n');
+    killed.stdin!.write(`key,ref\n${rows}\n`);
+    const staged = () => fs.existsSync(scratch) && fs.statSync(scratch).size > 100_000;
+    for (let i = 0; i < 600 && !staged(); i++) await new Promise((r) => setTimeout(r, 100));
+    expect(staged()).toBe(true);
+    killed.kill('SIGKILL');
+    await new Promise((resolve) => killed.on('close', resolve));
+    expect(fs.readFileSync(scratch).includes(fiscalCode(0))).toBe(true);
+
+    const count = await s.cli(['subjects', 'count']);
+    expect(count.code).toBe(0);
+    expect(fs.existsSync(scratch)).toBe(true);
+    const removed = await s.cli(['subjects', 'remove', A]);
+    expect(removed.code).toBe(0);
+    expect(fs.existsSync(scratch)).toBe(false);
+    expect(fs.existsSync(`${scratch}-journal`)).toBe(false);
+  });
 });
 
 describe('bounded memory', () => {

@@ -2,6 +2,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import { AppError } from '../errors.js';
+import { removeLeftoverImportScratch } from './subjects.js';
 
 /**
  * One writer process per database. The lock is an EXCLUSIVE transaction held open on a side
@@ -42,6 +43,15 @@ export class WriterLock {
         throw new AppError('DB_LOCKED', `database ${dbFile} is in use by another signalhub-sync process (${describeHolder(infoFile)}); stop it first (e.g. "systemctl stop signalhub-sync") or use a read-only command such as "status"`, { retryable: true });
       }
       throw new AppError('DB_ERROR', `cannot lock database ${dbFile}: ${(err as Error).message}`, { cause: err });
+    }
+    try {
+      // A writer killed mid-import left its scratch file (keys: personal data) for nobody to
+      // remove: the next writer does, as no other can be running now.
+      removeLeftoverImportScratch(dbFile);
+    } catch (err) {
+      conn.exec('ROLLBACK');
+      conn.close();
+      throw new AppError('DB_ERROR', `cannot remove the scratch file a killed import left beside ${dbFile}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, { cause: err });
     }
     fs.writeFileSync(infoFile, JSON.stringify({ pid: process.pid, purpose, since: new Date().toISOString() }), { mode: 0o600 });
     return new WriterLock(conn, infoFile);

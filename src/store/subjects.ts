@@ -429,6 +429,20 @@ export interface StagedRejection {
  */
 const SCRATCH_SCHEMA = 'subject_import';
 
+/** The import's scratch file beside an on-disk database. */
+export function importScratchFile(dbFile: string): string {
+  return `${dbFile}-import`;
+}
+
+/**
+ * Removes the scratch file an import killed mid-way left (it holds the file's keys: personal
+ * data). Only for the holder of the writer lock: no import can be running then.
+ */
+export function removeLeftoverImportScratch(dbFile: string): void {
+  const file = importScratchFile(dbFile);
+  for (const leftover of [file, `${file}-journal`]) fs.rmSync(leftover, { force: true });
+}
+
 /** A staged row's less usual fields (JSON drops an undefined `e`). */
 interface StagedInfo {
   p: string | null;

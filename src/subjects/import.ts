@@ -17,7 +17,7 @@ import type { Readable } from 'node:stream';
 import { setImmediate as yieldToLoop } from 'node:timers/promises';
 import type { Db } from '../store/db.js';
 import type { Config } from '../config/types.js';
-import { ImportScratch, type StagedRow } from '../store/subjects.js';
+import { ImportScratch, importScratchFile, type StagedRow } from '../store/subjects.js';
 import { StagedRuns } from './staged-runs.js';
 import { BackgroundCheckpointer } from '../store/checkpointer.js';
 import type { SubjectIndexOptions } from '../sync/subject-index.js';
@@ -285,7 +285,7 @@ export async function importSubjects(db: Db, input: Readable, options: ImportOpt
 
 /** The import's scratch file, next to an on-disk database; '' (a temporary one) otherwise. */
 function scratchFileFor(db: Db): string {
-  return db.memory || db.name === '' ? '' : `${db.name}-import`;
+  return db.memory || db.name === '' ? '' : importScratchFile(db.name);
 }
 
 /** A staged row's rejection: its ref is shown unless it is the key itself. */
