@@ -267,6 +267,11 @@ describe('cursor show', () => {
     ]);
     const one = await cli('cursor', 'show', '--eservice', 'residenze', '--json');
     expect(JSON.parse(one.stdout)).toMatchObject({ eserviceId: ES, cursor: ids.after });
+    // As subject files name e-services: any case, for names and ids alike.
+    for (const ref of ['Residenze', ES.toUpperCase()]) {
+      const same = await cli('cursor', 'show', '--eservice', ref, '--json');
+      expect(JSON.parse(same.stdout)).toMatchObject({ eserviceId: ES, cursor: ids.after });
+    }
     const table = await cli('cursor', 'show');
     expect(table.stdout).toMatch(new RegExp(`${ES}\\s+residenze\\s+${ids.after}\\s+idle\\s`));
     const unknown = await cli('cursor', 'show', '--eservice', '33333333-3333-4333-8333-333333333333');

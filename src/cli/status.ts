@@ -188,9 +188,11 @@ export function integerArg(min: number): (value: string) => number {
  * adds e-services the database has but the configuration no longer lists (read-only commands).
  */
 export function resolveEService(config: Pick<Config, 'eservices'>, ref: string, known: readonly { eserviceId: string; name: string }[] = []): { id: string; name: string } {
-  const configured = config.eservices.find((e) => e.id === ref) ?? config.eservices.find((e) => e.name === ref);
+  // As subject files name them: a hub id or a configured name, in any case (ids win).
+  const wanted = ref.trim().toLowerCase();
+  const configured = config.eservices.find((e) => e.id.toLowerCase() === wanted) ?? config.eservices.find((e) => e.name.trim().toLowerCase() === wanted);
   if (configured) return { id: configured.id, name: configured.name };
-  const stored = known.find((e) => e.eserviceId === ref);
+  const stored = known.find((e) => e.eserviceId.toLowerCase() === wanted);
   if (stored) return { id: stored.eserviceId, name: stored.name };
   const list = config.eservices.map((e) => `${e.id} (${e.name})`).join(', ') || 'none';
   throw new AppError('USAGE', `--eservice ${ref}: no such e-service in the configuration (configured: ${list})`);
