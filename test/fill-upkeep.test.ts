@@ -10,6 +10,7 @@ import { spoolRoot, spooledEpochs } from '../src/store/fill-spool.js';
 import { PseudonymStore, digestPrefix } from '../src/store/pseudonyms.js';
 import { SubjectWriter } from '../src/subjects/apply.js';
 import { HashPool } from '../src/sync/hash-pool.js';
+import { deferToFill } from '../src/sync/subject-index.js';
 import { ensureFilled } from '../src/sync/reseed.js';
 import { propertyParameters, propertyTimeoutMs } from './helpers/property.js';
 import { tempDir } from './helpers/fs.js';
@@ -21,6 +22,8 @@ import { fiscalCode } from './helpers/world.js';
  * step between the two), fills are interrupted and resumed, and spools lost; afterwards the
  * epoch's table must hold exactly one row per subject following the e-service, the prefix of
  * its real pseudonym, whatever happened. The model is a plain map of key -> e-services.
+ * A ready epoch may first be handed back to a fill by a bulk import (deferToFill), with changes
+ * before (row by row) and after (left to the fill) the hand-over.
  */
 const ES = 'es-1';
 const OTHER = 'es-2';
@@ -58,8 +61,9 @@ describe('the spooled fill keeps step with subjects changing under it (model)', 
             pageSize: fc.constantFrom(7, 64, 300),
             bucketBits: fc.integer({ min: 0, max: 4 }),
             interrupts: fc.array(fc.record({ atStep: fc.nat({ max: 40 }), loseSpool: fc.boolean() }), { maxLength: 3 }),
+            bulk: fc.option(fc.record({ beforeHandOver: fc.array(opArb, { maxLength: 6 }), afterHandOver: fc.array(opArb, { maxLength: 6 }) }), { nil: undefined }),
           }),
-          async ({ initial, steps, pageSize, bucketBits, interrupts }) => {
+          async ({ initial, steps, pageSize, bucketBits, interrupts, bulk }) => {
             const dir = tempDir('fill-model-');
             const db = openDatabase(path.join(dir, 'state.db'));
             try {
@@ -95,6 +99,16 @@ describe('the spooled fill keeps step with subjects changing under it (model)', 
                   add('mine');
                 }
               };
+
+              if (bulk) {
+                // Ready first, kept in step row by row; then a bulk import hands it to a fill
+                // and goes on adding and removing before anything completes that fill.
+                await ensureFilled(db, epoch.id, { eserviceId: ES, pool: sharedPool, pageSize, bucketBits });
+                for (const op of bulk.beforeHandOver) apply(op);
+                expect(deferToFill(db, Number.MAX_SAFE_INTEGER)).toEqual([epoch.id]);
+                expect(epochs.get(epoch.id)!.fillState).toBe('filling');
+                for (const op of bulk.afterHandOver) apply(op);
+              }
 
               let step = 0;
               const pending = [...interrupts].sort((a, b) => a.atStep - b.atStep);

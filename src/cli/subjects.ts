@@ -146,7 +146,7 @@ async function importCommand(file: string, flags: ImportFlags, cmd: Command): Pr
     if (!(flags.queue && !flags.dryRun && isAppError(err) && err.code === 'DB_LOCKED')) throw err;
     report = await queueForDaemon(config, input, { format, source, strict: flags.strict ?? false, replace: flags.replace ?? false, ...(flags.tenant !== undefined ? { tenant: flags.tenant } : {}) }, waitSeconds * 1000, !flags.json);
   }
-  logger.info({ source, ...(flags.tenant !== undefined ? { tenant: flags.tenant } : {}), read: report.read, imported: report.imported, updated: report.updated, unchanged: report.unchanged, removed: report.removed, rejected: report.rejectedCount, committed: report.committed }, 'subjects import finished');
+  logger.info({ source, ...(flags.tenant !== undefined ? { tenant: flags.tenant } : {}), read: report.read, imported: report.imported, updated: report.updated, unchanged: report.unchanged, removed: report.removed, rejected: report.rejectedCount, committed: report.committed, refilledEpochs: report.refilledEpochs }, 'subjects import finished');
   process.stdout.write(flags.json ? `${JSON.stringify(report)}\n` : importSummary(report, flags));
   return report.rejectedCount > 0 || !report.complete ? EXIT.DATAERR : EXIT.OK;
 }
@@ -177,7 +177,9 @@ function importSummary(report: ImportReport, flags: ImportFlags): string {
   else if (!report.committed) outcome = 'nothing was imported (--replace): the file could not be read to its end';
   else if (!report.complete) outcome = 'the file could not be read to its end: rows after the error were not imported';
   else outcome = report.rejectedCount > 0 ? 'good rows imported, bad rows reported on stderr' : 'all rows imported';
-  return `subjects import: ${counts}\n${outcome}\n`;
+  // A queued report from a daemon of an earlier version has no such field.
+  const refilled = report.committed && (report.refilledEpochs ?? 0) > 0 ? `a bulk import: ${report.refilledEpochs} seed epoch${report.refilledEpochs === 1 ? '' : 's'} will compute the new subjects' pseudonyms in one fill, before the next signal of their e-service is matched\n` : '';
+  return `subjects import: ${counts}\n${outcome}\n${refilled}`;
 }
 
 interface RemoveFlags {

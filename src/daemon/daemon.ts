@@ -353,7 +353,7 @@ class DaemonRuntime implements Daemon {
         if (result.error) this.logger.error({ job: id, code: result.error.code, message: result.error.message }, 'queued subject import failed');
         else {
           const r = result.report!;
-          this.logger.info({ job: id, read: r.read, imported: r.imported, updated: r.updated, unchanged: r.unchanged, removed: r.removed, rejected: r.rejectedCount, committed: r.committed }, 'queued subject import applied');
+          this.logger.info({ job: id, read: r.read, imported: r.imported, updated: r.updated, unchanged: r.unchanged, removed: r.removed, rejected: r.rejectedCount, committed: r.committed, refilledEpochs: r.refilledEpochs }, 'queued subject import applied');
         }
       }
       this.inbox.pruneResults(7 * 86_400_000);

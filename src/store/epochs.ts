@@ -172,6 +172,14 @@ export class EpochStore {
     this.db.prepare("UPDATE epochs SET fill_state = 'filling', fill_after = 0, fill_bits = NULL, fill_merged = NULL, pseudonym_count = 0 WHERE id = ? AND fill_state = 'pending'").run(id);
   }
 
+  /**
+   * ready -> filling, from the first subject, keeping the table and its count: the fill writes
+   * what the table lacks (INSERT OR IGNORE). Invisible to matching until it is ready again.
+   */
+  refill(id: number): boolean {
+    return this.db.prepare("UPDATE epochs SET fill_state = 'filling', fill_after = 0, fill_bits = NULL, fill_merged = NULL WHERE id = ? AND fill_state = 'ready'").run(id).changes > 0;
+  }
+
   /** A fill spools (again) from the first subject; rows already in the table stay. */
   restartSpool(id: number): void {
     this.db.prepare("UPDATE epochs SET fill_after = 0, fill_bits = NULL, fill_merged = NULL WHERE id = ? AND fill_state = 'filling'").run(id);

@@ -19,6 +19,15 @@ export interface LoggedSignal {
  * Signals processed within the retention period: no personal data (objectIds are pseudonyms).
  * Serves the de-duplication of rescanned late lower ids and back-matching of new subjects.
  */
+/** An unmatched logged signal, as back-matching needs it. */
+export interface UnmatchedSignal {
+  signalId: number;
+  signalType: string;
+  objectType: string;
+  objectId: string;
+  receivedAt: number;
+}
+
 export class SignalLogStore {
   private readonly insert;
   private readonly existsStmt;
@@ -101,9 +110,19 @@ export class SignalLogStore {
    * TEMP table built from the log on first use and rebuilt only when the engine has processed
    * signals since: an import of many subjects pays one sort, not one scan per subject.
    */
-  unmatched(epoch: number, objectId: string): { signalId: number; signalType: string; objectType: string; objectId: string; receivedAt: number }[] {
+  unmatched(epoch: number, objectId: string): UnmatchedSignal[] {
     this.refreshLookup();
-    return this.unmatchedStmt.all(epoch, objectId) as { signalId: number; signalType: string; objectType: string; objectId: string; receivedAt: number }[];
+    return this.unmatchedStmt.all(epoch, objectId) as UnmatchedSignal[];
+  }
+
+  /**
+   * The same lookup for many objectIds in one synchronous call: the lookup table's freshness is
+   * checked once, not per objectId (a check cost as much as the lookup: 4 µs). Only for use
+   * within one synchronous stretch, where the engine cannot process signals meanwhile.
+   */
+  unmatchedLookup(): (epoch: number, objectId: string) => UnmatchedSignal[] {
+    this.refreshLookup();
+    return (epoch, objectId) => this.unmatchedStmt.all(epoch, objectId) as UnmatchedSignal[];
   }
 
   markMatched(eservice: number, signalId: number): void {

@@ -11,7 +11,7 @@
  */
 import type { Db } from '../store/db.js';
 import { SubjectStore, type StoredSubject } from '../store/subjects.js';
-import { indexNewSubjects, unindexSubjects, type SubjectIndexOptions } from '../sync/subject-index.js';
+import { deferToFill, indexNewSubjects, unindexSubjects, type SubjectIndexOptions } from '../sync/subject-index.js';
 import { OWN_TENANT } from '../tenant.js';
 
 /** A subject as a file states it: normalized key, e-services resolved to hub ids. */
@@ -156,6 +156,15 @@ export class SubjectWriter {
       this.settle(before);
       return removed;
     })();
+  }
+
+  /**
+   * A bulk import: the live epochs' pseudonyms of the subjects still to come are left to a fill
+   * (src/sync/subject-index.ts deferToFill) once `newSubjects` are many for an epoch. Returns
+   * the epochs handed over.
+   */
+  deferIndexToFill(newSubjects: number): number[] {
+    return this.options.index ? deferToFill(this.db, newSubjects) : [];
   }
 
   /** Removes stored subjects with every membership (and their pseudonyms), atomically. */

@@ -114,6 +114,12 @@ export interface ImportReport {
   complete: boolean;
   /** Whether changes were committed (false: dry run, or rolled back by strict/replace). */
   committed: boolean;
+  /**
+   * Live seed epochs whose pseudonyms of the new subjects were left to a fill, as for a bulk
+   * import (src/sync/subject-index.ts deferToFill): it runs before the next signal of the
+   * e-service is matched.
+   */
+  refilledEpochs: number;
   dryRun: boolean;
 }
 
@@ -132,7 +138,7 @@ export async function importSubjects(db: Db, input: Readable, options: ImportOpt
     fileTenant = parsed.tenant;
   }
   const writer = new SubjectWriter(db, { index: dryRun ? null : options.index, ...(options.now ? { now: options.now } : {}) });
-  const report: ImportReport = { read: 0, imported: 0, updated: 0, unchanged: 0, removed: 0, rejected: [], rejectedCount: 0, complete: true, committed: false, dryRun };
+  const report: ImportReport = { read: 0, imported: 0, updated: 0, unchanged: 0, removed: 0, rejected: [], rejectedCount: 0, complete: true, committed: false, dryRun, refilledEpochs: 0 };
 
   const scratch = new ImportScratch(db, scratchFileFor(db));
   const runs = new StagedRuns(scratch, options.runRows);
@@ -207,9 +213,18 @@ export async function importSubjects(db: Db, input: Readable, options: ImportOpt
     let group: StagedRow | undefined;
     let batch: SubjectUpsert[] = [];
     let merged = 0;
+    const refilled = new Set<number>();
     const writeBatch = async (): Promise<void> => {
       if (batch.length > 0 && !doomed()) {
         begin();
+        // New subjects still to come, at the rate met so far (rows come in key order, which
+        // says nothing of which are new): many of them go to a fill, not row by row.
+        const written = report.imported + report.updated + report.unchanged;
+        if (written > 0 && !dryRun) {
+          const comingNew = Math.round(((goodStaged - written) * report.imported) / written);
+          for (const epoch of writer.deferIndexToFill(comingNew)) refilled.add(epoch);
+          report.refilledEpochs = refilled.size;
+        }
         for (const outcome of writer.upsertBatch(batch)) {
           if (outcome === 'new') report.imported++;
           else if (outcome === 'updated') report.updated++;
@@ -252,7 +267,7 @@ export async function importSubjects(db: Db, input: Readable, options: ImportOpt
 
     if (doomed()) {
       db.exec('ROLLBACK');
-      Object.assign(report, { imported: 0, updated: 0, unchanged: 0, removed: 0 });
+      Object.assign(report, { imported: 0, updated: 0, unchanged: 0, removed: 0, refilledEpochs: 0 });
       return report;
     }
     if (options.replace) report.removed = await removeAbsent(writer, scratch, fileTenant ?? OWN_TENANT, batchSize, (removed) => options.onProgress?.({ phase: 'remove', read: report.read, removed }));

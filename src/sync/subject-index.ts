@@ -71,21 +71,24 @@ export function indexNewSubjects(db: Db, subjects: IndexedSubject[], options: Su
   const outbox = new OutboxStore(db);
   const fanout = new TenantFanout(db);
   const log = new SignalLogStore(db);
+  const unmatched = options.backfill ? log.unmatchedLookup() : undefined;
   let pseudonyms = 0;
   let backfilled = 0;
   for (const { epoch, hasher } of epochs) {
-    let added = 0;
+    // Rows to write, inserted in key order at the end: a batch of a big import touches each
+    // page of the table once, with a hundred rows to a statement.
+    const rows: { prefix: number; id: number }[] = [];
     for (const subject of subjects) {
       if (!follows(subject, epoch.eserviceId)) continue;
       const covered = covers(epoch, subject.id);
-      if (!covered && !options.backfill) continue;
+      if (!covered && !unmatched) continue;
       const digest = hasher.digest(subject.key);
       // A subject spooled, removed (a skip) and back is written here: the skip may stay.
-      if (covered) added += index.insert(epoch.id, digestPrefix(digest), subject.id);
+      if (covered) rows.push({ prefix: digestPrefix(digest), id: subject.id });
       // The log, not the index, says what is owed: an epoch still pending or filling (one
       // turned pending by migration 4) may hold unmatched signals from before.
-      if (!options.backfill) continue;
-      for (const missed of log.unmatched(epoch.id, hasher.objectIdOf(subject.key, digest))) {
+      if (!unmatched) continue;
+      for (const missed of unmatched(epoch.id, hasher.objectIdOf(subject.key, digest))) {
         const event: SignalEvent = {
           id: `${epoch.eserviceId}:${missed.signalId}`,
           type: 'signal',
@@ -106,10 +109,42 @@ export function indexNewSubjects(db: Db, subjects: IndexedSubject[], options: Su
         log.markMatched(epoch.eservice, missed.signalId);
       }
     }
+    // A pending epoch has no table yet: nothing to write there.
+    if (rows.length === 0) continue;
+    rows.sort((a, b) => a.prefix - b.prefix || a.id - b.id);
+    const added = index.insertSorted(
+      epoch.id,
+      rows.map((r) => r.prefix),
+      rows.map((r) => r.id),
+    );
     if (added > 0) epochStore.addPseudonymCount(epoch.id, added);
     pseudonyms += added;
   }
   return { pseudonyms, backfilled };
+}
+
+const BULK_MIN_NEW_SUBJECTS = 10_000;
+
+/**
+ * Hands the pseudonyms of the subjects still to come to a fill, for every ready live epoch whose
+ * table holds at most `newSubjects * 10` rows (and 10 000 new subjects at least): a bulk
+ * import. Written one batch at a time, new subjects land all over a table far bigger than the
+ * page cache (each batch of 5 000 rewrote about as many pages: 17 µs a row at 1 M subjects,
+ * worse with every million), where a fill spools and writes in key order (src/sync/reseed.ts). The epoch keeps its rows and becomes a
+ * fill from its first subject: the upkeep treats it as one (new subjects are left to the fill,
+ * removals delete their rows), and the engine completes it before it next matches a signal of
+ * it. Returns the epochs handed over. Call inside the import's transaction.
+ */
+export function deferToFill(db: Db, newSubjects: number): number[] {
+  // Below this, row by row costs a fraction of a second: not worth making an epoch wait for a fill.
+  if (newSubjects < BULK_MIN_NEW_SUBJECTS) return [];
+  const store = new EpochStore(db);
+  const deferred: number[] = [];
+  for (const epoch of store.live()) {
+    if (epoch.fillState !== 'ready' || epoch.pseudonymCount > newSubjects * 10) continue;
+    if (store.refill(epoch.id)) deferred.push(epoch.id);
+  }
+  return deferred;
 }
 
 /** Call inside the transaction that deletes the subjects (before the delete). */
