@@ -568,7 +568,8 @@ export class SyncEngine {
     for (;;) {
       const owing = this.epochs.forEService(row.id).find((e) => e.rematchTo !== null);
       if (owing === undefined) return;
-      if (needsFill(owing)) await this.fill(ctx, owing);
+      // Re-read after each fill: a bulk import may hand the epoch back to a fill meanwhile.
+      for (let epoch = owing; needsFill(epoch); epoch = this.epochs.get(owing.id)!) await this.fill(ctx, epoch);
       let wrote = false;
       let matched = 0;
       let count = 0;
@@ -779,20 +780,31 @@ export class SyncEngine {
    * are passed over by writeSegment and need none.
    */
   private async ensureEpochsFilled(ctx: RunContext, segment: Signal[]): Promise<void> {
+    // Until a check finds nothing to fill: while one epoch fills, a bulk import may hand
+    // another back to a fill (src/sync/subject-index.ts deferToFill). The last check and the
+    // segment's transaction then run with no turn of the event loop in between.
+    for (;;) {
+      const needed = this.epochsToFill(ctx, segment);
+      if (needed.length === 0) return;
+      for (const epoch of needed) await this.fill(ctx, epoch);
+    }
+  }
+
+  private epochsToFill(ctx: RunContext, segment: Signal[]): Epoch[] {
     const { row } = ctx;
     const current = this.eservices.get(row.eserviceId)!;
     const highWater = Math.max(current.highWater, current.cursor);
     let list: Epoch[] | undefined;
-    let needed: Epoch[] | undefined;
+    const needed: Epoch[] = [];
     for (const s of segment) {
       if (s.skip !== undefined) continue;
       list ??= this.epochs.forEService(row.id);
       const epoch = epochForSignal(list, s.signalId);
-      if (epoch === undefined || !needsFill(epoch) || needed?.includes(epoch)) continue;
+      if (epoch === undefined || !needsFill(epoch) || needed.includes(epoch)) continue;
       if (s.signalId <= highWater && this.signalLog.has(row.id, s.signalId)) continue;
-      (needed ??= []).push(epoch);
+      needed.push(epoch);
     }
-    for (const epoch of needed ?? []) await this.fill(ctx, epoch);
+    return needed;
   }
 
   /**
