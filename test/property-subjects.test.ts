@@ -273,7 +273,7 @@ describe('subject files: generated CSV and NDJSON through the real import', () =
         propertyParameters({ runs: 150, soakRuns: 3000 }),
       );
     },
-    propertyTimeoutMs(40_000),
+    propertyTimeoutMs(120_000),
   );
 
   it(
@@ -309,6 +309,6 @@ describe('subject files: generated CSV and NDJSON through the real import', () =
         propertyParameters({ runs: 100, soakRuns: 2000 }),
       );
     },
-    propertyTimeoutMs(40_000),
+    propertyTimeoutMs(120_000),
   );
 });
