@@ -196,16 +196,14 @@ describe('the reader thread yields what the in-thread readers and checks do', ()
 });
 
 describe('importSubjects through the reader thread', () => {
-  it('imports the same report and rows whatever the chunks, and ends the thread', async () => {
+  it('imports the same report and rows whatever the chunks', async () => {
     for (const [name, { format, text }] of Object.entries(FILES)) {
       const results: { report: ImportReport; rows: unknown[] }[] = [];
       for (const input of [Readable.from([Buffer.from(text)]), chunked(text, 1), Readable.from([text])]) {
         const db = freshDb();
         let worker: Worker | undefined;
-        let exited = false;
-        const report = await importSubjects(db, input, options(format, { runRows: 2, batchSize: 3, onReadWorker: (w) => ((worker = w), w.on('exit', () => (exited = true))) }));
+        const report = await importSubjects(db, input, options(format, { runRows: 2, batchSize: 3, onReadWorker: (w) => (worker = w) }));
         expect(worker, name).toBeDefined();
-        expect(exited, `${name}: the thread is ended`).toBe(true);
         expect(input.destroyed).toBe(true);
         results.push({ report, rows: stored(db) });
         db.close();
@@ -214,6 +212,28 @@ describe('importSubjects through the reader thread', () => {
       expect(results[1], name).toEqual(results[0]);
       expect(results[2], name).toEqual(results[0]);
     }
+  });
+
+  it('a thread that read its file to the end serves the next import; one stopped early is ended', async () => {
+    const dbs = [freshDb(), freshDb(), freshDb(), freshDb()];
+    const workers: Worker[] = [];
+    const exited = new Set<Worker>();
+    const onReadWorker = (w: Worker) => {
+      workers.push(w);
+      w.on('exit', () => exited.add(w));
+    };
+    const clean = `key,ref\n${A},a\n`;
+    const stopped = `key,ref\n${A},a\n${B},"broken"quote\n${C},c\n`;
+    await importSubjects(dbs[0]!, Readable.from([clean]), options('csv', { onReadWorker }));
+    await importSubjects(dbs[1]!, Readable.from([clean]), options('csv', { onReadWorker }));
+    expect(workers[1]).toBe(workers[0]);
+    const report = await importSubjects(dbs[2]!, Readable.from([stopped]), options('csv', { onReadWorker }));
+    expect(report.complete).toBe(false);
+    expect(workers[2]).toBe(workers[0]);
+    expect(exited.has(workers[0]!)).toBe(true);
+    await importSubjects(dbs[3]!, Readable.from([clean]), options('csv', { onReadWorker }));
+    expect(workers[3]).not.toBe(workers[0]);
+    expect(exited.has(workers[3]!)).toBe(false);
   });
 
   it('fails on a line over the limit while the input is still open (stdin), ending the thread and the input', async () => {
@@ -291,8 +311,9 @@ describe('importSubjects through the reader thread', () => {
     const db = freshDb();
     const input = new Readable({ read() {} });
     input.push(`key,ref\n${A},a\n`);
-    // A message the thread cannot take: its handler throws, the thread ends with the error.
-    const failure = await importSubjects(db, input, options('csv', { onReadWorker: (w) => w.postMessage({ type: 'chunk', data: 42 }) })).catch((err: unknown) => err);
+    // A message the thread cannot take (after the import's 'start'): its handler throws, and
+    // the thread ends with the error.
+    const failure = await importSubjects(db, input, options('csv', { onReadWorker: (w) => queueMicrotask(() => w.postMessage({ type: 'chunk', data: 42 })) })).catch((err: unknown) => err);
     expect(failure).toMatchObject({ code: 'INTERNAL' });
     expect((failure as Error).message).toMatch(/^subjects\.csv: the reader thread failed: /);
     expect(input.destroyed).toBe(true);
