@@ -339,10 +339,10 @@ describe('bounded reading ahead', () => {
     const first = await reader.next();
     expect(first.done).toBe(false);
     // Whatever the time given, the thread waits for the import to take what it sent: at most a
-    // few chunks in flight, the parser's buffers and two batches of 2048 rows.
+    // few chunks in flight, the parser's buffers and 8 batches of 2048 rows.
     await new Promise((resolve) => setTimeout(resolve, 500));
     const ahead = pulled;
-    expect(ahead).toBeLessThan(20_000);
+    expect(ahead).toBeLessThan(40_000);
     await new Promise((resolve) => setTimeout(resolve, 200));
     expect(pulled).toBe(ahead);
     await reader.return(undefined);

@@ -5,7 +5,7 @@
  *
  * The main thread reads the input (stdin, a file, any Readable) and posts its chunks to the
  * thread, at most CHUNKS_IN_FLIGHT not yet taken by the parser (a credit comes back for each
- * taken); the thread sends at most two batches ahead of the import. Memory stays bounded
+ * taken); the thread sends at most 8 batches ahead of the import. Memory stays bounded
  * whatever the speed of either side.
  *
  * Failures keep the messages of the in-thread readers: the thread throws the same AppErrors

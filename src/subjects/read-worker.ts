@@ -17,8 +17,12 @@ import type { ReaderMessage, ReadJob, ReaderReply } from './read-off-thread.js';
 
 /** Items per batch sent back. */
 const BATCH_ITEMS = 2048;
-/** Batches sent and not yet taken by the import: beyond this, reading waits. */
-const BATCHES_IN_FLIGHT = 2;
+/**
+ * Batches sent and not yet taken by the import: beyond this, reading waits. Enough to keep
+ * reading while the import sorts and writes a run (20 000 rows, src/subjects/staged-runs.ts):
+ * with 2, each thread waited on the other for seconds of a 1 M import. ~16 000 rows, ~1 MB.
+ */
+const BATCHES_IN_FLIGHT = 8;
 
 const port = parentPort!;
 const send = (reply: ReaderReply, transfer?: ArrayBuffer[]): void => port.postMessage(reply, transfer);
