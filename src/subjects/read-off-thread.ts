@@ -67,7 +67,11 @@ function takeReader(moduleUrl: URL): Worker {
   }
   // A small young generation, as the hash pool's (src/sync/hash-pool.ts): the thread's garbage
   // is short-lived strings, and the default would keep tens of MB more resident.
-  return new Worker(moduleUrl, { resourceLimits: { maxYoungGenerationSizeMb: 8 } });
+  const worker = new Worker(moduleUrl, { resourceLimits: { maxYoungGenerationSizeMb: 8 } });
+  // Between imports (parked, or being ended) an error must not become the process's uncaught
+  // one: each import listens for its own, and a parked thread that dies is simply not reused.
+  worker.on('error', () => {});
+  return worker;
 }
 
 function parkReader(worker: Worker): void {
