@@ -29,8 +29,9 @@ const BATCHES_IN_FLIGHT = 8;
  * How much lower this thread's priority is than the process's: when the cores are busy, the
  * main thread (whose event loop serves /healthz, the watchdog and the sync) goes first, and
  * this one reads in what is left. Linux keeps a nice value per thread, and with autogroup the
- * threads of a process share one weight: at equal priority, a 10 M import under load (4 on
- * 2 cores) stalled the event loop up to 0.5-0.9 s, against ~0.1 s without the thread.
+ * threads of a process share one weight: at equal priority, a 10 M import on a shared host
+ * (load 3-5 on 2 cores) showed event-loop stalls of 0.5 and 0.9 s (~0.1 s without the thread;
+ * the host's load also stalls the loop, so these are indications, not a measurement).
  */
 const NICER_BY = 10;
 if (process.platform === 'linux') {
