@@ -7,7 +7,6 @@
  * Messages out: {type: 'credit'} (a chunk was taken) | {type: 'batch', ...PackedBatch} |
  *               {type: 'done'} | {type: 'failed', code, message}
  */
-import os from 'node:os';
 import { parentPort } from 'node:worker_threads';
 import { Readable } from 'node:stream';
 import { readSubjectFile } from './parse.js';
@@ -24,24 +23,6 @@ const BATCH_ITEMS = 2048;
  * with 2, each thread waited on the other for seconds of a 1 M import. ~16 000 rows, ~1 MB.
  */
 const BATCHES_IN_FLIGHT = 8;
-
-/**
- * How much lower this thread's priority is than the process's: when the cores are busy, the
- * main thread (whose event loop serves /healthz, the watchdog and the sync) goes first, and
- * this one reads in what is left. Linux keeps a nice value per thread, and with autogroup the
- * threads of a process share one weight: at equal priority, a 10 M import on a shared host
- * (load 3-5 on 2 cores) showed event-loop stalls of 0.5 and 0.9 s (~0.1 s without the thread;
- * the host's load also stalls the loop, so these are indications, not a measurement).
- */
-const NICER_BY = 10;
-if (process.platform === 'linux') {
-  try {
-    // pid 0: this thread only, on Linux (elsewhere it would be the whole process).
-    os.setPriority(0, Math.min(19, os.getPriority(0) + NICER_BY));
-  } catch {
-    // Not permitted (a seccomp filter): the thread reads at the process's priority.
-  }
-}
 
 const port = parentPort!;
 const send = (reply: ReaderReply, transfer?: ArrayBuffer[]): void => port.postMessage(reply, transfer);
