@@ -4,8 +4,7 @@
  * (src/subjects/staged-runs.ts, in a scratch database next to the store); the runs are then
  * merged in key order, which finds repeated keys and writes the store in key order (the key
  * index is appended to, not updated at random). Rejections are reported in line order at the
- * end of the merge. The file is parsed and checked on a worker thread
- * (src/subjects/read-off-thread.ts), in parallel with the staging on this one.
+ * end of the merge.
  *
  * Transactions:
  * - default: one transaction per batch; good rows are imported, bad rows reported;
@@ -22,18 +21,24 @@ import { ImportScratch, importScratchFile, type StagedRow } from '../store/subje
 import { StagedRuns } from './staged-runs.js';
 import { BackgroundCheckpointer } from '../store/checkpointer.js';
 import type { SubjectIndexOptions } from '../sync/subject-index.js';
-import type { Worker } from 'node:worker_threads';
 import { normalizeSubjectKey } from '../crypto/pseudonym.js';
 import { checkSubjectKey } from './fiscal-code.js';
-import { looksLikeSubjectKey } from './redact.js';
-import type { SubjectFormat } from './parse.js';
-import type { ConfiguredEService, RejectedRow } from './check.js';
-import { readCheckedOffThread } from './read-off-thread.js';
+import { looksLikeSubjectKey, quoteSafely } from './redact.js';
+import { readSubjectFile, type SubjectFormat, type SubjectRecord } from './parse.js';
 import { SubjectWriter, type SubjectUpsert } from './apply.js';
 import { OWN_TENANT, parseTenant } from '../tenant.js';
 import { AppError } from '../errors.js';
 
-export type { ConfiguredEService, RejectedRow } from './check.js';
+export interface ConfiguredEService {
+  id: string;
+  name: string;
+}
+
+export interface RejectedRow {
+  line: number;
+  reason: string;
+  ref?: string;
+}
 
 export interface ImportOptions {
   format: SubjectFormat;
@@ -66,8 +71,6 @@ export interface ImportOptions {
   /** Called after each batch: records read so far, and subjects removed by --replace so far. */
   onProgress?: (progress: ImportProgress) => void;
   now?: () => number;
-  /** Called with the reader thread once started (tests end it midway). */
-  onReadWorker?: (worker: Worker) => void;
 }
 
 export interface ImportProgress {
@@ -120,11 +123,14 @@ export interface ImportReport {
   dryRun: boolean;
 }
 
+const MAX_KEY_LENGTH = 256;
+
 export async function importSubjects(db: Db, input: Readable, options: ImportOptions): Promise<ImportReport> {
   const batchSize = options.batchSize ?? 5000;
   const maxKept = options.maxRejectedKept ?? 1000;
   const dryRun = options.dryRun ?? false;
   const wholeFileTransaction = Boolean(options.strict || options.replace || dryRun);
+  const resolveEservices = eserviceResolver(options.eservices);
   let fileTenant: string | undefined;
   if (options.tenant !== undefined) {
     const parsed = parseTenant(options.tenant);
@@ -173,32 +179,27 @@ export async function importSubjects(db: Db, input: Readable, options: ImportOpt
     // and --replace keeps the stored subject.
     let goodStaged = 0;
     let sinceYield = 0;
-    // The file is parsed and records checked on a worker thread; the results come back in
-    // file order, a batch at a time.
-    const job = { format: options.format, source: options.source, eservices: options.eservices, validate: options.validate, fileTenant, replace: options.replace ?? false };
-    reading: for await (const items of readCheckedOffThread(input, job, options.onReadWorker ? { onWorker: options.onReadWorker } : {})) {
-      for (const item of items) {
-        if (item.kind === 'problem') {
-          if (!item.fatal) report.read++;
-          reject({ line: item.line, reason: item.reason, ...(item.ref ? { ref: item.ref } : {}) });
-          if (item.fatal) {
-            report.complete = false;
-            break reading;
-          }
-          continue;
+    for await (const item of readSubjectFile(input, options.format, options.source)) {
+      if (item.kind === 'problem') {
+        if (!item.fatal) report.read++;
+        reject({ line: item.line, reason: item.reason, ...(item.ref ? { ref: item.ref } : {}) });
+        if (item.fatal) {
+          report.complete = false;
+          break;
         }
-        report.read++;
-        if (item.kind === 'rejected') reject(item.row);
-        else {
-          const row = item.row;
-          if (row.problem === null) goodStaged++;
-          if (runs.add(row)) await runs.flush(commitAndYield);
-        }
-        if (++sinceYield >= batchSize || (sinceYield % 64 === 0 && sliceSpent())) {
-          sinceYield = 0;
-          options.onProgress?.({ phase: 'read', read: report.read, removed: 0 });
-          await commitAndYield();
-        }
+        continue;
+      }
+      report.read++;
+      const row = checkRecord(item, { validate: options.validate, fileTenant, replace: options.replace ?? false }, resolveEservices);
+      if ('reason' in row) reject(row);
+      else {
+        if (row.problem === null) goodStaged++;
+        if (runs.add(row)) await runs.flush(commitAndYield);
+      }
+      if (++sinceYield >= batchSize || (sinceYield % 64 === 0 && sliceSpent())) {
+        sinceYield = 0;
+        options.onProgress?.({ phase: 'read', read: report.read, removed: 0 });
+        await commitAndYield();
       }
     }
     await runs.flush(commitAndYield);
@@ -305,6 +306,67 @@ function scratchFileFor(db: Db): string {
 /** A staged row's rejection: its ref is shown unless it is the key itself. */
 function rejectionOf(row: StagedRow, reason: string): RejectedRow {
   return { line: row.line, reason, ...(row.ref && normalizeSubjectKey(row.ref) !== row.key ? { ref: row.ref } : {}) };
+}
+
+type EserviceResolver = (names: string[] | 'all' | undefined) => { ids: string[] | 'all' | undefined } | { unknown: string };
+
+/** Rows name e-services by hub id (any case) or by configured name (any case). */
+function eserviceResolver(configured: ConfiguredEService[]): EserviceResolver {
+  const byName = new Map<string, string>();
+  for (const e of configured) byName.set(e.name.trim().toLowerCase(), e.id);
+  // Ids win over names when a name happens to equal another e-service's id.
+  for (const e of configured) byName.set(e.id.toLowerCase(), e.id);
+  return (names) => {
+    if (names === undefined || names === 'all') return { ids: names };
+    const ids: string[] = [];
+    for (const name of names) {
+      const id = byName.get(name.toLowerCase());
+      if (id === undefined) return { unknown: name };
+      ids.push(id);
+    }
+    return { ids };
+  };
+}
+
+interface RecordRules {
+  validate: boolean;
+  /** --tenant, normalized. */
+  fileTenant: string | undefined;
+  replace: boolean;
+}
+
+/**
+ * Checks a record: a rejection when its key is unusable (not staged), else the row to stage,
+ * with its problem if any. A problem found here is reported unless the key repeats an earlier
+ * row's (then "duplicate" is), except a bad tenant, reported first as before.
+ */
+function checkRecord(record: SubjectRecord, rules: RecordRules, resolve: EserviceResolver): StagedRow | RejectedRow {
+  const key = normalizeSubjectKey(record.key);
+  if (key === '' || key.length > MAX_KEY_LENGTH) {
+    const refPart = record.ref && normalizeSubjectKey(record.ref) !== key ? { ref: record.ref } : {};
+    return { line: record.line, reason: key === '' ? 'missing key' : `key longer than ${MAX_KEY_LENGTH} characters`, ...refPart };
+  }
+  // A bad tenant counts as the tenant being replaced: --replace must not remove a stored
+  // subject because its row in the new file has a problem.
+  let tenant = rules.fileTenant ?? OWN_TENANT;
+  let tenantProblem: string | undefined;
+  if (record.tenant !== undefined) {
+    const parsed = parseTenant(record.tenant);
+    if ('problem' in parsed) tenantProblem = parsed.problem;
+    else if (rules.fileTenant !== undefined && parsed.tenant !== rules.fileTenant) tenantProblem = `tenant ${JSON.stringify(parsed.tenant)} differs from --tenant ${JSON.stringify(rules.fileTenant)}`;
+    else if (rules.fileTenant === undefined && rules.replace) tenantProblem = 'a row with a tenant under --replace: replace one tenant at a time with --tenant';
+    else tenant = parsed.tenant;
+  }
+  const row: StagedRow = { key, tenant, line: record.line, problem: tenantProblem ?? null, problemFirst: tenantProblem !== undefined, ref: record.ref, eservices: undefined };
+  if (row.problem !== null) return row;
+  if (rules.validate) {
+    const check = checkSubjectKey(key);
+    if (!check.valid) return { ...row, problem: check.reason };
+  }
+  const resolved = resolve(record.eservices);
+  if ('unknown' in resolved) return { ...row, problem: `unknown e-service ${quoteSafely(resolved.unknown, 80)} (not an id or name in the configuration)` };
+  row.eservices = resolved.ids;
+  return row;
 }
 
 /** --replace: removes `tenant`'s memberships of keys the file did not list for it. */
