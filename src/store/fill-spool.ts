@@ -117,7 +117,10 @@ export class FillSpoolWriter {
     return new FillSpoolWriter(dir, epochId, bits, expectedRows);
   }
 
-  /** Adds records; resolves once whatever had to be written out is. */
+  /**
+   * Adds records. Full buckets are appended to their files in the background; an append's
+   * error surfaces at the next call, or at finish.
+   */
   async add(prefixes: ArrayLike<number>, subjectIds: ArrayLike<number>): Promise<void> {
     // The previous call's appends are awaited now, not there: the caller reads and hashes the
     // next page while they are on the thread pool (10 M subjects fill ~10 000 bucket buffers).
@@ -154,6 +157,16 @@ export class FillSpoolWriter {
     await Promise.all(writes).catch((err: unknown) => {
       throw spoolError(this.dir, err);
     });
+  }
+
+  /**
+   * Waits for the appends still in flight, whatever their outcome: a spool given up (an abort,
+   * an error) must not have a late append land in the next spool of the same epoch.
+   */
+  async abandon(): Promise<void> {
+    const writes = this.pending;
+    this.pending = [];
+    await Promise.allSettled(writes);
   }
 
   private async flushBuckets(buckets: number[]): Promise<void> {

@@ -195,39 +195,48 @@ async function spoolSubjects(db: Db, epoch: Epoch, root: string, total: number, 
   const depth = pool.threads + 1;
   const inFlight: InFlight[] = [];
   let exhausted = false;
-  for (;;) {
-    options.signal?.throwIfAborted();
-    while (!exhausted && inFlight.length < depth) {
-      const read = readPage();
-      if (read) inFlight.push(read);
-      else exhausted = true;
-    }
-    const page = inFlight.shift();
-    if (!page) {
-      // Synced and described before the merge may trust it; then, in one step, either nothing
-      // was added meanwhile and the merge starts, or spooling goes on with what was.
-      await writer.finish();
-      const more = db
-        .transaction(() => {
-          const read = readPage();
-          if (!read) epochs.startMerge(epochId, bits);
-          return read;
-        })
-        .immediate();
-      if (!more) break;
-      inFlight.push(more);
-      exhausted = false;
-      continue;
-    }
-    const hashed = (await page.hashing) ?? (await unpacked(page));
-    await writer.add(hashed.prefixes, hashed.ids);
-    spooled += hashed.ids.length;
-    spooledUpTo = page.upTo;
-    report();
+  try {
+    await spoolPages();
+  } catch (err) {
+    await writer.abandon();
+    throw err;
   }
   const reader = await FillSpoolReader.open(root, epochId, bits);
   if (!reader) throw new Error(`the fill spool of epoch ${epochId} is incomplete right after it was written`);
   return reader;
+
+  async function spoolPages(): Promise<void> {
+    for (;;) {
+      options.signal?.throwIfAborted();
+      while (!exhausted && inFlight.length < depth) {
+        const read = readPage();
+        if (read) inFlight.push(read);
+        else exhausted = true;
+      }
+      const page = inFlight.shift();
+      if (!page) {
+        // Synced and described before the merge may trust it; then, in one step, either nothing
+        // was added meanwhile and the merge starts, or spooling goes on with what was.
+        await writer.finish();
+        const more = db
+          .transaction(() => {
+            const read = readPage();
+            if (!read) epochs.startMerge(epochId, bits);
+            return read;
+          })
+          .immediate();
+        if (!more) break;
+        inFlight.push(more);
+        exhausted = false;
+        continue;
+      }
+      const hashed = (await page.hashing) ?? (await unpacked(page));
+      await writer.add(hashed.prefixes, hashed.ids);
+      spooled += hashed.ids.length;
+      spooledUpTo = page.upTo;
+      report();
+    }
+  }
 }
 
 /** Step 2: the spool's buckets written to the table in prefix order, from where the merge got. */
