@@ -69,8 +69,8 @@ describe('the pseudonym index', () => {
     const store = new PseudonymStore(db);
     store.create(7);
     const prefixA = digestPrefix(hasher.digest(fiscalCode(1)));
-    store.insert(7, prefixA, a.id);
-    store.insert(7, prefixA, b.id); // a collision on the stored prefix, planted
+    // A collision on the stored prefix, planted (the two rows in key order: a's id is lower).
+    store.insertSorted(7, [prefixA, prefixA], [a.id, b.id]);
     const found = store.candidatesMany(7, [prefixA, 12345, prefixA]);
     expect([...found.keys()]).toEqual([prefixA]);
     const candidates = found.get(prefixA)!;

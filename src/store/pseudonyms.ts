@@ -126,10 +126,6 @@ export class PseudonymStore {
     this.db.prepare('DELETE FROM fill_skips WHERE epoch_id = ?').run(epochId);
   }
 
-  insert(epochId: number, prefix: number, subjectId: number): number {
-    return this.stmts(epochId).insert.run(prefix, subjectId).changes;
-  }
-
   remove(epochId: number, prefix: number, subjectId: number): number {
     return this.stmts(epochId).remove.run(prefix, subjectId).changes;
   }

@@ -106,19 +106,12 @@ export class SignalLogStore {
   }
 
   /**
-   * Unmatched signals of an epoch with this objectId, oldest first. The lookup is a sorted
-   * TEMP table built from the log on first use and rebuilt only when the engine has processed
-   * signals since: an import of many subjects pays one sort, not one scan per subject.
-   */
-  unmatched(epoch: number, objectId: string): UnmatchedSignal[] {
-    this.refreshLookup();
-    return this.unmatchedStmt.all(epoch, objectId) as UnmatchedSignal[];
-  }
-
-  /**
-   * The same lookup for many objectIds in one synchronous call: the lookup table's freshness is
-   * checked once, not per objectId (a check cost as much as the lookup: 4 µs). Only for use
-   * within one synchronous stretch, where the engine cannot process signals meanwhile.
+   * A lookup of the unmatched signals of an epoch with an objectId, oldest first. It reads a
+   * sorted TEMP table built from the log on first use and rebuilt only when the engine has
+   * processed signals since: an import of many subjects pays one sort, not one scan per
+   * subject. Freshness is checked once, here, not per objectId (a check cost as much as the
+   * lookup: 4 µs): use the lookup within one synchronous stretch, where the engine cannot
+   * process signals meanwhile.
    */
   unmatchedLookup(): (epoch: number, objectId: string) => UnmatchedSignal[] {
     this.refreshLookup();

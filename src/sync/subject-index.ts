@@ -130,10 +130,11 @@ const BULK_MIN_NEW_SUBJECTS = 10_000;
  * table holds at most `newSubjects * 10` rows (and 10 000 new subjects at least): a bulk
  * import. Written one batch at a time, new subjects land all over a table far bigger than the
  * page cache (each batch of 5 000 rewrote about as many pages: 17 µs a row at 1 M subjects,
- * worse with every million), where a fill spools and writes in key order (src/sync/reseed.ts). The epoch keeps its rows and becomes a
- * fill from its first subject: the upkeep treats it as one (new subjects are left to the fill,
- * removals delete their rows), and the engine completes it before it next matches a signal of
- * it. Returns the epochs handed over. Call inside the import's transaction.
+ * worse with every million), where a fill spools and writes in key order (src/sync/reseed.ts).
+ * The epoch keeps its rows and becomes a fill from its first subject: the upkeep treats it as
+ * one (new subjects are left to the fill, removals delete their rows), and the engine completes
+ * it before it next matches a signal of it. Returns the epochs handed over. Call inside the
+ * import's transaction.
  */
 export function deferToFill(db: Db, newSubjects: number): number[] {
   // Below this, row by row costs a fraction of a second: not worth making an epoch wait for a fill.
